@@ -1,0 +1,5 @@
+"""Run opskit as ``python -m opskit``."""
+
+from opskit.cli import main
+
+main()

@@ -1,0 +1,257 @@
+"""Archives: streaming compression with sha256, atomic writes, verification, manifests."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, cast
+
+import zstandard
+
+from opskit.errors import ArchiveError
+
+EXTENSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+CHUNK = 1 << 20
+
+
+def compression_of(path: Path) -> str:
+    """Return the compression an archive's name says it has."""
+    for name, ext in EXTENSIONS.items():
+        if ext and path.name.endswith(ext):
+            return name
+    return "none"
+
+
+def manifest_path(archive: Path) -> Path:
+    return archive.with_name(archive.name + ".json")
+
+
+def tmp_path(final: Path) -> Path:
+    """Return the temporary name a file is written under before it is renamed to ``final``."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """What was written: the temp file, and the sizes and checksum of its content."""
+
+    path: Path
+    size: int
+    raw_size: int
+    sha256: str
+
+
+class _HashingWriter:
+    """A file writer that hashes and counts what passes through it."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        self.fh.write(data)
+        return len(data)
+
+
+def _disk_error(exc: OSError, where: Path) -> ArchiveError:
+    if exc.errno == errno.ENOSPC:
+        return ArchiveError(
+            f"no space left on the device of {where}", "free space or set --backup-dir elsewhere"
+        )
+    return ArchiveError(f"cannot write {where}: {exc.strerror or exc}", "check the folder")
+
+
+def write_stream(
+    source: IO[bytes], final: Path, compress: str, level: int = 3, *, threads: int = -1
+) -> Written:
+    """Compress ``source`` into a 0600 temp file beside ``final``, fsynced; remove it on failure."""
+    tmp = tmp_path(final)
+    raw = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            out = _HashingWriter(fh)
+            if compress == "zstd":
+                cctx = zstandard.ZstdCompressor(level=level, threads=threads)
+                sink = cast(IO[bytes], out)
+                raw, _ = cctx.copy_stream(source, sink, read_size=CHUNK, write_size=CHUNK)
+            elif compress == "gzip":
+                gz = zlib.compressobj(6, zlib.DEFLATED, 31)
+                while chunk := source.read(CHUNK):
+                    raw += len(chunk)
+                    out.write(gz.compress(chunk))
+                out.write(gz.flush())
+            else:
+                while chunk := source.read(CHUNK):
+                    raw += len(chunk)
+                    out.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(exc, final.parent) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return Written(tmp, out.size, raw, out.sha.hexdigest())
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` over ``final`` and fsync the folder so the rename survives a crash."""
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(data: dict[str, Any], final: Path) -> None:
+    """Write a JSON file atomically with mode 0600."""
+    tmp = tmp_path(final)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        commit(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(exc, final.parent) from None
+
+
+def read_manifest(archive: Path) -> dict[str, Any]:
+    """Return an archive's manifest, or raise ArchiveError if it is missing or unreadable."""
+    path = manifest_path(archive)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArchiveError(
+            f"{archive.name} has no manifest {path.name}",
+            "restore only archives written by opskit backup, with their .json beside them",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ArchiveError(f"manifest {path} is unreadable: {exc}", "run a new backup") from None
+    if not isinstance(data, dict) or not {"sha256", "size", "engine"} <= data.keys():
+        raise ArchiveError(f"manifest {path} is incomplete", "run a new backup")
+    return data
+
+
+def sha256_file(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def check_checksum(archive: Path, manifest: dict[str, Any]) -> None:
+    """Raise ArchiveError unless the archive's size and sha256 match its manifest."""
+    size = archive.stat().st_size
+    if size != manifest["size"]:
+        raise ArchiveError(
+            f"{archive.name} is {size} bytes but its manifest says {manifest['size']}"
+            " (truncated or replaced)",
+            "use another backup",
+        )
+    if sha256_file(archive) != manifest["sha256"]:
+        raise ArchiveError(
+            f"{archive.name} does not match the sha256 in its manifest (corrupt)",
+            "use another backup",
+        )
+
+
+class _Decompressing:
+    """A reader of an archive's content that fails loudly on a truncated stream."""
+
+    def __init__(self, fh: IO[bytes], compress: str, name: str) -> None:
+        self.fh = fh
+        self.name = name
+        self.compress = compress
+        self.dobj: Any = self._new()
+        self.buffer = b""
+        self.pos = 0
+        self.done = False
+
+    def read(self, size: int = -1) -> bytes:
+        """Return up to ``size`` bytes (fewer is fine); b"" only at the verified end."""
+        while self.pos >= len(self.buffer) and not self.done:
+            chunk = self.fh.read(CHUNK)
+            if chunk:
+                self.buffer, self.pos = self._feed(chunk), 0
+            else:
+                self.buffer, self.pos = b"", 0
+                self._finish()
+        end = len(self.buffer) if size < 0 else self.pos + size
+        out = self.buffer[self.pos : end]
+        self.pos += len(out)
+        return out
+
+    def _new(self) -> Any:
+        if self.compress == "zstd":
+            return zstandard.ZstdDecompressor().decompressobj()
+        if self.compress == "gzip":
+            return zlib.decompressobj(31)
+        return None
+
+    def _feed(self, chunk: bytes) -> bytes:
+        if self.dobj is None:
+            return chunk
+        try:
+            data: bytes = self.dobj.decompress(chunk)
+            if self.dobj.eof and self.dobj.unused_data:
+                # Several frames or gzip members one after another are one valid stream.
+                rest = self.dobj.unused_data
+                self.dobj = self._new()
+                data += self._feed(rest)
+            return data
+        except (zstandard.ZstdError, zlib.error) as exc:
+            raise ArchiveError(f"{self.name} is corrupt: {exc}", "use another backup") from None
+
+    def _finish(self) -> None:
+        self.done = True
+        if self.dobj is None:
+            return
+        if self.compress == "gzip":
+            self.buffer += self.dobj.flush()
+        if not self.dobj.eof:
+            raise ArchiveError(f"{self.name} is truncated", "use another backup")
+
+
+@contextlib.contextmanager
+def open_content(archive: Path, compress: str | None = None) -> Iterator[IO[bytes]]:
+    """Yield a reader of the archive's decompressed content."""
+    compress = compress or compression_of(archive)
+    with archive.open("rb") as fh:
+        yield _Decompressing(fh, compress, archive.name)  # type: ignore[misc]
+
+
+def check_decompresses(
+    archive: Path, raw_size: int | None = None, compress: str | None = None
+) -> int:
+    """Decompress the whole archive; raise ArchiveError if it is corrupt, truncated or short."""
+    total = 0
+    with open_content(archive, compress) as reader:
+        while chunk := reader.read(CHUNK):
+            total += len(chunk)
+    if raw_size is not None and total != raw_size:
+        raise ArchiveError(
+            f"{archive.name} holds {total} bytes but {raw_size} were written", "run a new backup"
+        )
+    return total

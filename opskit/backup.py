@@ -1,0 +1,168 @@
+"""The backup job: per database dump → compress → verify → rotate → link latest."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from opskit import __version__, archive, logs, rotation
+from opskit.config import Config
+from opskit.engines import DbParams, Engine, Tools, engine_for
+from opskit.errors import OpsError
+from opskit.report import Report, StepFailed
+
+log = logs.get("backup")
+
+
+def select(config: Config, databases: Mapping[str, DbParams], wanted: tuple[str, ...]) -> list[str]:
+    """Return the aliases to work on: the flags', else OPSKIT DATABASES, else all."""
+    from opskit.errors import ConfigError
+
+    chosen = wanted or config.databases or tuple(databases)
+    unknown = [a for a in chosen if a not in databases]
+    if unknown:
+        raise ConfigError(
+            f"no database {', '.join(map(repr, unknown))} in settings.DATABASES",
+            f"use one of {', '.join(databases)}",
+        )
+    return list(chosen)
+
+
+def tools_of(config: Config) -> Tools:
+    return Tools(pg_bin_dir=config.pg_bin_dir, mysql_bin_dir=config.mysql_bin_dir)
+
+
+def run_backup(
+    config: Config,
+    databases: Mapping[str, DbParams],
+    aliases: list[str],
+    now: datetime,
+) -> Report:
+    """Back up each database into its weekday slot; a failed database never stops the next."""
+    report = Report("backup")
+    for alias in aliases:
+        start = time.monotonic()
+        db = databases[alias]
+        with contextlib.suppress(StepFailed):
+            written = backup_one(config, db, now, report)
+            report.bytes += written
+        failed = report.failed(alias)
+        event = log.error if failed else log.info
+        event(
+            "database_done",
+            job="backup",
+            database=alias,
+            errors=len(failed),
+            duration=round(time.monotonic() - start, 3),
+            **report.details.get(alias, {}),
+        )
+    return report
+
+
+def backup_one(config: Config, db: DbParams, now: datetime, report: Report) -> int:
+    """Back up one database; each failed step raises StepFailed and ends this database."""
+    alias = db.alias
+    folder = rotation.db_dir(config.backup_dir, alias)
+    with report.step("dump", alias):
+        engine = engine_for(db, tools_of(config), work_dir=None)
+        try:
+            rotation.ensure_dir(folder)
+        except OSError as exc:
+            raise OpsError(
+                f"cannot create {folder}: {exc.strerror}", "check --backup-dir"
+            ) from None
+        for stale in rotation.remove_stale_tmp(folder):
+            log.info("removed_stale_temp_file", database=alias, path=str(stale))
+        final = folder / rotation.archive_name(
+            rotation.slot_for(now), engine.suffix, config.compress
+        )
+        log.info("dump_started", database=alias, target=str(final), engine=engine.vendor)
+        started = time.time()
+        versions = engine.versions(db)
+        written = _dump(engine, db, config, final)
+    try:
+        with report.step("verify", alias):
+            archive.check_decompresses(written.path, written.raw_size, config.compress)
+            if archive.sha256_file(written.path) != written.sha256:
+                raise OpsError(f"{final.name} changed on disk while written", "check the disk")
+        manifest = _manifest(db, engine, config, final, written, versions, started)
+        with report.step("rotate", alias):
+            try:
+                archive.commit(written.path, final)
+                archive.write_json(manifest, archive.manifest_path(final))
+            except OSError as exc:
+                raise OpsError(
+                    f"cannot rename into {final}: {exc.strerror}", "check the disk"
+                ) from None
+            for old in rotation.drop_other_formats(final):
+                log.info("removed_other_format", database=alias, path=str(old))
+    finally:
+        written.path.unlink(missing_ok=True)
+    with report.step("link-latest", alias):
+        try:
+            link = rotation.link_latest(final)
+        except OSError as exc:
+            raise OpsError(f"cannot update latest in {folder}: {exc}", "check the folder") from None
+    report.details[alias] = {
+        "archive": str(final),
+        "bytes": written.size,
+        "raw_bytes": written.raw_size,
+        "ratio": manifest["ratio"],
+    }
+    log.info("latest_linked", database=alias, link=str(link), target=final.name)
+    return written.size
+
+
+def _dump(engine: Engine, db: DbParams, config: Config, final: Path) -> archive.Written:
+    """Run the dump into the compressor; the dump's exit status is checked after the stream."""
+    written = None
+    try:
+        with engine.dump(db, config.exclude_table_data) as stream:
+            written = archive.write_stream(stream, final, config.compress, config.zstd_level)
+    except BaseException:
+        if written is not None:
+            written.path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _manifest(
+    db: DbParams,
+    engine: Engine,
+    config: Config,
+    final: Path,
+    written: archive.Written,
+    versions: dict[str, str],
+    started: float,
+) -> dict[str, Any]:
+    finished = time.time()
+    return {
+        "format": 1,
+        "opskit_version": __version__,
+        "engine": engine.vendor,
+        "django_engine": db.django_engine,
+        "alias": db.alias,
+        "database": db.name,
+        "host": db.host,
+        "port": db.port,
+        "user": db.user,
+        "file": final.name,
+        "compression": config.compress,
+        "size": written.size,
+        "raw_size": written.raw_size,
+        "ratio": round(written.raw_size / written.size, 2) if written.size else None,
+        "sha256": written.sha256,
+        "excluded_table_data": list(config.exclude_table_data),
+        "tools": versions,
+        "server_version": versions.get("server", ""),
+        "started_at": datetime.fromtimestamp(started).astimezone().isoformat(),
+        "finished_at": datetime.fromtimestamp(finished).astimezone().isoformat(),
+        "duration": round(finished - started, 3),
+        "verified": True,
+        "hostname": socket.gethostname(),
+    }

@@ -1,0 +1,270 @@
+"""The command line: parse, build the Config, call the core, render, exit with the status."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from opskit import __version__
+from opskit.errors import OpsError
+from opskit.report import EXIT_INTERRUPTED, EXIT_USAGE, Report
+
+if TYPE_CHECKING:
+    from opskit.config import Config
+    from opskit.engines import DbParams
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class OpsGroup(click.Group):
+    """A click group whose usage errors exit 64 and whose Ctrl-C exits 130."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_USAGE  # type: ignore[misc]
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_USAGE  # type: ignore[misc]
+            raise
+        except KeyboardInterrupt:
+            click.echo("opskit: interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+@dataclasses.dataclass
+class Globals:
+    settings: str | None
+    project_dir: Path
+    backup_dir: Path | None
+    log_dir: Path | None
+    verbosity: int
+
+
+def now() -> datetime:
+    return datetime.now().astimezone()
+
+
+def fail_early(ctx: click.Context, exc: OpsError) -> None:
+    """Report a failure that happened before any job could start, as one failed step."""
+    click.echo(f"opskit: error: {exc.line()}", err=True)
+    ctx.exit(1)
+
+
+def load_project(ctx: click.Context, **flags: Any) -> tuple[Config, dict[str, DbParams]]:
+    """Find the settings, set Django up once, build the Config and configure logging."""
+    from opskit import django_project, logs
+    from opskit.config import build_config
+
+    g: Globals = ctx.obj
+    try:
+        module = django_project.find_settings(g.project_dir, g.settings, os.environ)
+        django_project.setup(g.project_dir, module)
+        databases = django_project.databases()
+        config = build_config(
+            project_dir=g.project_dir,
+            settings_module=module,
+            settings_opskit=django_project.opskit_settings(),
+            environ=os.environ,
+            flags={"BACKUP_DIR": g.backup_dir, "LOG_DIR": g.log_dir, **flags},
+        )
+        logs.configure(
+            log_dir=config.log_dir,
+            verbosity=g.verbosity,
+            secrets=[db.password for db in databases.values()],
+        )
+    except OpsError as exc:
+        fail_early(ctx, exc)
+        raise AssertionError("unreachable") from None
+    except OSError as exc:
+        fail_early(ctx, OpsError(f"cannot open the log folder: {exc}", "set --log-dir"))
+        raise AssertionError("unreachable") from None
+    return config, databases
+
+
+def finish(ctx: click.Context, report: Report, **summary: Any) -> None:
+    """Log each failed step and the job's summary event, then exit with its status."""
+    from opskit import logs
+
+    log = logs.get()
+    for step in report.failed():
+        log.error("step_failed", step=step.name, database=step.database, reason=step.reason)
+    databases = sorted({s.database for s in report.steps if s.database})
+    log.info(
+        "job_finished",
+        job=report.job,
+        databases=",".join(databases),
+        errors=report.errors,
+        bytes=report.bytes,
+        duration=round(report.duration, 3),
+        **summary,
+    )
+    word = "error" if report.errors == 1 else "errors"
+    click.echo(
+        f"opskit {report.job}: {report.errors} {word}, {len(databases)} database(s),"
+        f" {report.duration:.1f} s",
+        err=True,
+    )
+    ctx.exit(report.exit_code)
+
+
+@click.group(cls=OpsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--settings", metavar="MODULE", help="Django settings module.")
+@click.option(
+    "--project-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Folder with manage.py (put on sys.path).",
+)
+@click.option("--backup-dir", type=click.Path(path_type=Path), help="[default: db_backups/]")
+@click.option("--log-dir", type=click.Path(path_type=Path), help="[default: logs/]")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+@click.version_option(__version__, prog_name="opskit")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    settings: str | None,
+    project_dir: Path,
+    backup_dir: Path | None,
+    log_dir: Path | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Nightly maintenance for a Django deployment: backup, restore, list."""
+    ctx.obj = Globals(
+        settings, project_dir.resolve(), backup_dir, log_dir, -1 if quiet else verbose
+    )
+
+
+@cli.command()
+@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
+@click.option("--compress", type=click.Choice(["zstd", "gzip", "none"]), help="[default: zstd]")
+@click.option("--exclude-table-data", multiple=True, metavar="TABLE", help="Keep schema only.")
+@click.pass_context
+def backup(
+    ctx: click.Context,
+    databases: tuple[str, ...],
+    compress: str | None,
+    exclude_table_data: tuple[str, ...],
+) -> None:
+    """Back up databases into weekday slots (all of settings.DATABASES by default)."""
+    from opskit.backup import run_backup, select
+
+    flags: dict[str, Any] = {"COMPRESS": compress, "EXCLUDE_TABLE_DATA": exclude_table_data}
+    config, dbs = load_project(ctx, **flags)
+    try:
+        aliases = select(config, dbs, databases)
+    except OpsError as exc:
+        fail_early(ctx, exc)
+    report = run_backup(config, dbs, aliases, now())
+    for alias, detail in report.details.items():
+        click.echo(f"{alias}: {detail['archive']}")
+    finish(ctx, report)
+
+
+@cli.command()
+@click.argument("source", default="latest")
+@click.option("--database", "-d", "alias", default="default", show_default=True, metavar="ALIAS")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--drop-old", is_flag=True, help="PostgreSQL: drop the replaced database.")
+@click.pass_context
+def restore(ctx: click.Context, source: str, alias: str, yes: bool, drop_old: bool) -> None:
+    """Restore SOURCE (latest, a weekday like 1-Monday, or an archive path)."""
+    from opskit.report import StepFailed
+    from opskit.restore import plan_restore, run_restore
+
+    config, dbs = load_project(ctx)
+    report = Report("restore")
+    try:
+        plan = plan_restore(config, dbs, alias, source, report)
+    except StepFailed:
+        finish(ctx, report)
+        return
+    click.echo(f"About to {plan.describe()}.", err=True)
+    if not yes:
+        if not sys.stdin.isatty():
+            report.fail("confirm", alias, "no terminal to confirm on; pass --yes to restore")
+            finish(ctx, report)
+        if not click.confirm("Replace it?", default=False, err=True):
+            report.fail("confirm", alias, "cancelled; nothing was changed")
+            finish(ctx, report)
+    try:
+        notes = run_restore(config, plan, now(), report, drop_old=drop_old)
+    except StepFailed:
+        notes = []
+    for note in notes:
+        click.echo(note, err=True)
+    finish(ctx, report)
+
+
+@cli.command("list")
+@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None:
+    """List each database's archives: weekday, age, size, ratio, verified, latest."""
+    from opskit.backup import select
+    from opskit.catalog import catalog
+
+    config, dbs = load_project(ctx)
+    try:
+        aliases = select(config, dbs, databases)
+    except OpsError as exc:
+        fail_early(ctx, exc)
+    entries = catalog(config.backup_dir, dbs, aliases, now())
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for entry in entries:
+        click.echo(f"{entry['alias']} ({entry['database']}) in {entry['folder']}")
+        if not entry["archives"]:
+            click.echo("  no backups yet")
+        for row in entry["archives"]:
+            click.echo("  " + _row(row))
+
+
+def _human_size(n: int | None) -> str:
+    size = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _human_age(seconds: int | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 3600:
+        return f"{seconds // 60}m ago"
+    if seconds < 86400 * 2:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"
+
+
+def _row(row: dict[str, Any]) -> str:
+    mark = "*" if row["latest"] else " "
+    name = Path(row["file"]).name
+    ratio = f"x{row['ratio']}" if row.get("ratio") else ""
+    age = _human_age(row.get("age_seconds"))
+    return f"{mark} {name:<24} {age:>8} {_human_size(row['size']):>9} {ratio:>7}  {row['status']}"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="opskit")

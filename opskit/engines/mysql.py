@@ -1,0 +1,184 @@
+"""MySQL and MariaDB: mysqldump/mariadb-dump; restore behind an automatic safety copy."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import IO
+
+from opskit import proc
+from opskit.engines.base import DbParams, OpenArchive, RestoreContext
+from opskit.errors import CommandFailed
+
+DUMP_OPTIONS = (
+    "--single-transaction",
+    "--quick",
+    "--routines",
+    "--triggers",
+    "--events",
+    "--hex-blob",
+    "--no-tablespaces",
+    "--default-character-set=utf8mb4",
+)
+
+
+def _option_value(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _options_file(db: DbParams) -> str:
+    """Return a [client] option file: the one place the password is written."""
+    lines = ["[client]"]
+    if db.user:
+        lines.append(f"user={_option_value(db.user)}")
+    if db.password:
+        lines.append(f"password={_option_value(db.password)}")
+    socket = db.options.get("unix_socket") or (db.host if db.host.startswith("/") else "")
+    if socket:
+        lines.append(f"socket={_option_value(str(socket))}")
+    elif db.host:
+        lines.append(f"host={_option_value(db.host)}")
+    if db.port:
+        lines.append(f"port={db.port}")
+    return "\n".join(lines) + "\n"
+
+
+def _ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class MySQL:
+    """MySQL and MariaDB through their dump tool and command-line client."""
+
+    vendor = "mysql"
+    suffix = "sql"
+
+    def __init__(self, bin_dir: Path | None = None) -> None:
+        self.bin_dir = bin_dir
+
+    def _tool(self, *names: str) -> Path:
+        return proc.find_tool(names, self.bin_dir, "MYSQL_BIN_DIR")
+
+    @contextlib.contextmanager
+    def _defaults(self, db: DbParams) -> Iterator[tuple[str, dict[str, str]]]:
+        """Yield the --defaults-extra-file option and an environment without MYSQL_PWD."""
+        with proc.secret_file(_options_file(db), prefix="opskit-my-") as path:
+            yield f"--defaults-extra-file={path}", proc.child_env({}, drop=("MYSQL_PWD",))
+
+    def _client(self) -> Path:
+        return self._tool("mariadb", "mysql")
+
+    def _dump_tool(self) -> Path:
+        return self._tool("mariadb-dump", "mysqldump")
+
+    def _sql(self, db: DbParams, sql: str) -> str:
+        with self._defaults(db) as (defaults, env):
+            return proc.run(
+                [self._client(), defaults, "--batch", "--skip-column-names", "-e", sql, db.name],
+                env,
+                what=f"mysql on {db.name}",
+                secrets=[db.password],
+                timeout=120,
+            ).strip()
+
+    def versions(self, db: DbParams) -> dict[str, str]:
+        tool = self._dump_tool()
+        version = proc.run([tool, "--version"], proc.child_env({}), what=f"{tool.name} --version")
+        return {tool.name: version.strip(), "server": self._sql(db, "SELECT VERSION()")}
+
+    def _supports_ignore_table_data(self, tool: Path) -> bool:
+        return "--ignore-table-data" in proc.run([tool, "--help"], proc.child_env({}), what="help")
+
+    def dump(
+        self, db: DbParams, exclude_data: tuple[str, ...]
+    ) -> AbstractContextManager[IO[bytes]]:
+        return self._dump(db, exclude_data)
+
+    @contextlib.contextmanager
+    def _dump(self, db: DbParams, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes]]:
+        tool = self._dump_tool()
+        what = f"{tool.name} of {db.name}"
+        with self._defaults(db) as (defaults, env):
+            base: list[str | Path] = [tool, defaults, *DUMP_OPTIONS]
+            if not exclude_data or self._supports_ignore_table_data(tool):
+                skip = [f"--ignore-table-data={db.name}.{t}" for t in exclude_data]
+                with proc.reading([*base, *skip, db.name], env, what=what) as out:
+                    yield out
+                return
+            # Oracle's mysqldump has no --ignore-table-data: data of the rest, then bare schema.
+            skip = [f"--ignore-table={db.name}.{t}" for t in exclude_data]
+            schema: list[str | Path] = [tool, defaults, "--no-data", "--skip-triggers"]
+            schema += ["--default-character-set=utf8mb4", db.name, *exclude_data]
+            with (
+                proc.reading([*base, *skip, db.name], env, what=what) as first,
+                proc.reading(schema, env, what=what) as second,
+            ):
+                yield _Concat(first, second)  # type: ignore[misc]
+
+    def _load(self, db: DbParams, open_archive: OpenArchive) -> None:
+        with (
+            self._defaults(db) as (defaults, env),
+            open_archive() as content,
+            proc.writing(
+                [self._client(), defaults, "--default-character-set=utf8mb4", db.name],
+                env,
+                what=f"mysql into {db.name}",
+                secrets=[db.password],
+            ) as stdin,
+        ):
+            shutil.copyfileobj(content, stdin, 1 << 20)
+
+    def _wipe(self, db: DbParams) -> None:
+        """Drop every table and view, so the database holds exactly what is loaded next."""
+        rows = self._sql(
+            db,
+            "SELECT table_type, table_name FROM information_schema.tables"
+            " WHERE table_schema = DATABASE()",
+        )
+        drops = []
+        for row in rows.splitlines():
+            kind, name = row.split("\t", 1)
+            drops.append(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {_ident(name)};")
+        if drops:
+            self._sql(db, "SET FOREIGN_KEY_CHECKS=0; " + " ".join(sorted(drops, reverse=True)))
+
+    def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
+        # DDL is not transactional here: keep a verified copy of the current state first.
+        assert ctx.save_safety_copy is not None, "MySQL restore needs a safety copy"
+        safety = ctx.save_safety_copy(db)
+        ctx.notes.append(f"safety copy of {db.name} before the restore: {safety}")
+        try:
+            self._wipe(db)
+            self._load(db, open_archive)
+        except BaseException as exc:
+            try:
+                from opskit.archive import open_content
+
+                self._wipe(db)
+                self._load(db, lambda: open_content(safety))
+            except Exception as again:
+                raise CommandFailed(
+                    f"restore failed ({exc}) and putting back the safety copy failed too ({again})",
+                    f"load {safety} by hand: zstd -dc {safety} | mysql {db.name}",
+                ) from None
+            ctx.notes.append(f"restore failed; {db.name} was put back from {safety}")
+            raise
+
+
+class _Concat:
+    """Read two streams one after the other."""
+
+    def __init__(self, *streams: IO[bytes]) -> None:
+        self.streams = list(streams)
+
+    def read(self, size: int = -1) -> bytes:
+        while self.streams:
+            data = self.streams[0].read(size)
+            if data:
+                return data
+            self.streams.pop(0)
+        return b""

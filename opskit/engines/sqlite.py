@@ -1,0 +1,112 @@
+"""SQLite: the online backup API (consistent while the site writes), no subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import IO
+
+from opskit.engines.base import DbParams, OpenArchive, RestoreContext
+from opskit.errors import ArchiveError, CommandFailed, ConfigError
+
+
+def _path(db: DbParams) -> Path:
+    if not db.name or db.name == ":memory:" or db.name.startswith("file:"):
+        raise ConfigError(
+            f"database {db.alias!r} is not an SQLite file ({db.name or 'no NAME'})",
+            "set DATABASES NAME to the database file's path",
+        )
+    return Path(db.name)
+
+
+def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    return sqlite3.connect(path, timeout=30)
+
+
+class SQLite:
+    """SQLite files, copied page by page with Python's sqlite3 backup API."""
+
+    vendor = "sqlite"
+    suffix = "sqlite3"
+
+    def __init__(self, work_dir: Path | None = None) -> None:
+        self.work_dir = work_dir
+
+    def versions(self, db: DbParams) -> dict[str, str]:
+        return {"sqlite3": sqlite3.sqlite_version, "server": sqlite3.sqlite_version}
+
+    def dump(
+        self, db: DbParams, exclude_data: tuple[str, ...]
+    ) -> AbstractContextManager[IO[bytes]]:
+        return self._dump(db, exclude_data)
+
+    @contextlib.contextmanager
+    def _dump(self, db: DbParams, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes]]:
+        source = _path(db)
+        if not source.is_file():
+            raise CommandFailed(f"SQLite database {source} does not exist", "check DATABASES NAME")
+        folder = self.work_dir or source.parent
+        snapshot = folder / f".{db.alias}.sqlite3.tmp-{os.getpid()}"
+        try:
+            fd = os.open(snapshot, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+            try:
+                src = _connect(source, readonly=True)
+                dst = _connect(snapshot)
+                with contextlib.closing(src), contextlib.closing(dst):
+                    src.backup(dst)
+                    self._drop_data(dst, exclude_data)
+            except sqlite3.Error as exc:
+                raise CommandFailed(f"SQLite backup of {source} failed: {exc}") from None
+            with snapshot.open("rb") as fh:
+                yield fh
+        finally:
+            snapshot.unlink(missing_ok=True)
+
+    @staticmethod
+    def _drop_data(conn: sqlite3.Connection, tables: tuple[str, ...]) -> None:
+        existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        skipped = [t for t in tables if t in existing]
+        if not skipped:
+            return
+        # secure_delete zeroes the freed pages, so excluded data is really gone from the copy.
+        conn.execute("PRAGMA secure_delete=ON")
+        for table in skipped:
+            conn.execute(f'DELETE FROM "{table.replace(chr(34), chr(34) * 2)}"')
+        conn.commit()
+
+    def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
+        target = _path(db)
+        scratch = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out, open_archive() as content:
+                shutil.copyfileobj(content, out, 1 << 20)
+            self._check(scratch)
+            try:
+                src = _connect(scratch, readonly=True)
+                dst = _connect(target)
+                with contextlib.closing(src), contextlib.closing(dst):
+                    # The backup API writes the target in one transaction: all or nothing.
+                    src.backup(dst)
+            except sqlite3.Error as exc:
+                raise CommandFailed(f"copying into {target} failed: {exc}") from None
+        finally:
+            scratch.unlink(missing_ok=True)
+
+    @staticmethod
+    def _check(path: Path) -> None:
+        try:
+            with contextlib.closing(_connect(path, readonly=True)) as conn:
+                result = conn.execute("PRAGMA integrity_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise ArchiveError(f"the archive is not a usable SQLite database: {exc}") from None
+        if not result or result[0] != "ok":
+            raise ArchiveError(f"the archive fails PRAGMA integrity_check: {result}")

@@ -1,0 +1,114 @@
+"""structlog set-up: stderr (colour on a TTY, key=value otherwise), JSON and key=value files."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from opskit.redact import redact
+
+LOGGER = "opskit"
+_KEY_ORDER = ["timestamp", "level", "event"]
+
+
+class LogTail(logging.Handler):
+    """Keep the last lines of a run's log in memory (the Healthchecks ping body)."""
+
+    def __init__(self, max_bytes: int = 100_000) -> None:
+        super().__init__(logging.INFO)
+        self.lines: collections.deque[str] = collections.deque()
+        self.max_bytes = max_bytes
+        self.size = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        self.lines.append(line)
+        self.size += len(line) + 1
+        while self.size > self.max_bytes and len(self.lines) > 1:
+            self.size -= len(self.lines.popleft()) + 1
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + ("\n" if self.lines else "")
+
+
+def _redactor(secrets: tuple[str, ...]) -> Any:
+    def processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if secrets:
+            for key, value in event.items():
+                if isinstance(value, str):
+                    event[key] = redact(value, secrets)
+                elif not isinstance(value, int | float | bool | type(None)):
+                    event[key] = redact(str(value), secrets)
+        return event
+
+    return processor
+
+
+def _handler(handler: logging.Handler, renderer: Any, pre: list[Any]) -> logging.Handler:
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=pre,
+        )
+    )
+    return handler
+
+
+def configure(
+    *,
+    log_dir: Path | None,
+    verbosity: int = 0,
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+    tail: LogTail | None = None,
+) -> None:
+    """Send opskit's events to stderr, the log files and ``tail``; safe to call again."""
+    stream = stream or sys.stderr
+    pre: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=False),
+        _redactor(tuple(s for s in secrets if s)),
+    ]
+    structlog.configure(
+        processors=[*pre, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    logger = logging.getLogger(LOGGER)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+
+    keyvalue = structlog.processors.LogfmtRenderer(key_order=_KEY_ORDER, drop_missing=True)
+    tty = stream.isatty()
+    console_renderer: Any = structlog.dev.ConsoleRenderer(colors=True) if tty else keyvalue
+    console = _handler(logging.StreamHandler(stream), console_renderer, pre)
+    console.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG))
+    logger.addHandler(console)
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        level = logging.DEBUG if verbosity > 0 else logging.INFO
+        for name, renderer in (
+            ("opskit.json.log", structlog.processors.JSONRenderer(sort_keys=False)),
+            ("opskit.log", keyvalue),
+        ):
+            handler = _handler(logging.FileHandler(log_dir / name, encoding="utf-8"), renderer, pre)
+            handler.setLevel(level)
+            logger.addHandler(handler)
+    if tail is not None:
+        logger.addHandler(_handler(tail, keyvalue, pre))
+
+
+def get(name: str = "") -> Any:
+    """Return a structlog logger under opskit's namespace."""
+    return structlog.get_logger(f"{LOGGER}.{name}" if name else LOGGER)

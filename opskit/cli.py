@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import sys
-from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
 
 from opskit import __version__
+from opskit.cli_common import Globals, fail_early, finish, hc_option, load_project, now, start_job
 from opskit.errors import OpsError
 from opskit.report import EXIT_INTERRUPTED, EXIT_USAGE, Report
-
-if TYPE_CHECKING:
-    from opskit.config import Config
-    from opskit.engines import DbParams
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class OpsGroup(click.Group):
@@ -43,82 +34,6 @@ class OpsGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("opskit: interrupted", err=True)
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-
-
-@dataclasses.dataclass
-class Globals:
-    settings: str | None
-    project_dir: Path
-    backup_dir: Path | None
-    log_dir: Path | None
-    verbosity: int
-
-
-def now() -> datetime:
-    return datetime.now().astimezone()
-
-
-def fail_early(ctx: click.Context, exc: OpsError) -> None:
-    """Report a failure that happened before any job could start, as one failed step."""
-    click.echo(f"opskit: error: {exc.line()}", err=True)
-    ctx.exit(1)
-
-
-def load_project(ctx: click.Context, **flags: Any) -> tuple[Config, dict[str, DbParams]]:
-    """Find the settings, set Django up once, build the Config and configure logging."""
-    from opskit import django_project, logs
-    from opskit.config import build_config
-
-    g: Globals = ctx.obj
-    try:
-        module = django_project.find_settings(g.project_dir, g.settings, os.environ)
-        django_project.setup(g.project_dir, module)
-        databases = django_project.databases()
-        config = build_config(
-            project_dir=g.project_dir,
-            settings_module=module,
-            settings_opskit=django_project.opskit_settings(),
-            environ=os.environ,
-            flags={"BACKUP_DIR": g.backup_dir, "LOG_DIR": g.log_dir, **flags},
-        )
-        logs.configure(
-            log_dir=config.log_dir,
-            verbosity=g.verbosity,
-            secrets=[db.password for db in databases.values()],
-        )
-    except OpsError as exc:
-        fail_early(ctx, exc)
-        raise AssertionError("unreachable") from None
-    except OSError as exc:
-        fail_early(ctx, OpsError(f"cannot open the log folder: {exc}", "set --log-dir"))
-        raise AssertionError("unreachable") from None
-    return config, databases
-
-
-def finish(ctx: click.Context, report: Report, **summary: Any) -> None:
-    """Log each failed step and the job's summary event, then exit with its status."""
-    from opskit import logs
-
-    log = logs.get()
-    for step in report.failed():
-        log.error("step_failed", step=step.name, database=step.database, reason=step.reason)
-    databases = sorted({s.database for s in report.steps if s.database})
-    log.info(
-        "job_finished",
-        job=report.job,
-        databases=",".join(databases),
-        errors=report.errors,
-        bytes=report.bytes,
-        duration=round(report.duration, 3),
-        **summary,
-    )
-    word = "error" if report.errors == 1 else "errors"
-    click.echo(
-        f"opskit {report.job}: {report.errors} {word}, {len(databases)} database(s),"
-        f" {report.duration:.1f} s",
-        err=True,
-    )
-    ctx.exit(report.exit_code)
 
 
 @click.group(cls=OpsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -155,12 +70,14 @@ def cli(
 @click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
 @click.option("--compress", type=click.Choice(["zstd", "gzip", "none"]), help="[default: zstd]")
 @click.option("--exclude-table-data", multiple=True, metavar="TABLE", help="Keep schema only.")
+@hc_option
 @click.pass_context
 def backup(
     ctx: click.Context,
     databases: tuple[str, ...],
     compress: str | None,
     exclude_table_data: tuple[str, ...],
+    check: str | None,
 ) -> None:
     """Back up databases into weekday slots (all of settings.DATABASES by default)."""
     from opskit.backup import run_backup, select
@@ -171,10 +88,11 @@ def backup(
         aliases = select(config, dbs, databases)
     except OpsError as exc:
         fail_early(ctx, exc)
+    run = start_job(ctx, "backup", config, check)
     report = run_backup(config, dbs, aliases, now())
     for alias, detail in report.details.items():
         click.echo(f"{alias}: {detail['archive']}")
-    finish(ctx, report)
+    finish(ctx, run, report)
 
 
 @cli.command()
@@ -182,34 +100,37 @@ def backup(
 @click.option("--database", "-d", "alias", default="default", show_default=True, metavar="ALIAS")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--drop-old", is_flag=True, help="PostgreSQL: drop the replaced database.")
+@hc_option
 @click.pass_context
-def restore(ctx: click.Context, source: str, alias: str, yes: bool, drop_old: bool) -> None:
+def restore(
+    ctx: click.Context, source: str, alias: str, yes: bool, drop_old: bool, check: str | None
+) -> None:
     """Restore SOURCE (latest, a weekday like 1-Monday, or an archive path)."""
     from opskit.report import StepFailed
     from opskit.restore import plan_restore, run_restore
 
     config, dbs = load_project(ctx)
+    run = start_job(ctx, "restore", config, check)
     report = Report("restore")
     try:
         plan = plan_restore(config, dbs, alias, source, report)
     except StepFailed:
-        finish(ctx, report)
-        return
+        finish(ctx, run, report)
     click.echo(f"About to {plan.describe()}.", err=True)
     if not yes:
         if not sys.stdin.isatty():
             report.fail("confirm", alias, "no terminal to confirm on; pass --yes to restore")
-            finish(ctx, report)
+            finish(ctx, run, report)
         if not click.confirm("Replace it?", default=False, err=True):
             report.fail("confirm", alias, "cancelled; nothing was changed")
-            finish(ctx, report)
+            finish(ctx, run, report)
     try:
         notes = run_restore(config, plan, now(), report, drop_old=drop_old)
     except StepFailed:
         notes = []
     for note in notes:
         click.echo(note, err=True)
-    finish(ctx, report)
+    finish(ctx, run, report)
 
 
 @cli.command("list")
@@ -263,6 +184,17 @@ def _row(row: dict[str, Any]) -> str:
     ratio = f"x{row['ratio']}" if row.get("ratio") else ""
     age = _human_age(row.get("age_seconds"))
     return f"{mark} {name:<24} {age:>8} {_human_size(row['size']):>9} {ratio:>7}  {row['status']}"
+
+
+def _register() -> None:
+    """Add the scheduling and monitoring commands (kept in their own modules)."""
+    from opskit import cli_monitor, cli_schedule
+
+    for command in (*cli_schedule.COMMANDS, *cli_monitor.COMMANDS):
+        cli.add_command(command)
+
+
+_register()
 
 
 def main() -> None:

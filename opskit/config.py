@@ -21,7 +21,15 @@ DEFAULTS: dict[str, Any] = {
     "DATABASES": [],
     "PG_BIN_DIR": None,
     "MYSQL_BIN_DIR": None,
+    "CRONTAB": None,
+    "HEALTHCHECKS": {},
+    "HEALTHCHECKS_PING_URL": "https://hc-ping.com/",
+    "HEALTHCHECKS_CREATE": False,
+    "HEALTHCHECKS_API_URL": "https://healthchecks.io/api/v3/",
+    "HEALTHCHECKS_API_KEY": None,
+    "STRICT_PING": False,
 }
+_TRUE = ("1", "true", "yes", "on")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +46,18 @@ class Config:
     databases: tuple[str, ...] = ()
     pg_bin_dir: Path | None = None
     mysql_bin_dir: Path | None = None
+    crontab: Path | None = None
+    # Job name -> check (UUID, ping URL or <ping key>/<slug>).
+    healthchecks: dict[str, str] = dataclasses.field(default_factory=dict)
+    ping_url: str = "https://hc-ping.com/"
+    ping_create: bool = False
+    api_url: str = "https://healthchecks.io/api/v3/"
+    api_key: str = dataclasses.field(default="", repr=False)
+    strict_ping: bool = False
+
+    def check_for(self, job: str) -> str | None:
+        """Return the Healthchecks check configured for a job, if any."""
+        return self.healthchecks.get(job)
 
 
 def _split(value: Any, key: str) -> list[str]:
@@ -64,17 +84,26 @@ def build_config(
     """Merge defaults, ``settings.OPSKIT``, ``OPSKIT_*`` variables and flags, in that order."""
     merged: dict[str, Any] = dict(DEFAULTS)
     settings_opskit = settings_opskit or {}
-    unknown = sorted(set(settings_opskit) - set(DEFAULTS) - _LATER_KEYS)
+    unknown = sorted(set(settings_opskit) - set(DEFAULTS))
     if unknown:
         raise ConfigError(
             f"unknown OPSKIT setting {', '.join(unknown)}",
             f"valid keys: {', '.join(sorted(DEFAULTS))}",
         )
     merged.update({k: v for k, v in settings_opskit.items() if k in DEFAULTS})
+    environ = environ or {}
     for key in DEFAULTS:
-        value = (environ or {}).get(f"OPSKIT_{key}")
-        if value:
+        value = environ.get(f"OPSKIT_{key}")
+        if value and key != "HEALTHCHECKS":
             merged[key] = value
+    checks = merged["HEALTHCHECKS"]
+    if not isinstance(checks, dict):
+        raise ConfigError("OPSKIT['HEALTHCHECKS'] must be a dict", "e.g. {'backup': '<uuid>'}")
+    checks = {str(k): str(v) for k, v in checks.items() if v}
+    # OPSKIT_HC_BACKUP=<check>, OPSKIT_HC_CLEAR_SESSIONS=<check>, ...
+    for name, value in environ.items():
+        if name.startswith("OPSKIT_HC_") and value:
+            checks[name[len("OPSKIT_HC_") :].lower().replace("_", "-")] = value
     merged.update({k: v for k, v in (flags or {}).items() if v not in (None, (), [])})
 
     compress = str(merged["COMPRESS"]).lower()
@@ -103,8 +132,15 @@ def build_config(
         databases=tuple(_split(merged["DATABASES"], "DATABASES")),
         pg_bin_dir=optional_dir("PG_BIN_DIR"),
         mysql_bin_dir=optional_dir("MYSQL_BIN_DIR"),
+        crontab=optional_dir("CRONTAB"),
+        healthchecks=checks,
+        ping_url=str(merged["HEALTHCHECKS_PING_URL"]),
+        ping_create=_bool(merged["HEALTHCHECKS_CREATE"]),
+        api_url=str(merged["HEALTHCHECKS_API_URL"]),
+        api_key=str(merged["HEALTHCHECKS_API_KEY"] or ""),
+        strict_ping=_bool(merged["STRICT_PING"]),
     )
 
 
-# Keys read by the scheduling and monitoring modules; accepted here so one list stays valid.
-_LATER_KEYS = frozenset({"HEALTHCHECKS", "HEALTHCHECKS_PING_URL", "CRONTAB"})
+def _bool(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in _TRUE

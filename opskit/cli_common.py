@@ -1,0 +1,100 @@
+"""What every command shares: finding the project, logging, and ending a job run."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from opskit.errors import OpsError
+from opskit.report import Report
+
+if TYPE_CHECKING:
+    from opskit.config import Config
+    from opskit.engines import DbParams
+    from opskit.jobrun import JobRun
+    from opskit.logs import LogTail
+
+
+@dataclasses.dataclass
+class Globals:
+    """The group's options, shared by every subcommand."""
+
+    settings: str | None
+    project_dir: Path
+    backup_dir: Path | None
+    log_dir: Path | None
+    verbosity: int
+    tail: LogTail | None = None
+    secrets: tuple[str, ...] = ()
+
+
+def now() -> datetime:
+    return datetime.now().astimezone()
+
+
+def fail_early(ctx: click.Context, exc: OpsError) -> NoReturn:
+    """Report a failure that happened before any job could start, as one failed step."""
+    click.echo(f"opskit: error: {exc.line()}", err=True)
+    ctx.exit(1)
+
+
+def load_project(ctx: click.Context, **flags: Any) -> tuple[Config, dict[str, DbParams]]:
+    """Find the settings, set Django up once, build the Config and configure logging."""
+    from opskit import django_project, logs
+    from opskit.config import build_config
+
+    g: Globals = ctx.obj
+    try:
+        module = django_project.find_settings(g.project_dir, g.settings, os.environ)
+        django_project.setup(g.project_dir, module)
+        databases = django_project.databases()
+        config = build_config(
+            project_dir=g.project_dir,
+            settings_module=module,
+            settings_opskit=django_project.opskit_settings(),
+            environ=os.environ,
+            flags={"BACKUP_DIR": g.backup_dir, "LOG_DIR": g.log_dir, **flags},
+        )
+        g.tail = logs.LogTail()
+        g.secrets = (*(db.password for db in databases.values()), config.api_key)
+        logs.configure(
+            log_dir=config.log_dir, verbosity=g.verbosity, secrets=g.secrets, tail=g.tail
+        )
+    except OpsError as exc:
+        fail_early(ctx, exc)
+    except OSError as exc:
+        fail_early(ctx, OpsError(f"cannot open the log folder: {exc}", "set --log-dir"))
+    return config, databases
+
+
+def start_job(ctx: click.Context, job: str, config: Config, check: str | None = None) -> JobRun:
+    """Begin a job run: the Healthchecks start ping, if the job has a check."""
+    from opskit.jobrun import JobRun
+
+    g: Globals = ctx.obj
+    run = JobRun(job, config, tail=g.tail, secrets=g.secrets, check=check)
+    run.start()
+    return run
+
+
+def finish(ctx: click.Context, run: JobRun, report: Report) -> NoReturn:
+    """End a job run: summary, final ping, a one-line verdict, and the exit status."""
+    code = run.finish(report)
+    databases = {s.database for s in report.steps if s.database}
+    word = "error" if report.errors == 1 else "errors"
+    click.echo(
+        f"opskit {report.job}: {report.errors} {word}, {len(databases)} database(s),"
+        f" {report.duration:.1f} s",
+        err=True,
+    )
+    ctx.exit(code)
+
+
+hc_option = click.option(
+    "--hc", "check", metavar="CHECK", help="Healthchecks check: UUID, ping URL or KEY/SLUG."
+)

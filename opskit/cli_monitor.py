@@ -1,0 +1,7 @@
+"""Monitoring commands: ping, run, hc."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,76 @@
+"""One job run's frame: start ping, summary event, final ping with the log tail, exit status."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+
+from opskit import __version__, healthchecks, logs
+from opskit.config import Config
+from opskit.errors import ConfigError
+from opskit.logs import LogTail
+from opskit.report import Report
+
+log = logs.get("job")
+
+
+class JobRun:
+    """Report a job to Healthchecks around its run; a ping never changes the outcome."""
+
+    def __init__(
+        self,
+        job: str,
+        config: Config,
+        *,
+        tail: LogTail | None = None,
+        secrets: Iterable[str] = (),
+        check: str | None = None,
+    ) -> None:
+        self.job = job
+        self.config = config
+        self.tail = tail
+        self.secrets = tuple(secrets)
+        self.check = check or config.check_for(job)
+        self.pinger: healthchecks.Pinger | None = None
+        self.ping_problem = ""
+
+    def start(self) -> None:
+        """Send the start ping (with a new run id) if the job has a check."""
+        if not self.check:
+            return
+        try:
+            target = healthchecks.parse_check(
+                self.check, self.config.ping_url, self.config.ping_create
+            )
+        except ConfigError as exc:
+            self.ping_problem = exc.line()
+            log.warning("ping_not_sent", job=self.job, reason=self.ping_problem)
+            return
+        self.pinger = healthchecks.Pinger(target, secrets=self.secrets)
+        result = self.pinger.start()
+        if not result.ok:
+            self.ping_problem = result.message
+
+    def finish(self, report: Report) -> int:
+        """Log failed steps and the summary, send the final ping, return the exit status."""
+        for step in report.failed():
+            log.error("step_failed", step=step.name, database=step.database, reason=step.reason)
+        databases = sorted({s.database for s in report.steps if s.database})
+        summary = {
+            "job": report.job,
+            "host": socket.gethostname(),
+            "databases": databases,
+            "errors": report.errors,
+            "bytes": report.bytes,
+            "duration": round(report.duration, 3),
+            "opskit": __version__,
+        }
+        log.info("job_finished", **{**summary, "databases": ",".join(databases)})
+        if self.pinger is not None:
+            tail = self.tail.text() if self.tail else ""
+            result = self.pinger.finish(report.exit_code, tail, summary)
+            if not result.ok:
+                self.ping_problem = result.message
+        if self.ping_problem and self.config.strict_ping:
+            report.fail("ping", None, self.ping_problem)
+        return report.exit_code

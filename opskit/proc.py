@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -55,8 +56,10 @@ def secret_file(content: str, prefix: str = "opskit-") -> Iterator[Path]:
 
 
 def _last_line(text: str) -> str:
+    """Return the line of a tool's stderr that says what went wrong."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    errors = [line for line in lines if re.search(r"error|fatal|denied|refused", line, re.I)]
+    return (errors or lines or [""])[-1 if not errors else 0]
 
 
 def run(

@@ -31,7 +31,7 @@ class RestorePlan:
     def describe(self) -> str:
         m = self.manifest
         return (
-            f"replace {self.engine.vendor} database {self.db.describe()} (alias {self.db.alias!r})"
+            f"replace {self.engine.vendor} {self.db.describe()} (alias {self.db.alias!r})"
             f" with {self.archive} ({m.get('database', '?')} backed up {m.get('finished_at', '?')},"
             f" {m.get('raw_size', 0):,} bytes of dump)"
         )

@@ -23,11 +23,13 @@ class DbParams:
     port: str = ""
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def describe(self) -> str:
-        """Say which database this is, without the password."""
+    def describe(self, name: str | None = None) -> str:
+        """Say which database this is (host, port, user; never the password)."""
+        if "sqlite" in self.django_engine or "spatialite" in self.django_engine:
+            return self.name
         where = f"{self.host or 'localhost'}{':' + self.port if self.port else ''}"
-        who = f"{self.user}@" if self.user else ""
-        return f"{self.name} on {who}{where}"
+        who = f"user {self.user} at " if self.user else ""
+        return f"database {name or self.name} ({who}{where})"
 
 
 @dataclasses.dataclass(frozen=True)

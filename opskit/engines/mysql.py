@@ -80,7 +80,7 @@ class MySQL:
             return proc.run(
                 [self._client(), defaults, "--batch", "--skip-column-names", "-e", sql, db.name],
                 env,
-                what=f"mysql on {db.name}",
+                what=f"mysql on {db.describe()}",
                 secrets=[db.password],
                 timeout=120,
             ).strip()
@@ -101,7 +101,7 @@ class MySQL:
     @contextlib.contextmanager
     def _dump(self, db: DbParams, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes]]:
         tool = self._dump_tool()
-        what = f"{tool.name} of {db.name}"
+        what = f"{tool.name} of {db.describe()}"
         with self._defaults(db) as (defaults, env):
             base: list[str | Path] = [tool, defaults, *DUMP_OPTIONS]
             if not exclude_data or self._supports_ignore_table_data(tool):
@@ -126,7 +126,7 @@ class MySQL:
             proc.writing(
                 [self._client(), defaults, "--default-character-set=utf8mb4", db.name],
                 env,
-                what=f"mysql into {db.name}",
+                what=f"mysql into {db.describe()}",
                 secrets=[db.password],
             ) as stdin,
         ):

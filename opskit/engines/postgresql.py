@@ -72,7 +72,7 @@ class PostgreSQL:
             return proc.run(
                 [self._tool("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
                 env,
-                what=f"psql on {dbname or db.name}",
+                what=f"psql on {db.describe(dbname)}",
                 secrets=[db.password],
                 timeout=120,
             ).strip()
@@ -101,7 +101,9 @@ class PostgreSQL:
     def _dump(self, db: DbParams, argv: list[str | Path]) -> Iterator[IO[bytes]]:
         with (
             self._env(db) as env,
-            proc.reading(argv, env, what=f"pg_dump of {db.name}", secrets=[db.password]) as out,
+            proc.reading(
+                argv, env, what=f"pg_dump of {db.describe()}", secrets=[db.password]
+            ) as out,
         ):
             yield out
 
@@ -118,7 +120,10 @@ class PostgreSQL:
             self._env(db, dbname) as env,
             open_archive() as content,
             proc.writing(
-                [*argv, "-o", "/dev/null"], env, what=f"psql into {dbname}", secrets=[db.password]
+                [*argv, "-o", "/dev/null"],
+                env,
+                what=f"psql into {db.describe(dbname)}",
+                secrets=[db.password],
             ) as stdin,
         ):
             shutil.copyfileobj(content, stdin, 1 << 20)

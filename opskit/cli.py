@@ -49,6 +49,7 @@ class OpsGroup(click.Group):
 @click.option("--log-dir", type=click.Path(path_type=Path), help="[default: logs/]")
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+@click.option("--strict-ping", is_flag=True, default=None, help="Count a failed ping as an error.")
 @click.version_option(__version__, prog_name="opskit")
 @click.pass_context
 def cli(
@@ -59,10 +60,12 @@ def cli(
     log_dir: Path | None,
     verbose: int,
     quiet: bool,
+    strict_ping: bool | None,
 ) -> None:
     """Nightly maintenance for a Django deployment: backup, restore, list."""
+    verbosity = -1 if quiet else verbose
     ctx.obj = Globals(
-        settings, project_dir.resolve(), backup_dir, log_dir, -1 if quiet else verbose
+        settings, project_dir.resolve(), backup_dir, log_dir, verbosity, strict_ping=strict_ping
     )
 
 

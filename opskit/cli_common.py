@@ -29,6 +29,7 @@ class Globals:
     backup_dir: Path | None
     log_dir: Path | None
     verbosity: int
+    strict_ping: bool | None = None
     tail: LogTail | None = None
     secrets: tuple[str, ...] = ()
 
@@ -58,7 +59,12 @@ def load_project(ctx: click.Context, **flags: Any) -> tuple[Config, dict[str, Db
             settings_module=module,
             settings_opskit=django_project.opskit_settings(),
             environ=os.environ,
-            flags={"BACKUP_DIR": g.backup_dir, "LOG_DIR": g.log_dir, **flags},
+            flags={
+                "BACKUP_DIR": g.backup_dir,
+                "LOG_DIR": g.log_dir,
+                "STRICT_PING": g.strict_ping,
+                **flags,
+            },
         )
         g.tail = logs.LogTail()
         g.secrets = (*(db.password for db in databases.values()), config.api_key)

@@ -147,8 +147,11 @@ def write_project(folder: Path, databases: dict[str, DbParams], opskit: str = "{
             f" 'USER': {db.user!r}, 'PASSWORD': {db.password!r}, 'HOST': {db.host!r},"
             f" 'PORT': {db.port!r}, 'OPTIONS': {db.options!r}}},"
         )
+    # A MySQL project needs a driver to set Django up; PyMySQL stands in for mysqlclient.
+    driver = "import pymysql\npymysql.install_as_MySQLdb()\n"
+    needs_driver = any("mysql" in db.django_engine for db in databases.values())
     (folder / f"{module}.py").write_text(
-        "SECRET_KEY = 'test-only'\n"
+        (driver if needs_driver else "") + "SECRET_KEY = 'test-only'\n"
         "USE_TZ = True\n"
         "INSTALLED_APPS = ['django.contrib.contenttypes', 'django.contrib.sessions']\n"
         "DATABASES = {\n" + "\n".join(entries) + "\n}\n"

@@ -69,7 +69,8 @@ def backup_one(config: Config, db: DbParams, now: datetime, report: Report) -> i
     alias = db.alias
     folder = rotation.db_dir(config.backup_dir, alias)
     with report.step("dump", alias):
-        engine = engine_for(db, tools_of(config), work_dir=None)
+        # SQLite's snapshot goes beside the archives, where stale temp files are swept.
+        engine = engine_for(db, tools_of(config), work_dir=folder)
         try:
             rotation.ensure_dir(folder)
         except OSError as exc:
@@ -84,7 +85,9 @@ def backup_one(config: Config, db: DbParams, now: datetime, report: Report) -> i
         log.info("dump_started", database=alias, target=str(final), engine=engine.vendor)
         started = time.time()
         versions = engine.versions(db)
-        written = _dump(engine, db, config, final)
+        written = dump_to_temp(
+            engine, db, final, config.exclude_table_data, config.compress, config.zstd_level
+        )
     try:
         with report.step("verify", alias):
             archive.check_decompresses(written.path, written.raw_size, config.compress)
@@ -118,12 +121,19 @@ def backup_one(config: Config, db: DbParams, now: datetime, report: Report) -> i
     return written.size
 
 
-def _dump(engine: Engine, db: DbParams, config: Config, final: Path) -> archive.Written:
-    """Run the dump into the compressor; the dump's exit status is checked after the stream."""
+def dump_to_temp(
+    engine: Engine,
+    db: DbParams,
+    final: Path,
+    exclude: tuple[str, ...],
+    compress: str,
+    level: int,
+) -> archive.Written:
+    """Stream a dump into a temp file beside ``final``; the dump's exit status is checked last."""
     written = None
     try:
-        with engine.dump(db, config.exclude_table_data) as stream:
-            written = archive.write_stream(stream, final, config.compress, config.zstd_level)
+        with engine.dump(db, exclude) as stream:
+            written = archive.write_stream(stream, final, compress, level)
     except BaseException:
         if written is not None:
             written.path.unlink(missing_ok=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from opskit import archive, logs, rotation
-from opskit.backup import tools_of
+from opskit.backup import dump_to_temp, tools_of
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, engine_for, vendor_of
 from opskit.engines.base import RestoreContext
-from opskit.errors import OpsError, RestoreRefused
+from opskit.errors import RestoreRefused
 from opskit.report import Report
 
 log = logs.get("restore")
@@ -98,8 +98,7 @@ def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) ->
     folder = rotation.db_dir(config.backup_dir, db.alias)
     rotation.ensure_dir(folder)
     final = folder / f"pre-restore-{now:%Y%m%d%H%M%S}.{engine.suffix}.zst"
-    with engine.dump(db, ()) as stream:
-        written = archive.write_stream(stream, final, "zstd", config.zstd_level)
+    written = dump_to_temp(engine, db, final, (), "zstd", config.zstd_level)
     try:
         archive.check_decompresses(written.path, written.raw_size, "zstd")
         archive.commit(written.path, final)
@@ -122,6 +121,4 @@ def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) ->
         archive.manifest_path(final),
     )
     log.info("safety_copy_written", database=db.alias, path=str(final))
-    if not final.exists():  # pragma: no cover - commit either renamed or raised
-        raise OpsError(f"safety copy {final} is missing", "check the disk")
     return final

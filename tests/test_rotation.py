@@ -142,7 +142,9 @@ def _children_named(name: str) -> list[int]:
             continue
         comm = stat_line[stat_line.index("(") + 1 : stat_line.rindex(")")]
         ppid = int(stat_line[stat_line.rindex(")") + 2 :].split()[1])
-        if comm == name and ppid == os.getpid():
+        # Only the dump itself, not the --version/--help probes run before it.
+        dumping = b"--single-transaction" in (entry / "cmdline").read_bytes()
+        if comm == name and ppid == os.getpid() and dumping:
             found.append(int(entry.name))
     return found
 

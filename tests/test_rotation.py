@@ -138,12 +138,13 @@ def _children_named(name: str) -> list[int]:
             continue
         try:
             stat_line = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
         comm = stat_line[stat_line.index("(") + 1 : stat_line.rindex(")")]
         ppid = int(stat_line[stat_line.rindex(")") + 2 :].split()[1])
         # Only the dump itself, not the --version/--help probes run before it.
-        dumping = b"--single-transaction" in (entry / "cmdline").read_bytes()
+        dumping = b"--single-transaction" in cmdline
         if comm == name and ppid == os.getpid() and dumping:
             found.append(int(entry.name))
     return found

@@ -1,7 +1,265 @@
-"""Scheduling commands: clear-sessions and cron."""
+"""Scheduling commands: clear-sessions, and cron install/remove/show."""
 
 from __future__ import annotations
 
+import os
+import pwd
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from opskit import cron
+from opskit.cli_common import Globals, fail_early, finish, hc_option, load_project, now, start_job
+from opskit.config import Config
+from opskit.errors import OpsError, ToolNotFound
+
+# A copy of the repository's crontab.txt (a test keeps them equal), so a wheel needs no data file.
+DEFAULT_CRONTAB = """\
+# opskit's default schedule, installed by "opskit cron install".
+# Plain cron syntax: minute hour day-of-month month day-of-week, or @daily etc.
+# Each line runs "opskit <command> [args]"; opskit fills in the absolute path
+# of its executable, --project-dir, --settings and ">> <log dir>/cron.log 2>&1".
+# Times are the server's local time. Point "opskit cron install" at your own
+# file to change them.
+
+# Delete expired Django sessions.
+0 1 * * * opskit clear-sessions
+
+# Back up every database (weekday rotation in db_backups/).
+0 2 * * * opskit backup
+"""
+# Where --cron-d files go, and the /proc that tells whether a cron daemon runs (for tests).
+ENV_CRON_D_DIR = "OPSKIT_CRON_D_DIR"
+ENV_PROC_DIR = "OPSKIT_PROC_DIR"
+
+
+@click.command("clear-sessions")
+@hc_option
+@click.pass_context
+def clear_sessions(ctx: click.Context, check: str | None) -> None:
+    """Delete expired sessions with Django's clearsessions."""
+    from opskit.sessions import describe, run_clear_sessions
+
+    config, _ = load_project(ctx)
+    run = start_job(ctx, "clear-sessions", config, check)
+    report = run_clear_sessions(now())
+    for where, details in report.details.items():
+        click.echo(f"{where}: {describe(details)}")
+    finish(ctx, run, report)
+
+
+@click.group("cron")
+def cron_group() -> None:
+    """Install the schedule from crontab.txt into cron, show it, or remove it."""
+
+
+user_option = click.option(
+    "--user",
+    metavar="NAME",
+    help="Whose crontab to edit (another user's needs root); with --cron-d, who runs the jobs.",
+)
+cron_d_option = click.option(
+    "--cron-d",
+    "cron_d",
+    metavar="NAME",
+    help="Use the system file /etc/cron.d/NAME instead of a user crontab (needs root).",
+)
+name_option = click.option(
+    "--name", metavar="NAME", help="Project name in the job tags [default: the project folder's]."
+)
+
+
+@cron_group.command("install")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Schedule to install [default: OPSKIT['CRONTAB'], else crontab.txt, else built-in].",
+)
+@user_option
+@cron_d_option
+@name_option
+@click.option("--dry-run", is_flag=True, help="Print the change as a diff; write nothing.")
+@click.option("--allow-no-daemon", is_flag=True, help="Install even if no cron daemon runs.")
+@click.pass_context
+def cron_install(
+    ctx: click.Context,
+    path: Path | None,
+    user: str | None,
+    cron_d: str | None,
+    name: str | None,
+    dry_run: bool,
+    allow_no_daemon: bool,
+) -> None:
+    """Put the jobs of crontab.txt into cron, replacing only this project's old lines."""
+    config, _ = load_project(ctx)
+    project = project_name(ctx, name)
+    try:
+        with schedule_file(path, config) as (source, label):
+            lines = cron.parse_schedule(source, commands=subcommands(ctx))
+        entries = cron.build_entries(
+            lines,
+            opskit_bin=opskit_bin(),
+            project_dir=config.project_dir,
+            settings=config.settings_module,
+            log_dir=config.log_dir,
+            project=project,
+        )
+        tab = target(user, cron_d)
+        if not (dry_run or allow_no_daemon or cron.cron_daemon_running(proc_dir())):
+            raise OpsError(
+                "no cron daemon is running, so no job would run",
+                "start it: service cron start; or pass --allow-no-daemon to install anyway",
+            )
+        if not dry_run:
+            _make_log_dir(config.log_dir)
+        result = cron.install(
+            entries,
+            project=project,
+            tab=tab,
+            dry_run=dry_run,
+            proc=proc_dir(),
+            allow_no_daemon=allow_no_daemon,
+        )
+    except OpsError as exc:
+        fail_early(ctx, exc)
+    _warn(result.warnings)
+    click.echo(result.diff, nl=False)
+    jobs = f"{len(entries)} job(s) of project {project} from {label}"
+    if not result.changed:
+        click.echo(f"opskit: {tab.label} already has the {jobs}", err=True)
+    elif dry_run:
+        click.echo(f"opskit: dry run: would install {jobs} into {tab.label}", err=True)
+    else:
+        click.echo(f"opskit: installed {jobs} into {tab.label}", err=True)
+
+
+@cron_group.command("remove")
+@user_option
+@cron_d_option
+@name_option
+@click.option("--dry-run", is_flag=True, help="Print the change as a diff; write nothing.")
+@click.pass_context
+def cron_remove(
+    ctx: click.Context, user: str | None, cron_d: str | None, name: str | None, dry_run: bool
+) -> None:
+    """Delete this project's opskit lines; every other line stays as it was."""
+    project = project_name(ctx, name)
+    try:
+        tab = target(user, cron_d)
+        result = cron.remove(project, tab=tab, dry_run=dry_run)
+    except OpsError as exc:
+        fail_early(ctx, exc)
+    click.echo(result.diff, nl=False)
+    if not result.changed:
+        click.echo(f"opskit: no jobs of project {project} in {tab.label}", err=True)
+    else:
+        verb = "would remove" if dry_run else "removed"
+        click.echo(f"opskit: {verb} the jobs of project {project} from {tab.label}", err=True)
+
+
+@cron_group.command("show")
+@user_option
+@cron_d_option
+@name_option
+@click.option("--all-projects", is_flag=True, help="Show the opskit jobs of every project.")
+@click.pass_context
+def cron_show(
+    ctx: click.Context, user: str | None, cron_d: str | None, name: str | None, all_projects: bool
+) -> None:
+    """List this project's installed jobs, each with its next three runs in local time."""
+    project = None if all_projects else project_name(ctx, name)
+    try:
+        tab = target(user, cron_d)
+        result = cron.show(project, now().astimezone(cron.local_zone()), tab=tab, proc=proc_dir())
+    except OpsError as exc:
+        fail_early(ctx, exc)
+    _warn(result.warnings)
+    if not result.jobs:
+        whose = "" if project is None else f" of project {project}"
+        click.echo(f"opskit: no opskit jobs{whose} in {tab.label}", err=True)
+    for job in result.jobs:
+        as_user = f"  as {job.user}" if job.user else ""
+        click.echo(f"{job.tag}  {job.schedule}{as_user}")
+        click.echo(f"  next: {', '.join(f'{t:%a %Y-%m-%d %H:%M %Z}' for t in job.next_runs)}")
+        click.echo(f"  runs: {job.command}")
+
+
+def project_name(ctx: click.Context, name: str | None) -> str:
+    """Return the tag name: ``--name``, else the project folder's name, made tag-safe."""
+    g: Globals = ctx.obj
+    raw = name if name is not None else g.project_dir.name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", raw).strip("-") or "project"
+
+
+@contextmanager
+def schedule_file(flag: Path | None, config: Config) -> Iterator[tuple[Path, str]]:
+    """Yield the schedule to read and how to name it: flag, setting, project file, built-in."""
+    local = config.project_dir / "crontab.txt"
+    chosen = flag or config.crontab or (local if local.is_file() else None)
+    if chosen is not None:
+        yield chosen, str(chosen)
+        return
+    with tempfile.TemporaryDirectory(prefix="opskit-") as tmp:
+        builtin = Path(tmp) / "crontab.txt"
+        builtin.write_text(DEFAULT_CRONTAB, encoding="utf-8")
+        yield builtin, "opskit's built-in crontab.txt"
+
+
+def subcommands(ctx: click.Context) -> list[str]:
+    """Return the opskit commands a schedule line may run (all but cron itself)."""
+    root = ctx.find_root().command
+    names = root.list_commands(ctx) if isinstance(root, click.Group) else []
+    return [n for n in names if n != "cron"] or sorted(cron.SUBCOMMANDS)
+
+
+def opskit_bin() -> Path:
+    """Return the absolute path of the running opskit executable, for cron to call."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "opskit" and argv0.is_file() and os.access(argv0, os.X_OK):
+        return argv0.absolute()
+    # python -m opskit: the console script of the same environment, else the one on PATH.
+    beside = Path(sys.executable).with_name("opskit")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("opskit")
+    if found:
+        return Path(found).absolute()
+    raise ToolNotFound(
+        "cannot find the opskit executable for cron to run", "pip install opskit into the venv"
+    )
+
+
+def target(user: str | None, cron_d: str | None) -> cron.Tab:
+    """Return the crontab to edit: /etc/cron.d/NAME, or a user's crontab."""
+    if cron_d is None:
+        return cron.user_tab(user)
+    directory = Path(os.environ.get(ENV_CRON_D_DIR) or "/etc/cron.d")
+    run_as = user or pwd.getpwuid(os.geteuid()).pw_name
+    return cron.cron_d_tab(cron_d, run_as=run_as, directory=directory)
+
+
+def proc_dir() -> Path:
+    return Path(os.environ.get(ENV_PROC_DIR) or "/proc")
+
+
+def _make_log_dir(log_dir: Path) -> None:
+    # cron appends to <log dir>/cron.log; a missing folder would lose every job's output.
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OpsError(f"cannot create {log_dir}: {exc.strerror}", "set --log-dir") from None
+
+
+def _warn(warnings: tuple[str, ...]) -> None:
+    for warning in warnings:
+        click.echo(f"opskit: warning: {warning}", err=True)
+
+
+COMMANDS: list[click.Command] = [clear_sessions, cron_group]

@@ -6,11 +6,12 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from opskit.engines.base import DbParams
-from opskit.errors import ConfigError
+from opskit.errors import ConfigError, OpsError
 
 _SETDEFAULT = re.compile(
     r"""os\.environ\.setdefault\(\s*['"]DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]\s*\)"""
@@ -98,3 +99,99 @@ def call_command(name: str, *args: str) -> None:
     from django.core import management
 
     management.call_command(name, *args)
+
+
+def session_database() -> str | None:
+    """Return the alias whose table holds the sessions, or None if the engine keeps no rows."""
+    import inspect
+
+    from django.apps import apps
+    from django.conf import settings
+    from django.db import router
+
+    if not apps.is_installed("django.contrib.sessions"):
+        raise ConfigError(
+            "django.contrib.sessions is not in INSTALLED_APPS, so there is no clearsessions",
+            "add it, or remove clear-sessions from crontab.txt",
+        )
+    from django.contrib.sessions.backends.db import SessionStore as DatabaseStore
+
+    store: Any = _session_store(str(settings.SESSION_ENGINE))
+    # db, cached_db and their subclasses keep rows in a table the router places.
+    is_database_store = inspect.isclass(store) and issubclass(store, DatabaseStore)
+    if not is_database_store:
+        return None
+    return str(router.db_for_write(store.get_model_class()))
+
+
+def _session_store(engine: str) -> Any:
+    from importlib import import_module
+
+    try:
+        return import_module(engine).SessionStore
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"cannot load SESSION_ENGINE {engine!r}: {exc}", "fix SESSION_ENGINE"
+        ) from None
+
+
+def count_sessions(alias: str, now: datetime) -> tuple[int, int]:
+    """Return (expired, all) session rows in ``alias`` for a database session engine."""
+    from django.conf import settings
+    from django.db import Error
+    from django.utils import timezone
+
+    model = _session_store(str(settings.SESSION_ENGINE)).get_model_class()
+    # With USE_TZ = False the column holds naive local times; an aware value is refused.
+    cutoff = now if settings.USE_TZ else timezone.make_naive(now)
+    try:
+        rows = model.objects.using(alias)
+        return int(rows.filter(expire_date__lt=cutoff).count()), int(rows.count())
+    except Error as exc:
+        raise _session_db_error(alias, exc) from None
+
+
+def clear_sessions(alias: str | None) -> None:
+    """Run Django's ``clearsessions``; an engine that cannot clear is a ConfigError."""
+    import inspect
+
+    from django.conf import settings
+    from django.contrib.sessions.backends.signed_cookies import SessionStore as CookieStore
+    from django.core.management import CommandError
+    from django.core.management import call_command as django_call
+    from django.db import Error
+
+    engine = str(settings.SESSION_ENGINE)
+    store: Any = _session_store(engine)
+    # Django's clearsessions "succeeds" here, but it cannot ever remove anything.
+    if inspect.isclass(store) and issubclass(store, CookieStore):
+        raise ConfigError(
+            f"session engine {engine!r} does not support clear_expired(): signed-cookie"
+            " sessions live in the visitors' browsers, so there is nothing to clear",
+            "remove clear-sessions from crontab.txt, or use the db or cached_db engine",
+        )
+    try:
+        django_call("clearsessions")
+    except Error as exc:
+        raise _session_db_error(alias, exc) from None
+    except CommandError as exc:
+        raise ConfigError(
+            f"session engine {engine!r} does not support clear_expired(): {exc}",
+            "implement SessionStore.clear_expired(), or remove clear-sessions from crontab.txt",
+        ) from None
+
+
+def _session_db_error(alias: str | None, exc: Exception) -> OpsError:
+    """Say which database failed (server down, no table) and how to fix it, in one line."""
+    where = f"database {alias!r}" if alias else "the session store"
+    return OpsError(
+        f"cannot clear sessions in {where}: {type(exc).__name__}: {exc}",
+        "is the server up, and did 'manage.py migrate sessions' run?",
+    )
+
+
+def session_engine_name() -> str:
+    """Return ``settings.SESSION_ENGINE``."""
+    from django.conf import settings
+
+    return str(settings.SESSION_ENGINE)

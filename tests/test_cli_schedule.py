@@ -1,0 +1,280 @@
+"""opskit cron install/remove/show through the real CLI, on a real crontab and a cron.d folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import OPSKIT, run_opskit, unavailable, write_project
+
+from opskit.cli_schedule import DEFAULT_CRONTAB
+from opskit.engines import DbParams
+
+REPO = Path(__file__).resolve().parent.parent
+FOREIGN = (
+    "# my own jobs\nMAILTO=ops@example.com\n*/5 * * * * /usr/bin/sync-photos --to '/mnt/a b'\n"
+)
+TAG = re.compile(r" # opskit:(\S+)$")
+
+
+@pytest.fixture
+def site(tmp_path: Path, sqlite_db: DbParams) -> Path:
+    """A project folder named ``site`` (so its jobs are tagged opskit:site:...)."""
+    return write_project(tmp_path / "site", {"default": sqlite_db})
+
+
+def fake_proc(folder: Path, *names: str) -> Path:
+    """A /proc holding processes with these names: the daemon check reads nothing else."""
+    for pid, name in enumerate(("init", *names), 1):
+        (folder / str(pid)).mkdir(parents=True)
+        (folder / str(pid) / "comm").write_text(f"{name}\n")
+    return folder
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Environment for opskit: a running cron daemon, and cron.d files in a tmp folder."""
+    (tmp_path / "cron.d").mkdir()
+    return {
+        "OPSKIT_PROC_DIR": str(fake_proc(tmp_path / "proc", "cron")),
+        "OPSKIT_CRON_D_DIR": str(tmp_path / "cron.d"),
+    }
+
+
+@pytest.fixture
+def cron_user() -> Iterator[str]:
+    """A throwaway system user whose crontab the test may edit (never the developer's own)."""
+    if not (shutil.which("useradd") and shutil.which("crontab")):
+        unavailable("useradd and crontab")
+    if os.geteuid() != 0:
+        unavailable("root (for useradd and crontab -u)")
+    name = f"opskit-test-{secrets.token_hex(4)}"
+    subprocess.run(["useradd", "--no-create-home", name], check=True, capture_output=True)
+    yield name
+    subprocess.run(["crontab", "-r", "-u", name], check=False, capture_output=True)
+    subprocess.run(["userdel", name], check=True, capture_output=True)
+
+
+def crontab(user: str, text: str | None = None) -> str:
+    """Set (text given) or read a user's crontab with the real crontab program."""
+    if text is not None:
+        subprocess.run(["crontab", "-u", user, "-"], input=text, text=True, check=True)
+        return text
+    done = subprocess.run(["crontab", "-l", "-u", user], capture_output=True, text=True)
+    return done.stdout
+
+
+def cron(site: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_opskit("--project-dir", site, "cron", *args, env=env)
+
+
+def test_install_adds_tagged_jobs_and_keeps_foreign_lines(
+    site: Path, env: dict[str, str], cron_user: str
+) -> None:
+    crontab(cron_user, FOREIGN)
+
+    done = cron(site, env, "install", "--user", cron_user)
+
+    assert done.returncode == 0, done.stderr
+    text = crontab(cron_user)
+    assert text.startswith(FOREIGN)
+    jobs = text[len(FOREIGN) :].splitlines()
+    settings = re.search(r"'(settings_\w+)'", (site / "manage.py").read_text())
+    assert settings
+    prefix = f"{OPSKIT} --project-dir {site} --settings {settings[1]}"
+    log = f">> {site / 'logs' / 'cron.log'} 2>&1"
+    assert jobs == [
+        f"0 1 * * * {prefix} clear-sessions {log} # opskit:site:clear-sessions",
+        f"0 2 * * * {prefix} backup {log} # opskit:site:backup",
+    ]
+    assert (site / "logs").is_dir()
+    assert "+0 2 * * *" in done.stdout
+    assert "installed 2 job(s) of project site from opskit's built-in crontab.txt" in done.stderr
+
+
+def test_install_twice_changes_nothing_and_remove_leaves_only_foreign_lines(
+    site: Path, env: dict[str, str], cron_user: str
+) -> None:
+    crontab(cron_user, FOREIGN)
+    cron(site, env, "install", "--user", cron_user)
+    installed = crontab(cron_user)
+
+    again = cron(site, env, "install", "--user", cron_user)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == ""
+    assert "already has the 2 job(s)" in again.stderr
+    assert crontab(cron_user) == installed
+
+    removed = cron(site, env, "remove", "--user", cron_user)
+    assert removed.returncode == 0, removed.stderr
+    assert crontab(cron_user) == FOREIGN
+    assert "-0 1 * * *" in removed.stdout
+
+
+def test_remove_touches_only_this_project(site: Path, env: dict[str, str], cron_user: str) -> None:
+    cron(site, env, "install", "--user", cron_user)
+    cron(site, env, "install", "--user", cron_user, "--name", "other site")
+
+    cron(site, env, "remove", "--user", cron_user)
+
+    tags = [m[1] for m in map(TAG.search, crontab(cron_user).splitlines()) if m]
+    assert tags == ["other-site:clear-sessions", "other-site:backup"]
+
+
+def test_show_lists_each_job_with_its_next_three_runs(
+    site: Path, env: dict[str, str], cron_user: str
+) -> None:
+    (site / "crontab.txt").write_text("30 4 * * 1 opskit backup\n")
+    cron(site, env, "install", "--user", cron_user)
+
+    done = cron(site, env, "show", "--user", cron_user)
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "opskit:site:backup  30 4 * * 1"
+    runs = lines[1].removeprefix("  next: ").split(", ")
+    assert len(runs) == 3 and all(r.startswith("Mon ") and " 04:30 " in r for r in runs)
+    assert lines[2].startswith(f"  runs: {OPSKIT} --project-dir {site}")
+
+
+def test_show_warns_when_no_daemon_runs_and_says_when_nothing_is_installed(
+    site: Path, env: dict[str, str], cron_user: str, tmp_path: Path
+) -> None:
+    env["OPSKIT_PROC_DIR"] = str(fake_proc(tmp_path / "noproc"))
+
+    done = cron(site, env, "show", "--user", cron_user)
+
+    assert done.returncode == 0
+    assert "warning: no cron daemon is running" in done.stderr
+    assert f"no opskit jobs of project site in crontab of {cron_user}" in done.stderr
+
+
+def test_dry_run_prints_the_diff_and_writes_nothing(
+    site: Path, env: dict[str, str], cron_user: str
+) -> None:
+    crontab(cron_user, FOREIGN)
+
+    done = cron(site, env, "install", "--user", cron_user, "--dry-run")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"--- crontab of {cron_user}\n")
+    assert "+0 1 * * *" in done.stdout and "# opskit:site:clear-sessions" in done.stdout
+    assert crontab(cron_user) == FOREIGN
+
+
+def test_no_cron_daemon_refuses_to_install_unless_allowed(
+    site: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    env["OPSKIT_PROC_DIR"] = str(fake_proc(tmp_path / "noproc", "bash"))
+    target = Path(env["OPSKIT_CRON_D_DIR"]) / "opskit-site"
+
+    refused = cron(site, env, "install", "--cron-d", "opskit-site")
+    assert refused.returncode == 1
+    assert "no cron daemon is running" in refused.stderr
+    assert "--allow-no-daemon" in refused.stderr
+    assert not target.exists()
+
+    allowed = cron(site, env, "install", "--cron-d", "opskit-site", "--allow-no-daemon")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "warning: no cron daemon is running" in allowed.stderr
+    assert target.exists()
+
+
+def test_cron_d_file_has_the_user_column_and_goes_away_on_remove(
+    site: Path, env: dict[str, str], cron_user: str
+) -> None:
+    target = Path(env["OPSKIT_CRON_D_DIR"]) / "opskit-site"
+
+    done = cron(site, env, "install", "--cron-d", "opskit-site", "--user", cron_user)
+
+    assert done.returncode == 0, done.stderr
+    lines = target.read_text().splitlines()
+    assert lines[0].startswith("# Installed by opskit")
+    assert lines[3].startswith(f"0 1 * * * {cron_user} {OPSKIT} ")
+    assert target.stat().st_mode & 0o777 == 0o644
+    shown = cron(site, env, "show", "--cron-d", "opskit-site")
+    assert f"opskit:site:backup  0 2 * * *  as {cron_user}" in shown.stdout
+
+    removed = cron(site, env, "remove", "--cron-d", "opskit-site")
+    assert removed.returncode == 0, removed.stderr
+    assert not target.exists()
+
+
+def test_bad_crontab_line_fails_naming_file_and_line(site: Path, env: dict[str, str]) -> None:
+    schedule = site / "crontab.txt"
+    schedule.write_text("# nightly\n0 1 * * * opskit clear-sessions\n0 25 * * * opskit backup\n")
+
+    done = cron(site, env, "install", "--cron-d", "opskit-site")
+
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"opskit: error: {schedule}:3: bad schedule '0 25 * * *'")
+    assert len(done.stderr.splitlines()) == 1
+    assert not (Path(env["OPSKIT_CRON_D_DIR"]) / "opskit-site").exists()
+
+
+@pytest.mark.parametrize("source", ["flag", "setting", "project", "builtin"])
+def test_schedule_comes_from_flag_then_setting_then_project_file_then_builtin(
+    tmp_path: Path, sqlite_db: DbParams, env: dict[str, str], source: str
+) -> None:
+    files = {"flag": "5 0 * * * opskit backup\n", "setting": "6 0 * * * opskit backup\n"}
+    for name, text in files.items():
+        (tmp_path / f"{name}.txt").write_text(text)
+    setting = {"CRONTAB": str(tmp_path / "setting.txt")} if source in ("flag", "setting") else {}
+    site = write_project(tmp_path / "site", {"default": sqlite_db}, repr(setting))
+    if source != "builtin":
+        (site / "crontab.txt").write_text("7 0 * * * opskit backup\n")
+    flag = ["--file", str(tmp_path / "flag.txt")] if source == "flag" else []
+
+    done = cron(site, env, "install", "--cron-d", "opskit-site", "--dry-run", *flag)
+
+    assert done.returncode == 0, done.stderr
+    added = [
+        " ".join(line[1:].split()[:5])
+        for line in done.stdout.splitlines()
+        if line.startswith("+") and "# opskit:" in line
+    ]
+    expected = {"flag": ["5 0 * * *"], "setting": ["6 0 * * *"], "project": ["7 0 * * *"]}
+    assert added == expected.get(source, ["0 1 * * *", "0 2 * * *"])
+
+
+def test_installed_line_runs_opskit_when_cron_runs_it(site: Path, env: dict[str, str]) -> None:
+    (site / "crontab.txt").write_text("@daily opskit list\n")
+    logs = ["--log-dir", site / "cron logs"]
+    run_opskit("--project-dir", site, *logs, "cron", "install", "--cron-d", "x", env=env)
+    line = (Path(env["OPSKIT_CRON_D_DIR"]) / "x").read_text().splitlines()[-1]
+    command = TAG.sub("", line).split(None, 2)[2]
+
+    # What cron does: /bin/sh -c with the line's command, from the user's home, a bare PATH.
+    done = subprocess.run(
+        ["/bin/sh", "-c", command.replace("\\%", "%")],
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "HOME": "/root"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "no backups yet" in (site / "cron logs" / "cron.log").read_text()
+
+
+def test_bad_user_is_one_line_on_stderr(site: Path, env: dict[str, str]) -> None:
+    done = cron(site, env, "show", "--user", "opskit-no-such-user")
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("opskit: error:")
+    assert "opskit-no-such-user" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_unknown_option_is_a_usage_error(site: Path, env: dict[str, str]) -> None:
+    assert cron(site, env, "install", "--bogus").returncode == 64
+
+
+def test_builtin_schedule_is_the_shipped_crontab_txt() -> None:
+    assert (REPO / "crontab.txt").read_text() == DEFAULT_CRONTAB

@@ -45,8 +45,14 @@ class OpsGroup(click.Group):
     show_default=True,
     help="Folder with manage.py (put on sys.path).",
 )
-@click.option("--backup-dir", type=click.Path(path_type=Path), help="[default: db_backups/]")
-@click.option("--log-dir", type=click.Path(path_type=Path), help="[default: logs/]")
+@click.option(
+    "--backup-dir",
+    type=click.Path(path_type=Path, resolve_path=True),
+    help="[default: db_backups/]",
+)
+@click.option(
+    "--log-dir", type=click.Path(path_type=Path, resolve_path=True), help="[default: logs/]"
+)
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.option("--strict-ping", is_flag=True, default=None, help="Count a failed ping as an error.")

@@ -9,6 +9,8 @@ MASK = "********"
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Return ``text`` with every non-trivial secret replaced by a mask."""
-    for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+    # A tool may echo part of a multi-line secret: mask each line of it too.
+    parts = {p for s in secrets if s for p in (s, *s.splitlines()) if len(p) >= 3}
+    for secret in sorted(parts, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text

@@ -26,7 +26,9 @@ DUMP_OPTIONS = (
 
 
 def _option_value(value: str) -> str:
+    # The option-file parser turns these escapes back into the characters.
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     return f'"{escaped}"'
 
 

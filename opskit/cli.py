@@ -68,7 +68,7 @@ def cli(
     quiet: bool,
     strict_ping: bool | None,
 ) -> None:
-    """Nightly maintenance for a Django deployment: backup, restore, list."""
+    """Nightly maintenance for a Django deployment: backups, sessions, cron, Healthchecks."""
     verbosity = -1 if quiet else verbose
     ctx.obj = Globals(
         settings, project_dir.resolve(), backup_dir, log_dir, verbosity, strict_ping=strict_ping

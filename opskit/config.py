@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "HEALTHCHECKS": {},
     "HEALTHCHECKS_PING_URL": "https://hc-ping.com/",
     "HEALTHCHECKS_CREATE": False,
+    "HEALTHCHECKS_TIMEOUT": 10,
+    "HEALTHCHECKS_BUDGET": 30,
     "HEALTHCHECKS_API_URL": "https://healthchecks.io/api/v3/",
     "HEALTHCHECKS_API_KEY": None,
     "STRICT_PING": False,
@@ -51,6 +53,8 @@ class Config:
     healthchecks: dict[str, str] = dataclasses.field(default_factory=dict)
     ping_url: str = "https://hc-ping.com/"
     ping_create: bool = False
+    ping_timeout: float = 10.0
+    ping_budget: float = 30.0
     api_url: str = "https://healthchecks.io/api/v3/"
     api_key: str = dataclasses.field(default="", repr=False)
     strict_ping: bool = False
@@ -136,10 +140,22 @@ def build_config(
         healthchecks=checks,
         ping_url=str(merged["HEALTHCHECKS_PING_URL"]),
         ping_create=_bool(merged["HEALTHCHECKS_CREATE"]),
+        ping_timeout=_seconds(merged["HEALTHCHECKS_TIMEOUT"], "HEALTHCHECKS_TIMEOUT"),
+        ping_budget=_seconds(merged["HEALTHCHECKS_BUDGET"], "HEALTHCHECKS_BUDGET"),
         api_url=str(merged["HEALTHCHECKS_API_URL"]),
         api_key=str(merged["HEALTHCHECKS_API_KEY"] or ""),
         strict_ping=_bool(merged["STRICT_PING"]),
     )
+
+
+def _seconds(value: Any, key: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if seconds <= 0:
+        raise ConfigError(f"{key} must be a positive number of seconds", f"e.g. {DEFAULTS[key]}")
+    return seconds
 
 
 def _bool(value: Any) -> bool:

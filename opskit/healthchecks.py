@@ -133,7 +133,7 @@ def _suffix(kind: str | int) -> str:
     raise ConfigError(f"unknown ping kind {kind!r}", "use start, success, fail, log or 0-255")
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
+class NoRedirect(urllib.request.HTTPRedirectHandler):
     """Refuse redirects: urllib would replay a POST as a GET and drop the log body."""
 
     def redirect_request(
@@ -148,7 +148,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+_OPENER = urllib.request.build_opener(NoRedirect)
 
 
 class Pinger:

@@ -46,13 +46,22 @@ class JobRun:
             self.ping_problem = exc.line()
             log.warning("ping_not_sent", job=self.job, reason=self.ping_problem)
             return
-        self.pinger = healthchecks.Pinger(target, secrets=self.secrets)
+        self.pinger = healthchecks.Pinger(
+            target,
+            secrets=self.secrets,
+            timeout=min(self.config.ping_timeout, self.config.ping_budget),
+            budget=self.config.ping_budget,
+        )
         result = self.pinger.start()
         if not result.ok:
             self.ping_problem = result.message
 
     def finish(self, report: Report) -> int:
         """Log failed steps and the summary, send the final ping, return the exit status."""
+        strict = self.config.strict_ping
+        if self.ping_problem and strict:
+            # Known before the final ping, so Healthchecks hears the same status opskit exits with.
+            report.fail("ping", None, self.ping_problem)
         for step in report.failed():
             log.error("step_failed", step=step.name, database=step.database, reason=step.reason)
         databases = sorted({s.database for s in report.steps if s.database})
@@ -69,8 +78,8 @@ class JobRun:
         if self.pinger is not None:
             tail = self.tail.text() if self.tail else ""
             result = self.pinger.finish(report.exit_code, tail, summary)
-            if not result.ok:
-                self.ping_problem = result.message
-        if self.ping_problem and self.config.strict_ping:
-            report.fail("ping", None, self.ping_problem)
+            # A run's pings count as one error at most, however many of them failed.
+            if not result.ok and strict and not self.ping_problem:
+                step = report.fail("ping", None, result.message)
+                log.error("step_failed", step=step.name, database=None, reason=step.reason)
         return report.exit_code

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import __version__, archive, logs, rotation
+from opskit import __version__, archive, locks, logs, rotation, space
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, Tools, engine_for
 from opskit.errors import OpsError
@@ -65,23 +65,40 @@ def run_backup(
 
 
 def backup_one(config: Config, db: DbParams, now: datetime, report: Report) -> int:
-    """Back up one database; each failed step raises StepFailed and ends this database."""
+    """Back up one database under its lock; a failed step raises StepFailed and ends it."""
+    folder = rotation.db_dir(config.backup_dir, db.alias)
+    with contextlib.ExitStack() as stack:
+        with report.step("lock", db.alias):
+            try:
+                rotation.ensure_dir(folder)
+            except OSError as exc:
+                msg = f"cannot create {folder}: {exc.strerror}"
+                raise OpsError(msg, "check --backup-dir") from None
+            stack.enter_context(
+                locks.hold(
+                    locks.lock_path(folder, "backup"),
+                    what=f"opskit backup of {db.alias!r}",
+                    wait=config.lock_wait,
+                )
+            )
+        return _backup_locked(config, db, now, report, folder)
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack never swallows
+
+
+def _backup_locked(
+    config: Config, db: DbParams, now: datetime, report: Report, folder: Path
+) -> int:
     alias = db.alias
-    folder = rotation.db_dir(config.backup_dir, alias)
-    with report.step("dump", alias):
+    for stale in rotation.remove_stale_tmp(folder):
+        log.info("removed_stale_temp_file", database=alias, path=str(stale))
+    with report.step("engine", alias):
         # SQLite's snapshot goes beside the archives, where stale temp files are swept.
         engine = engine_for(db, tools_of(config), work_dir=folder)
-        try:
-            rotation.ensure_dir(folder)
-        except OSError as exc:
-            raise OpsError(
-                f"cannot create {folder}: {exc.strerror}", "check --backup-dir"
-            ) from None
-        for stale in rotation.remove_stale_tmp(folder):
-            log.info("removed_stale_temp_file", database=alias, path=str(stale))
-        final = folder / rotation.archive_name(
-            rotation.slot_for(now), engine.suffix, config.compress
-        )
+    slot = rotation.slot_for(now)
+    final = folder / rotation.archive_name(slot, engine.suffix, config.compress)
+    with report.step("space", alias):
+        space.check(folder, space.expected_size(folder, final), "the previous archive")
+    with report.step("dump", alias):
         log.info("dump_started", database=alias, target=str(final), engine=engine.vendor)
         started = time.time()
         versions = engine.versions(db)
@@ -99,9 +116,8 @@ def backup_one(config: Config, db: DbParams, now: datetime, report: Report) -> i
                 archive.commit(written.path, final)
                 archive.write_json(manifest, archive.manifest_path(final))
             except OSError as exc:
-                raise OpsError(
-                    f"cannot rename into {final}: {exc.strerror}", "check the disk"
-                ) from None
+                msg = f"cannot rename into {final}: {exc.strerror}"
+                raise OpsError(msg, "check the disk") from None
             for old in rotation.drop_other_formats(final):
                 log.info("removed_other_format", database=alias, path=str(old))
     finally:

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from opskit import __version__
-from opskit.cli_common import Globals, fail_early, finish, hc_option, load_project, now, start_job
-from opskit.errors import OpsError
+from opskit import __version__, signals
+from opskit.cli_common import (
+    Globals,
+    fail_early,
+    finish,
+    hc_option,
+    load_project,
+    lock_wait_option,
+    now,
+    start_job,
+)
+from opskit.errors import Interrupted, OpsError
 from opskit.report import EXIT_INTERRUPTED, EXIT_USAGE, Report
 
 
@@ -32,8 +42,19 @@ class OpsGroup(click.Group):
             exc.exit_code = EXIT_USAGE  # type: ignore[misc]
             raise
         except KeyboardInterrupt:
-            click.echo("opskit: interrupted", err=True)
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+            self._stopped(ctx, EXIT_INTERRUPTED, "interrupted (SIGINT)")
+        except Interrupted as exc:
+            name = signal.Signals(exc.signum).name
+            self._stopped(ctx, 128 + exc.signum, f"stopped by {name}")
+
+    @staticmethod
+    def _stopped(ctx: click.Context, code: int, reason: str) -> NoReturn:
+        """End a run cut short by a signal: cleanup already ran; report and exit 128+N."""
+        g = ctx.find_object(Globals)
+        if g is not None and g.run is not None:
+            g.run.abort(code, reason)
+        click.echo(f"opskit: {reason}", err=True)
+        raise click.exceptions.Exit(code)
 
 
 @click.group(cls=OpsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,6 +90,7 @@ def cli(
     strict_ping: bool | None,
 ) -> None:
     """Nightly maintenance for a Django deployment: backups, sessions, cron, Healthchecks."""
+    signals.install()
     verbosity = -1 if quiet else verbose
     ctx.obj = Globals(
         settings, project_dir.resolve(), backup_dir, log_dir, verbosity, strict_ping=strict_ping
@@ -79,6 +101,7 @@ def cli(
 @click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
 @click.option("--compress", type=click.Choice(["zstd", "gzip", "none"]), help="[default: zstd]")
 @click.option("--exclude-table-data", multiple=True, metavar="TABLE", help="Keep schema only.")
+@lock_wait_option
 @hc_option
 @click.pass_context
 def backup(
@@ -86,12 +109,17 @@ def backup(
     databases: tuple[str, ...],
     compress: str | None,
     exclude_table_data: tuple[str, ...],
+    lock_wait: float | None,
     check: str | None,
 ) -> None:
     """Back up databases into weekday slots (all of settings.DATABASES by default)."""
     from opskit.backup import run_backup, select
 
-    flags: dict[str, Any] = {"COMPRESS": compress, "EXCLUDE_TABLE_DATA": exclude_table_data}
+    flags: dict[str, Any] = {
+        "COMPRESS": compress,
+        "EXCLUDE_TABLE_DATA": exclude_table_data,
+        "LOCK_WAIT": lock_wait,
+    }
     config, dbs = load_project(ctx, **flags)
     try:
         aliases = select(config, dbs, databases)
@@ -109,16 +137,23 @@ def backup(
 @click.option("--database", "-d", "alias", default="default", show_default=True, metavar="ALIAS")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--drop-old", is_flag=True, help="PostgreSQL: drop the replaced database.")
+@lock_wait_option
 @hc_option
 @click.pass_context
 def restore(
-    ctx: click.Context, source: str, alias: str, yes: bool, drop_old: bool, check: str | None
+    ctx: click.Context,
+    source: str,
+    alias: str,
+    yes: bool,
+    drop_old: bool,
+    lock_wait: float | None,
+    check: str | None,
 ) -> None:
     """Restore SOURCE (latest, a weekday like 1-Monday, or an archive path)."""
     from opskit.report import StepFailed
     from opskit.restore import plan_restore, run_restore
 
-    config, dbs = load_project(ctx)
+    config, dbs = load_project(ctx, LOCK_WAIT=lock_wait)
     run = start_job(ctx, "restore", config, check)
     report = Report("restore")
     try:

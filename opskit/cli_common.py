@@ -30,6 +30,7 @@ class Globals:
     log_dir: Path | None
     verbosity: int
     strict_ping: bool | None = None
+    run: JobRun | None = None
     tail: LogTail | None = None
     secrets: tuple[str, ...] = ()
 
@@ -84,6 +85,7 @@ def start_job(ctx: click.Context, job: str, config: Config, check: str | None = 
 
     g: Globals = ctx.obj
     run = JobRun(job, config, tail=g.tail, secrets=g.secrets, check=check)
+    g.run = run  # so a signal can still send the final ping
     run.start()
     return run
 
@@ -101,6 +103,12 @@ def finish(ctx: click.Context, run: JobRun, report: Report) -> NoReturn:
     ctx.exit(code)
 
 
+lock_wait_option = click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Wait this long for another run of the same job and database [default: 0].",
+)
 hc_option = click.option(
     "--hc", "check", metavar="CHECK", help="Healthchecks check: UUID, ping URL or KEY/SLUG."
 )

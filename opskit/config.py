@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "ZSTD_LEVEL": 3,
     "EXCLUDE_TABLE_DATA": ["django_session"],
     "DATABASES": [],
+    "LOCK_WAIT": 0,
     "PG_BIN_DIR": None,
     "MYSQL_BIN_DIR": None,
     "CRONTAB": None,
@@ -46,6 +47,7 @@ class Config:
     zstd_level: int = 3
     exclude_table_data: tuple[str, ...] = ("django_session",)
     databases: tuple[str, ...] = ()
+    lock_wait: float = 0.0
     pg_bin_dir: Path | None = None
     mysql_bin_dir: Path | None = None
     crontab: Path | None = None
@@ -134,6 +136,7 @@ def build_config(
         zstd_level=level,
         exclude_table_data=tuple(_split(merged["EXCLUDE_TABLE_DATA"], "EXCLUDE_TABLE_DATA")),
         databases=tuple(_split(merged["DATABASES"], "DATABASES")),
+        lock_wait=_seconds(merged["LOCK_WAIT"], "LOCK_WAIT", allow_zero=True),
         pg_bin_dir=optional_dir("PG_BIN_DIR"),
         mysql_bin_dir=optional_dir("MYSQL_BIN_DIR"),
         crontab=optional_dir("CRONTAB"),
@@ -148,12 +151,12 @@ def build_config(
     )
 
 
-def _seconds(value: Any, key: str) -> float:
+def _seconds(value: Any, key: str, allow_zero: bool = False) -> float:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
         seconds = -1.0
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigError(f"{key} must be a positive number of seconds", f"e.g. {DEFAULTS[key]}")
     return seconds
 

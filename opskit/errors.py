@@ -40,3 +40,11 @@ class RestoreRefused(OpsError):
 
 class UnsupportedEngine(OpsError):
     """The Django database ENGINE is not one opskit can back up."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C, cleaning up on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by signal {signum}")

@@ -56,6 +56,14 @@ class JobRun:
         if not result.ok:
             self.ping_problem = result.message
 
+    def abort(self, exit_status: int, reason: str) -> None:
+        """Report a run stopped by a signal (after its cleanup) as a failure."""
+        log.error("job_interrupted", job=self.job, reason=reason, exit_status=exit_status)
+        if self.pinger is not None:
+            tail = self.tail.text() if self.tail else ""
+            summary = {"job": self.job, "host": socket.gethostname(), "stopped": reason}
+            self.pinger.finish(exit_status, tail, summary)
+
     def finish(self, report: Report) -> int:
         """Log failed steps and the summary, send the final ping, return the exit status."""
         strict = self.config.strict_ping

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, logs, rotation
+from opskit import archive, locks, logs, rotation
 from opskit.backup import dump_to_temp, tools_of
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, engine_for, vendor_of
@@ -84,9 +85,16 @@ def run_restore(
         drop_old=drop_old,
         save_safety_copy=lambda target: _safety_copy(config, plan.engine, target, now),
     )
-    log.info("restore_started", database=db.alias, archive=str(plan.archive))
-    with report.step("load", db.alias):
-        plan.engine.restore(db, lambda: archive.open_content(plan.archive), ctx)
+    folder = rotation.db_dir(config.backup_dir, db.alias)
+    with contextlib.ExitStack() as stack:
+        with report.step("lock", db.alias):
+            rotation.ensure_dir(folder)
+            what = f"opskit restore of {db.alias!r}"
+            path = locks.lock_path(folder, "restore")
+            stack.enter_context(locks.hold(path, what=what, wait=config.lock_wait))
+        log.info("restore_started", database=db.alias, archive=str(plan.archive))
+        with report.step("load", db.alias):
+            plan.engine.restore(db, lambda: archive.open_content(plan.archive), ctx)
     for note in ctx.notes:
         log.info("restore_note", database=db.alias, note=note)
     report.bytes += plan.manifest.get("raw_size", 0)

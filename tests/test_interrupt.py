@@ -1,4 +1,4 @@
-"""Ctrl-C during a backup: exit 130, the dump tool stopped, temp files gone, nothing damaged."""
+"""Signals during a backup: exit 128+N, the dump tool stopped, temp files gone, nothing lost."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pymysql
+import pytest
 from conftest import OPSKIT, write_project
 from dbdata import adapter_for
+from hcserver import HCServer
 
 from opskit import archive
 from opskit.engines import DbParams
@@ -26,39 +28,60 @@ def _running(name: str) -> bool:
     return False
 
 
-def test_ctrl_c_during_a_backup_exits_130_and_leaves_the_earlier_archive(
-    mysql_db: DbParams, tmp_path: Path
+CHECK = "5b8c1d2e-3f40-4a51-8b62-7c9d0e1f2a3b"
+
+
+def files(folder: Path) -> dict[str, str]:
+    """Every archive and manifest with its hash (the lock file holds a pid, so not it)."""
+    return {p.name: archive.sha256_file(p) for p in folder.iterdir() if p.suffix != ".lock"}
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "said"),
+    [
+        (signal.SIGINT, 130, "interrupted (SIGINT)"),
+        (signal.SIGTERM, 143, "stopped by SIGTERM"),
+        (signal.SIGHUP, 129, "stopped by SIGHUP"),
+    ],
+)
+def test_a_signal_during_a_backup_exits_128_plus_n_and_leaves_the_earlier_archive(
+    mysql_db: DbParams, tmp_path: Path, signum: int, status: int, said: str
 ) -> None:
     data = adapter_for(mysql_db)
     data.populate()
     data.execute("CREATE TABLE zz_locked (id int)")
-    project = write_project(tmp_path / "site", {"default": mysql_db})
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    first = subprocess.run([OPSKIT, "backup"], cwd=project, env=env, capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
-    backups = project / "db_backups"
-    before = {p.name: archive.sha256_file(p) for p in backups.iterdir() if p.is_file()}
+    with HCServer() as hc:
+        settings = {"HEALTHCHECKS": {"backup": CHECK}, "HEALTHCHECKS_PING_URL": hc.url}
+        project = write_project(tmp_path / "site", {"default": mysql_db}, opskit=repr(settings))
+        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        first = subprocess.run([OPSKIT, "backup"], cwd=project, env=env, capture_output=True)
+        assert first.returncode == 0, first.stderr
+        backups = project / "db_backups"
+        before = files(backups)
 
-    locker = pymysql.connect(
-        host=mysql_db.host, port=int(mysql_db.port), user=mysql_db.user, database=mysql_db.name
-    )
-    locker.cursor().execute("LOCK TABLES zz_locked WRITE")  # the dump blocks on this table
-    try:
-        proc = subprocess.Popen(
-            [OPSKIT, "backup"], cwd=project, env=env, stderr=subprocess.PIPE, text=True
+        locker = pymysql.connect(
+            host=mysql_db.host, port=int(mysql_db.port), user=mysql_db.user, database=mysql_db.name
         )
-        deadline = time.monotonic() + 30
-        while not list(backups.glob(".*.tmp-*")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert list(backups.glob(".*.tmp-*")), "the backup never started writing"
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        locker.close()
-    assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr
+        locker.cursor().execute("LOCK TABLES zz_locked WRITE")  # the dump blocks on this table
+        try:
+            proc = subprocess.Popen(
+                [OPSKIT, "backup"], cwd=project, env=env, stderr=subprocess.PIPE, text=True
+            )
+            deadline = time.monotonic() + 30
+            while not list(backups.glob(".*.tmp-*")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert list(backups.glob(".*.tmp-*")), "the backup never started writing"
+            time.sleep(0.5)
+            proc.send_signal(signum)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            locker.close()
+    assert proc.returncode == status, stderr
+    assert said in stderr
+    # The final ping reports the same status, so the check goes red with the reason.
+    last = hc.requests[-1]
+    assert last.path == f"/{CHECK}/{status}" and last.rid == hc.requests[-2].rid
+    assert said.encode() in last.body
     assert list(backups.glob(".*.tmp-*")) == []
-    after = {p.name: archive.sha256_file(p) for p in backups.iterdir() if p.is_file()}
-    assert after == before
+    assert files(backups) == before
     assert not _running("mariadb-dump")

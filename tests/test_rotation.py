@@ -32,7 +32,7 @@ def state(folder: Path) -> dict[str, object]:
     files = {
         p.name: (archive.sha256_file(p) if not p.is_symlink() else os.readlink(p))
         for p in sorted(folder.iterdir())
-        if p.is_file() or p.is_symlink()
+        if (p.is_file() or p.is_symlink()) and p.suffix != ".lock"  # the lock holds a pid
     }
     return files
 
@@ -87,6 +87,7 @@ def test_backup_files_are_0600_and_folders_0700(sqlite_db: DbParams, config: Con
     for folder in (config.backup_dir, config.backup_dir / "other"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         files = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink()]
+        files = [p for p in files if not p.name.endswith(".lock")]
         assert len(files) == 2
         for path in files:
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -99,7 +100,7 @@ def test_switching_compression_replaces_the_slot_and_the_latest_link(
     adapter_for(sqlite_db).populate()
     backup(config, sqlite_db)
     backup(dataclasses.replace(config, compress="gzip"), sqlite_db)
-    names = sorted(p.name for p in config.backup_dir.iterdir())
+    names = sorted(p.name for p in config.backup_dir.iterdir() if not p.name.endswith(".lock"))
     assert names == ["0-Sunday.sqlite3.gz", "0-Sunday.sqlite3.gz.json", "latest.sqlite3.gz"]
 
 

@@ -1,0 +1,61 @@
+"""One flock per job and database, so two runs never write the same slot at once."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from opskit.errors import OpsError
+
+
+class LockBusy(OpsError):
+    """Another run holds the lock."""
+
+
+def lock_path(folder: Path, job: str) -> Path:
+    return folder / f".opskit-{job}.lock"
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid = path.read_text(encoding="ascii").strip()
+    except OSError:
+        return "pid unknown"
+    return f"pid {pid}" if pid.isdigit() else "pid unknown"
+
+
+@contextlib.contextmanager
+def hold(
+    path: Path,
+    *,
+    what: str,
+    wait: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[None]:
+    """Hold an exclusive flock on ``path``; the kernel drops it if this process dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = clock() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if clock() >= deadline:
+                    waited = f" after waiting {wait:g} s" if wait else ""
+                    raise LockBusy(
+                        f"another {what} is running ({_holder(path)}){waited}",
+                        "let it finish, or pass --lock-wait SECONDS to wait for it",
+                    ) from None
+                sleep(min(0.2, max(0.0, deadline - clock())))
+        # The pid is for the message a second run shows; the flock itself is the lock.
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)

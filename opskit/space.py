@@ -1,0 +1,40 @@
+"""Free space: refuse to start a dump that cannot fit, with the numbers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from opskit.errors import OpsError
+from opskit.rotation import list_archives
+
+MARGIN = 1.1  # databases grow; a dump a tenth larger than last night's must still fit
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def expected_size(folder: Path, final: Path) -> int:
+    """Return the size of this database's newest archive (0 when there is none)."""
+    archives = [p for p in list_archives(folder) if p.suffixes[-1:] == final.suffixes[-1:]]
+    archives = archives or list_archives(folder)
+    if not archives:
+        return 0
+    return max(archives, key=lambda p: p.stat().st_mtime).stat().st_size
+
+
+def check(folder: Path, needed: int, basis: str, free: int | None = None) -> None:
+    """Raise OpsError unless ``folder`` has room for ``needed`` bytes plus the margin."""
+    free = shutil.disk_usage(folder).free if free is None else free
+    want = int(needed * MARGIN)
+    if needed and free < want:
+        raise OpsError(
+            f"not enough free space in {folder}: {human(free)} free, {human(want)} needed"
+            f" ({basis} plus 10%)",
+            "free some space or point --backup-dir at a bigger disk",
+        )

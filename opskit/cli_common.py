@@ -49,6 +49,7 @@ def load_project(ctx: click.Context, **flags: Any) -> tuple[Config, dict[str, Db
     """Find the settings, set Django up once, build the Config and configure logging."""
     from opskit import django_project, logs
     from opskit.config import build_config
+    from opskit.proc import sweep_secret_dirs
 
     g: Globals = ctx.obj
     try:
@@ -72,6 +73,8 @@ def load_project(ctx: click.Context, **flags: Any) -> tuple[Config, dict[str, Db
         logs.configure(
             log_dir=config.log_dir, verbosity=g.verbosity, secrets=g.secrets, tail=g.tail
         )
+        for stale in sweep_secret_dirs():
+            logs.get().info("removed_stale_credentials", path=str(stale))
     except OpsError as exc:
         fail_early(ctx, exc)
     except OSError as exc:

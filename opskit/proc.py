@@ -49,7 +49,8 @@ def child_env(extra: Mapping[str, str], drop: Iterable[str] = ()) -> dict[str, s
 @contextlib.contextmanager
 def secret_file(content: str, prefix: str = "opskit-") -> Iterator[Path]:
     """Write ``content`` to a 0600 file in a private 0700 folder and remove both afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    # The pid in the name lets a later run remove it if this process is SIGKILLed.
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
     path = folder / "credentials"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -58,6 +59,30 @@ def secret_file(content: str, prefix: str = "opskit-") -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweep_secret_dirs(root: Path | None = None) -> list[Path]:
+    """Remove credential folders left by opskit processes that were killed."""
+    root = root or Path(tempfile.gettempdir())
+    removed = []
+    for folder in root.glob("opskit-*-*"):
+        match = re.match(r"opskit-(?:pg|my)-(\d+)-", folder.name)
+        if not match or not folder.is_dir() or pid_alive(int(match.group(1))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Tell whether a process with this pid exists (ours counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _last_line(text: str) -> str:

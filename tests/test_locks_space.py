@@ -80,3 +80,23 @@ def test_the_expected_size_is_the_newest_archive_of_the_same_format(tmp_path: Pa
     (tmp_path / "2-Tuesday.sql.gz").write_bytes(b"x" * 99)
     assert space.expected_size(tmp_path, tmp_path / "3-Wednesday.sql.zst") == 30
     assert space.expected_size(tmp_path / "nothing", tmp_path / "nothing" / "x.sql.zst") == 0
+
+
+def test_credential_folders_of_killed_runs_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    from opskit.proc import sweep_secret_dirs
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    stale = tmp_path / f"opskit-pg-{dead}-abc123"
+    stale.mkdir()
+    (stale / "credentials").write_text("*:*:*:*:secret")
+    live = tmp_path / f"opskit-my-{os.getpid()}-def456"
+    live.mkdir()
+    unrelated = tmp_path / "opskit-other-1-x"
+    unrelated.mkdir()
+    assert sweep_secret_dirs(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and unrelated.exists()

@@ -255,3 +255,42 @@ def check_decompresses(
             f"{archive.name} holds {total} bytes but {raw_size} were written", "run a new backup"
         )
     return total
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+    """What one read of an archive found: its size, sha256, and decompressed size or problem."""
+
+    size: int
+    sha256: str
+    raw_size: int  # bytes decompressed before the end or the problem
+    problem: str = ""  # why decompression stopped early ("" when it reached a proper end)
+
+
+class _HashingReader(_HashingWriter):
+    """A file reader that hashes and counts what passes through it."""
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+
+def inspect(archive: Path, compress: str | None = None) -> Inspection:
+    """Read an archive once: hash it and decompress it to the end, noting what went wrong."""
+    compress = compress or compression_of(archive)
+    raw = 0
+    problem = ""
+    with archive.open("rb") as fh:
+        hashing = _HashingReader(fh)
+        reader = _Decompressing(hashing, compress, archive.name)  # type: ignore[arg-type]
+        try:
+            while chunk := reader.read(CHUNK):
+                raw += len(chunk)
+        except ArchiveError as exc:
+            problem = exc.message
+        # The checksum covers the whole file even when its content broke off early.
+        while hashing.read(CHUNK):
+            pass
+    return Inspection(hashing.size, hashing.sha.hexdigest(), raw, problem)

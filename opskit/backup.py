@@ -15,6 +15,7 @@ from opskit.config import Config
 from opskit.engines import DbParams, Engine, Tools, engine_for
 from opskit.errors import OpsError
 from opskit.report import Report, StepFailed
+from opskit.restoretest import restore_test
 
 log = logs.get("backup")
 
@@ -102,6 +103,9 @@ def _backup_locked(
         log.info("dump_started", database=alias, target=str(final), engine=engine.vendor)
         started = time.time()
         versions = engine.versions(db)
+        # Exact counts scan every table (and wait on locked ones): only when asked for.
+        counting = config.count_rows or config.verify_restore
+        tables = engine.table_counts(db) if counting else None
         written = dump_to_temp(
             engine, db, final, config.exclude_table_data, config.compress, config.zstd_level
         )
@@ -111,6 +115,13 @@ def _backup_locked(
             if archive.sha256_file(written.path) != written.sha256:
                 raise OpsError(f"{final.name} changed on disk while written", "check the disk")
         manifest = _manifest(db, engine, config, final, written, versions, started)
+        if tables is not None:
+            manifest["tables"] = tables
+        if config.verify_restore:
+            # On the temp file: a failed restore test leaves the slot and latest untouched.
+            with report.step("verify-restore", alias):
+                result = restore_test(config, db, written.path, now, manifest)
+            log.info("restore_tested", database=alias, tables=len(result.tables), rows=result.rows)
         with report.step("rotate", alias):
             try:
                 archive.commit(written.path, final)

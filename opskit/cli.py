@@ -101,6 +101,9 @@ def cli(
 @click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
 @click.option("--compress", type=click.Choice(["zstd", "gzip", "none"]), help="[default: zstd]")
 @click.option("--exclude-table-data", multiple=True, metavar="TABLE", help="Keep schema only.")
+@click.option(
+    "--verify-restore", is_flag=True, help="Restore each new archive into a scratch database."
+)
 @lock_wait_option
 @hc_option
 @click.pass_context
@@ -109,6 +112,7 @@ def backup(
     databases: tuple[str, ...],
     compress: str | None,
     exclude_table_data: tuple[str, ...],
+    verify_restore: bool,
     lock_wait: float | None,
     check: str | None,
 ) -> None:
@@ -119,6 +123,7 @@ def backup(
         "COMPRESS": compress,
         "EXCLUDE_TABLE_DATA": exclude_table_data,
         "LOCK_WAIT": lock_wait,
+        "VERIFY_RESTORE": verify_restore or None,
     }
     config, dbs = load_project(ctx, **flags)
     try:
@@ -232,9 +237,9 @@ def _row(row: dict[str, Any]) -> str:
 
 def _register() -> None:
     """Add the scheduling and monitoring commands (kept in their own modules)."""
-    from opskit import cli_monitor, cli_schedule
+    from opskit import cli_monitor, cli_schedule, cli_verify
 
-    for command in (*cli_schedule.COMMANDS, *cli_monitor.COMMANDS):
+    for command in (*cli_schedule.COMMANDS, *cli_monitor.COMMANDS, *cli_verify.COMMANDS):
         cli.add_command(command)
 
 

@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "EXCLUDE_TABLE_DATA": ["django_session"],
     "DATABASES": [],
     "LOCK_WAIT": 0,
+    "VERIFY_RESTORE": False,
+    "COUNT_ROWS": False,
     "PG_BIN_DIR": None,
     "MYSQL_BIN_DIR": None,
     "CRONTAB": None,
@@ -48,6 +50,8 @@ class Config:
     exclude_table_data: tuple[str, ...] = ("django_session",)
     databases: tuple[str, ...] = ()
     lock_wait: float = 0.0
+    verify_restore: bool = False
+    count_rows: bool = False
     pg_bin_dir: Path | None = None
     mysql_bin_dir: Path | None = None
     crontab: Path | None = None
@@ -137,6 +141,8 @@ def build_config(
         exclude_table_data=tuple(_split(merged["EXCLUDE_TABLE_DATA"], "EXCLUDE_TABLE_DATA")),
         databases=tuple(_split(merged["DATABASES"], "DATABASES")),
         lock_wait=_seconds(merged["LOCK_WAIT"], "LOCK_WAIT", allow_zero=True),
+        verify_restore=_bool(merged["VERIFY_RESTORE"]),
+        count_rows=_bool(merged["COUNT_ROWS"]),
         pg_bin_dir=optional_dir("PG_BIN_DIR"),
         mysql_bin_dir=optional_dir("MYSQL_BIN_DIR"),
         crontab=optional_dir("CRONTAB"),

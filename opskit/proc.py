@@ -24,19 +24,6 @@ from opskit.redact import redact
 _STDERR_KEEP = 8192
 
 
-def find_tool(names: Sequence[str], bin_dir: Path | None, setting: str) -> Path:
-    """Return the first of ``names`` found in ``bin_dir`` (if given) or on PATH."""
-    for name in names:
-        found = shutil.which(name, path=str(bin_dir) if bin_dir else None)
-        if found:
-            return Path(found)
-    where = f"in {bin_dir}" if bin_dir else "on PATH"
-    raise ToolNotFound(
-        f"{' or '.join(names)} not found {where}",
-        f"install the database client tools or set OPSKIT['{setting}'] to their folder",
-    )
-
-
 def child_env(extra: Mapping[str, str], drop: Iterable[str] = ()) -> dict[str, str]:
     """Return this process's environment with ``extra`` set and ``drop`` removed."""
     env = {k: v for k, v in os.environ.items() if k not in set(drop)}

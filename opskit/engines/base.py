@@ -57,7 +57,7 @@ class RestoreContext:
 
 
 class Engine(Protocol):
-    """A database vendor: how to dump it, restore it and describe its versions."""
+    """A database vendor: how to dump, restore, count and describe it."""
 
     vendor: str
     suffix: str
@@ -74,6 +74,16 @@ class Engine(Protocol):
 
     def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
         """Replace the database's content, or leave it exactly as it was and raise."""
+        ...
+
+    def table_counts(self, db: DbParams) -> dict[str, int]:
+        """Return the exact number of rows of every table, by name."""
+        ...
+
+    def scratch_copy(
+        self, db: DbParams, open_archive: OpenArchive, now: datetime, work_dir: Path
+    ) -> AbstractContextManager[DbParams]:
+        """Load an archive into a new scratch database, yield it, and always drop it after."""
         ...
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from opskit import proc
+from opskit import logs, proc
+from opskit.engines import tooling
 from opskit.engines.base import DbParams, OpenArchive, RestoreContext
-from opskit.errors import CommandFailed
+from opskit.engines.diagnose import connecting
+from opskit.errors import CommandFailed, OpsError
+
+log = logs.get("engines")
+_MAX_IDENT = 64  # MySQL's limit on a database name, in characters
 
 DUMP_OPTIONS = (
     "--single-transaction",
@@ -53,6 +60,10 @@ def _ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def _literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 class MySQL:
     """MySQL and MariaDB through their dump tool and command-line client."""
 
@@ -63,7 +74,7 @@ class MySQL:
         self.bin_dir = bin_dir
 
     def _tool(self, *names: str) -> Path:
-        return proc.find_tool(names, self.bin_dir, "MYSQL_BIN_DIR")
+        return tooling.find_tool(names, self.bin_dir, "MYSQL_BIN_DIR")
 
     @contextlib.contextmanager
     def _defaults(self, db: DbParams) -> Iterator[tuple[str, dict[str, str]]]:
@@ -77,20 +88,104 @@ class MySQL:
     def _dump_tool(self) -> Path:
         return self._tool("mariadb-dump", "mysqldump")
 
-    def _sql(self, db: DbParams, sql: str) -> str:
-        with self._defaults(db) as (defaults, env):
+    def _sql(
+        self, db: DbParams, sql: str, database: str | None = None, timeout: float | None = 120
+    ) -> str:
+        """Run SQL (read from stdin: no length limit) in ``database`` (default: db's; "": none)."""
+        name = db.name if database is None else database
+        client = self._client()
+        with self._defaults(db) as (defaults, env), connecting(self.vendor, db, name):
             return proc.run(
-                [self._client(), defaults, "--batch", "--skip-column-names", "-e", sql, db.name],
+                [client, defaults, "--batch", "--skip-column-names", *([name] if name else [])],
                 env,
-                what=f"mysql on {db.describe()}",
+                what=f"mysql on {db.describe(name or None)}",
                 secrets=[db.password],
-                timeout=120,
+                stdin=sql.encode(),
+                timeout=timeout,
             ).strip()
 
     def versions(self, db: DbParams) -> dict[str, str]:
+        """Return the dump tool's and the server's versions; log a warning if they differ."""
         tool = self._dump_tool()
         version = proc.run([tool, "--version"], proc.child_env({}), what=f"{tool.name} --version")
-        return {tool.name: version.strip(), "server": self._sql(db, "SELECT VERSION()")}
+        server = self._sql(db, "SELECT VERSION()")
+        mismatch = tooling.mysql_mismatch(version, server)
+        if mismatch:
+            # Dumps across versions mostly work; a warning, not a failed backup.
+            log.warning(
+                "dump_tool_version_mismatch",
+                database=db.alias,
+                tool=str(tool),
+                problem=mismatch,
+                fix="install the matching client or set OPSKIT['MYSQL_BIN_DIR'] to its folder",
+            )
+        return {tool.name: version.strip(), "server": server}
+
+    def table_counts(self, db: DbParams) -> dict[str, int]:
+        """Return the exact row count of every base table (SELECT COUNT(*) each)."""
+        listed = self._sql(
+            db,
+            "SELECT HEX(table_name) FROM information_schema.tables"
+            " WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE'",
+        )
+        # Hex survives the client's escaping of tabs and newlines in odd table names.
+        names = sorted(bytes.fromhex(h).decode("utf-8") for h in listed.split())
+        if not names:
+            return {}
+        sql = " UNION ALL ".join(
+            f"SELECT {n}, COUNT(*) FROM {_ident(name)}" for n, name in enumerate(names)
+        )
+        out = self._sql(db, sql, timeout=None)
+        counts = dict(line.split("\t") for line in out.splitlines())
+        return {name: int(counts[str(n)]) for n, name in enumerate(names)}
+
+    def scratch_copy(
+        self, db: DbParams, open_archive: OpenArchive, now: datetime, work_dir: Path
+    ) -> AbstractContextManager[DbParams]:
+        """Load the archive into a new scratch schema on db's server; drop it on leaving."""
+        return self._scratch_copy(db, open_archive, now)
+
+    @contextlib.contextmanager
+    def _scratch_copy(
+        self, db: DbParams, open_archive: OpenArchive, now: datetime
+    ) -> Iterator[DbParams]:
+        tag = f"__opskit_verify_{now:%Y%m%d%H%M%S}"
+        scratch = db.name[: _MAX_IDENT - len(tag)] + tag
+        charset = self._sql(
+            db,
+            "SELECT CONCAT(default_character_set_name, ' ', default_collation_name)"
+            f" FROM information_schema.schemata WHERE schema_name = {_literal(db.name)}",
+            "",
+        ).split()
+        options = f" CHARACTER SET {charset[0]} COLLATE {charset[1]}" if len(charset) == 2 else ""
+        try:
+            self._sql(db, f"CREATE DATABASE {_ident(scratch)}{options}", "")
+        except CommandFailed as exc:
+            if "1044" not in str(exc) and "denied" not in str(exc):
+                raise
+            where = f"{db.host or 'localhost'}:{db.port or '3306'}"
+            raise CommandFailed(
+                f"{db.user or 'this user'} may not create databases on {where},"
+                " so the restore test cannot run",
+                f"GRANT ALL ON `{db.name}\\_\\_opskit\\_verify\\_%`.* TO the user,"
+                " or verify without --restore-test",
+            ) from None
+        target = dataclasses.replace(db, name=scratch)
+        try:
+            self._load(target, open_archive)
+            yield target
+        except BaseException:
+            with contextlib.suppress(OpsError):
+                self._sql(db, f"DROP DATABASE IF EXISTS {_ident(scratch)}", "")
+            raise
+        try:
+            self._sql(db, f"DROP DATABASE IF EXISTS {_ident(scratch)}", "")
+        except CommandFailed as exc:
+            log.error("scratch_not_dropped", database=scratch, reason=exc.line())
+            raise CommandFailed(
+                f"could not drop the scratch database {scratch}: {exc.message}",
+                f"drop it by hand: DROP DATABASE {_ident(scratch)}",
+            ) from None
 
     def _supports_ignore_table_data(self, tool: Path) -> bool:
         return "--ignore-table-data" in proc.run([tool, "--help"], proc.child_env({}), what="help")
@@ -104,7 +199,7 @@ class MySQL:
     def _dump(self, db: DbParams, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes]]:
         tool = self._dump_tool()
         what = f"{tool.name} of {db.describe()}"
-        with self._defaults(db) as (defaults, env):
+        with self._defaults(db) as (defaults, env), connecting(self.vendor, db):
             base: list[str | Path] = [tool, defaults, *DUMP_OPTIONS]
             if not exclude_data or self._supports_ignore_table_data(tool):
                 skip = [f"--ignore-table-data={db.name}.{t}" for t in exclude_data]
@@ -124,6 +219,7 @@ class MySQL:
     def _load(self, db: DbParams, open_archive: OpenArchive) -> None:
         with (
             self._defaults(db) as (defaults, env),
+            connecting(self.vendor, db),
             open_archive() as content,
             proc.writing(
                 [self._client(), defaults, "--default-character-set=utf8mb4", db.name],

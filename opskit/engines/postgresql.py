@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from opskit import proc
+from opskit import logs, proc
+from opskit.engines import tooling
 from opskit.engines.base import DbParams, OpenArchive, RestoreContext
-from opskit.errors import CommandFailed
+from opskit.engines.diagnose import connecting
+from opskit.errors import CommandFailed, OpsError
+
+log = logs.get("engines")
 
 _MAX_IDENT = 63  # PostgreSQL truncates longer identifiers silently; never let it.
 
@@ -46,7 +53,7 @@ class PostgreSQL:
         self.bin_dir = bin_dir
 
     def _tool(self, name: str) -> Path:
-        return proc.find_tool([name], self.bin_dir, "PG_BIN_DIR")
+        return tooling.find_tool([name], self.bin_dir, "PG_BIN_DIR")
 
     @contextlib.contextmanager
     def _env(self, db: DbParams, dbname: str | None = None) -> Iterator[dict[str, str]]:
@@ -66,21 +73,47 @@ class PostgreSQL:
             extra["PGPASSFILE"] = str(passfile)
             yield proc.child_env(extra, drop=drop)
 
-    def _sql(self, db: DbParams, sql: str, dbname: str | None = None) -> str:
+    def _sql(
+        self, db: DbParams, sql: str, dbname: str | None = None, timeout: float | None = 120
+    ) -> str:
         """Run SQL with psql and return its unaligned output."""
-        with self._env(db, dbname) as env:
+        psql = self._tool("psql")
+        with self._env(db, dbname) as env, connecting(self.vendor, db, dbname):
             return proc.run(
-                [self._tool("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                [psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
                 env,
                 what=f"psql on {db.describe(dbname)}",
                 secrets=[db.password],
-                timeout=120,
+                timeout=timeout,
             ).strip()
 
     def versions(self, db: DbParams) -> dict[str, str]:
+        """Return pg_dump's and the server's versions; refuse a pg_dump older than the server."""
+        pg_dump = self._tool("pg_dump")
         with self._env(db) as env:
-            tool = proc.run([self._tool("pg_dump"), "--version"], env, what="pg_dump --version")
-        return {"pg_dump": tool.strip(), "server": self._sql(db, "SHOW server_version")}
+            tool = proc.run([pg_dump, "--version"], env, what="pg_dump --version")
+        sql = "SELECT current_setting('server_version'), current_setting('server_version_num')"
+        server, _, num = self._sql(db, sql).partition("|")
+        where = f"{db.host or 'localhost'}:{db.port or '5432'}"
+        problem = tooling.pg_dump_problem(tool, num, where, str(pg_dump))
+        if problem is not None:
+            raise problem
+        return {"pg_dump": tool.strip(), "server": server}
+
+    def table_counts(self, db: DbParams) -> dict[str, int]:
+        """Return the exact row count of every table (``schema.table`` outside ``public``)."""
+        # One psql call, query_to_xml counting each table; one snapshot for all the counts.
+        sql = (
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+            " SELECT json_object_agg(CASE WHEN n.nspname = 'public' THEN c.relname"
+            " ELSE n.nspname || '.' || c.relname END, (xpath('/row/n/text()', query_to_xml("
+            "format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname), false, true, '')"
+            "))[1]::text::bigint) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema'"
+            " AND n.nspname NOT LIKE 'pg\\_%'; COMMIT"
+        )
+        out = self._sql(db, sql, timeout=None)
+        return {str(k): int(v) for k, v in sorted(json.loads(out).items())} if out else {}
 
     def dump(
         self, db: DbParams, exclude_data: tuple[str, ...]
@@ -101,6 +134,7 @@ class PostgreSQL:
     def _dump(self, db: DbParams, argv: list[str | Path]) -> Iterator[IO[bytes]]:
         with (
             self._env(db) as env,
+            connecting(self.vendor, db),
             proc.reading(
                 argv, env, what=f"pg_dump of {db.describe()}", secrets=[db.password]
             ) as out,
@@ -118,6 +152,7 @@ class PostgreSQL:
         ]
         with (
             self._env(db, dbname) as env,
+            connecting(self.vendor, db, dbname),
             open_archive() as content,
             proc.writing(
                 [*argv, "-o", "/dev/null"],
@@ -156,6 +191,53 @@ class PostgreSQL:
                 f"the previous database is kept as {old}; drop it when satisfied with: "
                 f"psql -c 'DROP DATABASE \"{old}\"' (or restore with --drop-old)"
             )
+
+    def scratch_copy(
+        self, db: DbParams, open_archive: OpenArchive, now: datetime, work_dir: Path
+    ) -> AbstractContextManager[DbParams]:
+        """Load the archive into a new scratch database beside ``db``; drop it on leaving."""
+        return self._scratch_copy(db, open_archive, now)
+
+    @contextlib.contextmanager
+    def _scratch_copy(
+        self, db: DbParams, open_archive: OpenArchive, now: datetime
+    ) -> Iterator[DbParams]:
+        scratch = derived_name(db.name, f"__opskit_verify_{now:%Y%m%d%H%M%S}")
+        admin = str(db.options.get("maintenance_db", "postgres"))
+        try:
+            self._create_like(db, scratch, admin)
+        except CommandFailed as exc:
+            if "permission denied" not in str(exc):
+                raise
+            raise CommandFailed(
+                f"{db.user or 'this role'} may not create databases on"
+                f" {db.host or 'localhost'}:{db.port or '5432'}, so the restore test cannot run",
+                f"ALTER ROLE {_quote_ident(db.user or 'role')} CREATEDB, or verify without"
+                " --restore-test",
+            ) from None
+        try:
+            self._load(db, scratch, open_archive)
+            yield dataclasses.replace(db, name=scratch)
+        except BaseException:
+            # Already failing (or Ctrl-C): drop quietly, the first error is the one to report.
+            with contextlib.suppress(OpsError):
+                self._drop_scratch(db, scratch, admin)
+            raise
+        self._drop_scratch(db, scratch, admin)
+
+    def _drop_scratch(self, db: DbParams, name: str, admin: str) -> None:
+        """Drop a scratch database even if a killed client's session still lingers on it."""
+        quoted = _quote_ident(name)
+        try:
+            self._sql(db, f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)", admin)
+        except CommandFailed as exc:
+            if "syntax error" not in str(exc):  # WITH (FORCE) needs PostgreSQL 13
+                log.error("scratch_not_dropped", database=name, reason=exc.line())
+                raise CommandFailed(
+                    f"could not drop the scratch database {name}: {exc.message}",
+                    f"drop it by hand: psql -c 'DROP DATABASE {quoted}'",
+                ) from None
+            self._sql(db, f"DROP DATABASE IF EXISTS {quoted}", admin)
 
     def _create_like(self, db: DbParams, scratch: str, admin: str) -> None:
         row = self._sql(

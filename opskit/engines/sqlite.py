@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +24,10 @@ def _path(db: DbParams) -> Path:
             "set DATABASES NAME to the database file's path",
         )
     return Path(db.name)
+
+
+def _quote(name: str) -> str:
+    return name.replace('"', '""')
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -79,8 +85,57 @@ class SQLite:
         # secure_delete zeroes the freed pages, so excluded data is really gone from the copy.
         conn.execute("PRAGMA secure_delete=ON")
         for table in skipped:
-            conn.execute(f'DELETE FROM "{table.replace(chr(34), chr(34) * 2)}"')
+            conn.execute(f'DELETE FROM "{_quote(table)}"')
         conn.commit()
+
+    def table_counts(self, db: DbParams) -> dict[str, int]:
+        """Return the exact row count of every table (SQLite's own tables left out)."""
+        path = _path(db)
+        if not path.is_file():
+            raise CommandFailed(f"SQLite database {path} does not exist", "check DATABASES NAME")
+        try:
+            with contextlib.closing(_connect(path, readonly=True)) as conn:
+                names = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'"
+                        " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+                    )
+                ]
+                return {
+                    name: conn.execute(f'SELECT count(*) FROM "{_quote(name)}"').fetchone()[0]
+                    for name in names
+                }
+        except sqlite3.Error as exc:
+            raise CommandFailed(f"cannot count the rows of {path}: {exc}") from None
+
+    def scratch_copy(
+        self, db: DbParams, open_archive: OpenArchive, now: datetime, work_dir: Path
+    ) -> AbstractContextManager[DbParams]:
+        """Decompress the archive to a checked temp file in ``work_dir``; delete it on leaving."""
+        return self._scratch_copy(db, open_archive, work_dir)
+
+    @contextlib.contextmanager
+    def _scratch_copy(
+        self, db: DbParams, open_archive: OpenArchive, work_dir: Path
+    ) -> Iterator[DbParams]:
+        # Named like a temp file, so a killed run's leftover is swept by the next backup.
+        scratch = work_dir / f".{db.alias}.verify.sqlite3.tmp-{os.getpid()}"
+        try:
+            try:
+                fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as out, open_archive() as content:
+                    shutil.copyfileobj(content, out, 1 << 20)
+            except OSError as exc:
+                # A full or read-only backup folder is a failed check, not a traceback.
+                raise ArchiveError(
+                    f"cannot write the scratch copy {scratch}: {exc.strerror or exc}",
+                    "free space in the backup folder or set --backup-dir elsewhere",
+                ) from None
+            self._check(scratch)
+            yield dataclasses.replace(db, name=str(scratch))
+        finally:
+            scratch.unlink(missing_ok=True)
 
     def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
         target = _path(db)

@@ -1,0 +1,60 @@
+"""The verify command: re-read archives, optionally restore-test them, one line per archive."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from opskit.cli_common import fail_early, finish, hc_option, load_project, now, start_job
+from opskit.errors import OpsError
+
+
+@click.command("verify")
+@click.argument("sources", nargs=-1, metavar="[SOURCE]...")
+@click.option("--all", "every", is_flag=True, help="Every archive, pre-restore copies too.")
+@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
+@click.option(
+    "--restore-test", is_flag=True, help="Also restore into a scratch database and count rows."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@hc_option
+@click.pass_context
+def verify_command(
+    ctx: click.Context,
+    sources: tuple[str, ...],
+    every: bool,
+    databases: tuple[str, ...],
+    restore_test: bool,
+    as_json: bool,
+    check: str | None,
+) -> None:
+    """Check archives against their manifests (SOURCE: latest, a weekday or a path).
+
+    Exits with the number of bad archives.
+    """
+    from opskit.backup import select
+    from opskit.verify import plan, run_verify
+
+    if every and sources:
+        raise click.UsageError("give SOURCE arguments or --all, not both")
+    config, dbs = load_project(ctx)
+    try:
+        aliases = select(config, dbs, databases)
+    except OpsError as exc:
+        fail_early(ctx, exc)
+    run = start_job(ctx, "verify", config, check)
+    started = now()
+    targets = plan(config, dbs, aliases, sources, every=every)
+    report, verdicts = run_verify(
+        config, dbs, targets, restore_at=started if restore_test else None
+    )
+    if as_json:
+        click.echo(json.dumps([v.as_dict() for v in verdicts], indent=2))
+    else:
+        for verdict in verdicts:
+            click.echo(verdict.line())
+    finish(ctx, run, report)
+
+
+COMMANDS: list[click.Command] = [verify_command]

@@ -63,7 +63,7 @@ class _HashingWriter:
         return len(data)
 
 
-def _disk_error(exc: OSError, where: Path) -> ArchiveError:
+def disk_error(exc: OSError, where: Path) -> ArchiveError:
     if exc.errno == errno.ENOSPC:
         return ArchiveError(
             f"no space left on the device of {where}", "free space or set --backup-dir elsewhere"
@@ -99,7 +99,7 @@ def write_stream(
             os.fsync(fh.fileno())
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _disk_error(exc, final.parent) from None
+        raise disk_error(exc, final.parent) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -133,7 +133,7 @@ def write_json(data: dict[str, Any], final: Path) -> None:
         commit(tmp, final)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _disk_error(exc, final.parent) from None
+        raise disk_error(exc, final.parent) from None
 
 
 def read_manifest(archive: Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import select
 import selectors
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from opskit import signals
 from opskit.errors import CommandFailed, ToolNotFound
 from opskit.redact import redact
 
@@ -189,11 +191,37 @@ def reading(
     """Run a program and yield its stdout; leaving the block checks its exit status."""
     child = Child(argv, env, what=what, secrets=secrets, stdout=subprocess.PIPE)
     try:
-        yield child.stdout
+        yield _Interruptible(child.stdout)  # type: ignore[misc]
     except BaseException:
         child.kill()
         raise
     child.wait()
+
+
+class _Interruptible:
+    """Read a pipe so that a signal always interrupts a wait for data.
+
+    A compressor in native code calls read() on the pipe directly: a signal that lands
+    between two reads only sets a flag, and the next blocking read(2) would wait for the
+    dump's next bytes (forever, for a dump waiting on a lock). select() on the pipe and
+    the signal wake-up descriptor returns to Python, where the handler runs.
+    """
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self.pipe = pipe
+        self.fd = pipe.fileno()
+
+    def read(self, size: int = -1) -> bytes:
+        wake = signals.wakeup_fd()
+        size = size if size > 0 else 1 << 20
+        while True:
+            ready, _, _ = select.select([self.fd] + ([wake] if wake is not None else []), [], [])
+            if self.fd in ready:
+                return os.read(self.fd, size)
+            signals.drain_wakeup()  # the handler runs (and raises) as this returns to Python
+
+    def close(self) -> None:
+        self.pipe.close()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ from opskit.errors import ArchiveError, ConfigError
 # English whatever the locale: file names must not change with LANG.
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 SLOTS = tuple(f"{n}-{name}" for n, name in enumerate(WEEKDAYS))
-_TMP = re.compile(r"^\..+\.tmp-(\d+)$")
+# A temp file and the journal SQLite may leave beside a temp database.
+_TMP = re.compile(r"^\..+\.tmp-(\d+)(-journal|-wal|-shm)?$")
 
 
 def slot_for(when: datetime) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from types import FrameType
 
 from opskit.errors import Interrupted
 
 _seen: list[int] = []
+_wakeup: list[int] = []  # read end of the pipe the C-level handler writes each signal to
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
@@ -24,7 +26,26 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 def install() -> None:
     """Turn SIGINT, SIGTERM and SIGHUP into exceptions that run every cleanup on the way out."""
     _seen.clear()
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        # Only the main thread may set handlers (CliRunner in a thread, for example).
-        with contextlib.suppress(ValueError):
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _handler)
+    except ValueError:
+        return  # only the main thread may set handlers (CliRunner in a thread, for example)
+    if not _wakeup:
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+        _wakeup.append(read_end)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+
+def wakeup_fd() -> int | None:
+    """Return a descriptor that turns readable when a signal arrives (None if not installed)."""
+    return _wakeup[0] if _wakeup else None
+
+
+def drain_wakeup() -> None:
+    """Empty the wake-up pipe after a signal was seen."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(_wakeup[0], 512):
+            pass

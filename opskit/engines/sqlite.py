@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import shutil
 import sqlite3
@@ -13,8 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+from opskit.archive import disk_error
 from opskit.engines.base import DbParams, OpenArchive, RestoreContext
-from opskit.errors import ArchiveError, CommandFailed, ConfigError
+from opskit.errors import ArchiveError, CommandFailed, ConfigError, OpsError
 
 
 def _path(db: DbParams) -> Path:
@@ -67,14 +69,20 @@ class SQLite:
                 src = _connect(source, readonly=True)
                 dst = _connect(snapshot)
                 with contextlib.closing(src), contextlib.closing(dst):
+                    # A throwaway copy needs no rollback journal beside it.
+                    dst.execute("PRAGMA journal_mode=OFF")
                     src.backup(dst)
                     self._drop_data(dst, exclude_data)
             except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    raise disk_error(OSError(errno.ENOSPC, "full"), folder) from None
                 raise CommandFailed(f"SQLite backup of {source} failed: {exc}") from None
+            except OSError as exc:
+                raise disk_error(exc, folder) from None
             with snapshot.open("rb") as fh:
                 yield fh
         finally:
-            snapshot.unlink(missing_ok=True)
+            _remove(snapshot)
 
     @staticmethod
     def _drop_data(conn: sqlite3.Connection, tables: tuple[str, ...]) -> None:
@@ -122,28 +130,17 @@ class SQLite:
         # Named like a temp file, so a killed run's leftover is swept by the next backup.
         scratch = work_dir / f".{db.alias}.verify.sqlite3.tmp-{os.getpid()}"
         try:
-            try:
-                fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as out, open_archive() as content:
-                    shutil.copyfileobj(content, out, 1 << 20)
-            except OSError as exc:
-                # A full or read-only backup folder is a failed check, not a traceback.
-                raise ArchiveError(
-                    f"cannot write the scratch copy {scratch}: {exc.strerror or exc}",
-                    "free space in the backup folder or set --backup-dir elsewhere",
-                ) from None
+            _write_scratch(scratch, open_archive)
             self._check(scratch)
             yield dataclasses.replace(db, name=str(scratch))
         finally:
-            scratch.unlink(missing_ok=True)
+            _remove(scratch)
 
     def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
         target = _path(db)
         scratch = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         try:
-            fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as out, open_archive() as content:
-                shutil.copyfileobj(content, out, 1 << 20)
+            _write_scratch(scratch, open_archive)
             self._check(scratch)
             try:
                 src = _connect(scratch, readonly=True)
@@ -152,9 +149,9 @@ class SQLite:
                     # The backup API writes the target in one transaction: all or nothing.
                     src.backup(dst)
             except sqlite3.Error as exc:
-                raise CommandFailed(f"copying into {target} failed: {exc}") from None
+                raise _error(exc, f"copying into {target} failed", target.parent) from None
         finally:
-            scratch.unlink(missing_ok=True)
+            _remove(scratch)
 
     @staticmethod
     def _check(path: Path) -> None:
@@ -165,3 +162,32 @@ class SQLite:
             raise ArchiveError(f"the archive is not a usable SQLite database: {exc}") from None
         if not result or result[0] != "ok":
             raise ArchiveError(f"the archive fails PRAGMA integrity_check: {result}")
+
+
+def _disk_error(exc: OSError, folder: Path) -> ArchiveError:
+    if exc.errno == errno.ENOSPC:
+        return ArchiveError(f"no space left on the device of {folder}", "free space there")
+    return ArchiveError(f"cannot write in {folder}: {exc.strerror or exc}", "check the folder")
+
+
+def _error(exc: sqlite3.Error, what: str, folder: Path) -> OpsError:
+    """Turn an sqlite3 error into one line; a full disk says which folder is full."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return ArchiveError(f"no space left on the device of {folder}", "free space there")
+    return CommandFailed(f"{what}: {exc}")
+
+
+def _write_scratch(path: Path, open_archive: OpenArchive) -> None:
+    """Decompress an archive into a 0600 file; a full or read-only folder is one line."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out, open_archive() as content:
+            shutil.copyfileobj(content, out, 1 << 20)
+    except OSError as exc:
+        raise _disk_error(exc, path.parent) from None
+
+
+def _remove(path: Path) -> None:
+    """Delete a temporary database and any journal SQLite left beside it."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)

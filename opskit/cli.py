@@ -77,6 +77,9 @@ class OpsGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="More log output.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.option("--strict-ping", is_flag=True, default=None, help="Count a failed ping as an error.")
+@click.option(
+    "--mail-admins", is_flag=True, default=None, help="E-mail ADMINS when a job has errors."
+)
 @click.version_option(__version__, prog_name="opskit")
 @click.pass_context
 def cli(
@@ -88,12 +91,19 @@ def cli(
     verbose: int,
     quiet: bool,
     strict_ping: bool | None,
+    mail_admins: bool | None,
 ) -> None:
     """Nightly maintenance for a Django deployment: backups, sessions, cron, Healthchecks."""
     signals.install()
     verbosity = -1 if quiet else verbose
     ctx.obj = Globals(
-        settings, project_dir.resolve(), backup_dir, log_dir, verbosity, strict_ping=strict_ping
+        settings,
+        project_dir.resolve(),
+        backup_dir,
+        log_dir,
+        verbosity,
+        strict_ping=strict_ping,
+        mail_admins=mail_admins,
     )
 
 
@@ -237,9 +247,10 @@ def _row(row: dict[str, Any]) -> str:
 
 def _register() -> None:
     """Add the scheduling and monitoring commands (kept in their own modules)."""
-    from opskit import cli_monitor, cli_schedule, cli_verify
+    from opskit import cli_check, cli_monitor, cli_schedule, cli_verify
 
-    for command in (*cli_schedule.COMMANDS, *cli_monitor.COMMANDS, *cli_verify.COMMANDS):
+    groups = (cli_schedule, cli_monitor, cli_verify, cli_check)
+    for command in (c for module in groups for c in module.COMMANDS):
         cli.add_command(command)
 
 

@@ -30,6 +30,7 @@ class Globals:
     log_dir: Path | None
     verbosity: int
     strict_ping: bool | None = None
+    mail_admins: bool | None = None
     run: JobRun | None = None
     tail: LogTail | None = None
     secrets: tuple[str, ...] = ()
@@ -65,6 +66,7 @@ def load_project(ctx: click.Context, **flags: Any) -> tuple[Config, dict[str, Db
                 "BACKUP_DIR": g.backup_dir,
                 "LOG_DIR": g.log_dir,
                 "STRICT_PING": g.strict_ping,
+                "MAIL_ADMINS_ON_ERROR": g.mail_admins,
                 **flags,
             },
         )

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "HEALTHCHECKS_API_URL": "https://healthchecks.io/api/v3/",
     "HEALTHCHECKS_API_KEY": None,
     "STRICT_PING": False,
+    "MAIL_ADMINS_ON_ERROR": False,
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -64,6 +65,8 @@ class Config:
     api_url: str = "https://healthchecks.io/api/v3/"
     api_key: str = dataclasses.field(default="", repr=False)
     strict_ping: bool = False
+    # Send Django's ADMINS a mail when a job ends with errors.
+    mail_admins_on_error: bool = False
 
     def check_for(self, job: str) -> str | None:
         """Return the Healthchecks check configured for a job, if any."""
@@ -154,6 +157,7 @@ def build_config(
         api_url=str(merged["HEALTHCHECKS_API_URL"]),
         api_key=str(merged["HEALTHCHECKS_API_KEY"] or ""),
         strict_ping=_bool(merged["STRICT_PING"]),
+        mail_admins_on_error=_bool(merged["MAIL_ADMINS_ON_ERROR"]),
     )
 
 

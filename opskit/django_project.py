@@ -195,3 +195,53 @@ def session_engine_name() -> str:
     from django.conf import settings
 
     return str(settings.SESSION_ENGINE)
+
+
+def check_clear_sessions(now: datetime) -> None:
+    """Raise OpsError unless clearsessions could remove expired sessions; reads, never writes."""
+    import inspect
+
+    from django.contrib.sessions.backends.base import SessionBase
+    from django.contrib.sessions.backends.signed_cookies import SessionStore as CookieStore
+
+    alias = session_database()  # raises when django.contrib.sessions is not installed
+    engine = str(_settings().SESSION_ENGINE)
+    store: Any = _session_store(engine)
+    if inspect.isclass(store) and issubclass(store, CookieStore):
+        raise ConfigError(
+            f"session engine {engine!r} cannot clear expired sessions: signed-cookie"
+            " sessions live in the visitors' browsers",
+            "remove clear-sessions from crontab.txt, or use the db or cached_db engine",
+        )
+    base: Any = SessionBase
+    if (
+        getattr(getattr(store, "clear_expired", None), "__func__", None)
+        is base.clear_expired.__func__
+    ):
+        raise ConfigError(
+            f"session engine {engine!r} does not implement clear_expired()",
+            "implement SessionStore.clear_expired(), or remove clear-sessions from crontab.txt",
+        )
+    if alias is not None:
+        count_sessions(alias, now)  # the table exists and the server answers
+
+
+def _settings() -> Any:
+    from django.conf import settings
+
+    return settings
+
+
+def send_admin_mail(subject: str, text: str, html: str) -> int:
+    """Mail ``settings.ADMINS`` (text plus an HTML alternative) with the subject as given."""
+    from django.conf import settings
+    from django.core.mail import EmailMultiAlternatives
+
+    # Django 6 takes plain addresses; older settings hold (name, address) pairs.
+    admins = [a if isinstance(a, str) else a[1] for a in settings.ADMINS]
+    if not admins:
+        raise ConfigError("settings.ADMINS is empty, so nobody gets the mail", "set ADMINS")
+    # Like mail_admins, but without EMAIL_SUBJECT_PREFIX, so the subject reads as opskit wrote it.
+    message = EmailMultiAlternatives(subject, text, settings.SERVER_EMAIL, admins)
+    message.attach_alternative(html, "text/html")
+    return int(message.send(fail_silently=False))

@@ -90,4 +90,9 @@ class JobRun:
             if not result.ok and strict and not self.ping_problem:
                 step = report.fail("ping", None, result.message)
                 log.error("step_failed", step=step.name, database=None, reason=step.reason)
+        if report.errors and self.config.mail_admins_on_error:
+            from opskit.mail import mail_failure  # logs a failure to mail; never raises
+
+            tail = self.tail.text() if self.tail else ""
+            mail_failure(report, socket.gethostname(), tail, self.secrets)
         return report.exit_code

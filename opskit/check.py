@@ -1,0 +1,287 @@
+"""`opskit check`: cheap smoke checks of the whole set-up, one verdict each, for CI and humans."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from opskit import archive, cron, django_project, healthchecks, rotation, space
+from opskit.config import Config
+from opskit.engines import DbParams, Tools, engine_for, vendor_of
+from opskit.errors import ArchiveError, ConfigError, OpsError
+from opskit.report import Report, Step
+from opskit.verify import verify_one
+
+OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
+# The families --only selects by; a line's name is the family, or "family:detail".
+FAMILIES = ("settings", "database", "folder", "latest", "cron", "healthchecks", "sessions")
+DEFAULT_MAX_AGE = 26 * 3600.0
+_AGE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", re.I)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One check's verdict: what was found, and the fix for anything not OK."""
+
+    name: str
+    status: str
+    found: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:<4}  {self.name}: {self.found}"
+        return text + (f"; fix: {self.fix}" if self.fix and self.status != OK else "")
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+def parse_age(text: str) -> float:
+    """Return seconds for ``26h``, ``90m``, ``2d``, ``45s`` or a plain number of seconds."""
+    match = _AGE_RE.fullmatch(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not an age like 26h, 90m or 2d")
+    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def human_age(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _fail(name: str, exc: OpsError) -> Result:
+    return Result(name, FAIL, " ".join(exc.message.split()), " ".join(exc.hint.split()))
+
+
+def settings_failed(exc: OpsError, only: Sequence[str] = ()) -> list[Result]:
+    """The settings did not load: one FAIL, every other selected check skipped for that reason."""
+    results = [_fail("settings", exc)]
+    reason = "skipped: the settings did not load"
+    results += [Result(f, SKIP, reason) for f in FAMILIES[1:] if selected(f, only)]
+    return results
+
+
+def selected(name: str, only: Sequence[str]) -> bool:
+    """Whether ``--only`` (empty: everything) selects a check by its full name or its family."""
+    return not only or name in only or name.split(":", 1)[0] in only
+
+
+def check_database(config: Config, db: DbParams) -> Result:
+    """Connect with the project's credentials and check the dump/restore tools fit the server."""
+    name = f"database:{db.alias}"
+    try:
+        if vendor_of(db.django_engine) == "sqlite":
+            path = Path(db.name)
+            if not path.is_file():
+                raise ConfigError(f"SQLite database {path} does not exist", "check DATABASES NAME")
+            if not os.access(path, os.R_OK):
+                raise ConfigError(f"SQLite database {path} is not readable", "fix its owner/mode")
+        engine = engine_for(db, Tools(config.pg_bin_dir, config.mysql_bin_dir))
+        versions = engine.versions(db)
+    except OpsError as exc:
+        return _fail(name, exc)
+    server = versions.pop("server", "?")
+    if vendor_of(db.django_engine) == "sqlite":
+        return Result(name, OK, f"{db.name} is readable (SQLite {server})")
+    tools = ", ".join(f"{v.splitlines()[0]}" for v in versions.values())
+    return Result(name, OK, f"{db.describe()}: connected, server {server}; {tools}")
+
+
+def check_folder(label: str, folder: Path, needed: int = 0, basis: str = "") -> Result:
+    """The folder exists (created if missing: check's only write), is writable and has room."""
+    name = f"folder:{label}"
+    fix = f"create {folder} writable by this user, or set --{label}-dir"
+    created = ""
+    if not folder.is_dir():
+        try:
+            folder.mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            return Result(name, FAIL, f"cannot create {folder}: {exc.strerror or exc}", fix)
+        created = " (created now)"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return Result(name, FAIL, f"{folder} is not writable by this user", fix)
+    try:
+        space.check(folder, needed, basis)
+    except OpsError as exc:
+        return _fail(name, exc)
+    free = space.human(_free(folder))
+    room = f", room for {space.human(needed)} ({basis})" if needed else ""
+    return Result(name, OK, f"{folder} is writable{created}; {free} free{room}")
+
+
+def _free(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def expected_backup(config: Config, aliases: Iterable[str]) -> int:
+    """The bytes another backup of every database will need, judged by the newest archives."""
+    total = 0
+    for alias in aliases:
+        folder = rotation.db_dir(config.backup_dir, alias)
+        if folder.is_dir():
+            total += space.expected_size(folder, folder / "next")
+    return total
+
+
+def check_latest(
+    config: Config, db: DbParams, now: datetime, max_age: float = DEFAULT_MAX_AGE
+) -> Result:
+    """The newest archive is younger than ``max_age`` and matches its manifest and sha256."""
+    name = f"latest:{db.alias}"
+    folder = rotation.db_dir(config.backup_dir, db.alias)
+    again = f"run opskit backup --database {db.alias}, and check why the nightly run did not"
+    links = [link for link in rotation.latest_links(folder) if link.exists()]
+    if not links:
+        return Result(name, FAIL, f"no latest backup in {folder}", again)
+    path = max((link.resolve() for link in links), key=lambda p: p.stat().st_mtime)
+    try:
+        manifest = archive.read_manifest(path)
+    except ArchiveError as exc:
+        return _fail(name, exc)
+    finished = _finished(manifest, path)
+    age = (now - finished).total_seconds()
+    if age > max_age:
+        found = (
+            f"{path.name} is {human_age(age)} old (finished {finished:%Y-%m-%d %H:%M}),"
+            f" older than {human_age(max_age)}"
+        )
+        return Result(name, FAIL, found, again + " (opskit cron show; logs/cron.log)")
+    verdict = verify_one(config, db, db.alias, path, latest=True)
+    if not verdict.ok:
+        return Result(name, FAIL, f"{path.name}: {verdict.found}", verdict.fix)
+    return Result(name, OK, f"{path.name}, {human_age(max(age, 0))} old: {verdict.found}")
+
+
+def _finished(manifest: Mapping[str, Any], path: Path) -> datetime:
+    """When the archive was made: the manifest says; the file's mtime if it does not."""
+    text = manifest.get("finished_at")
+    try:
+        when = datetime.fromisoformat(str(text)) if text else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        return datetime.fromtimestamp(path.stat().st_mtime).astimezone()
+    return when
+
+
+def check_cron(
+    wanted: Sequence[cron.Entry], installed: Sequence[cron.CronJob], where: str, daemon: bool
+) -> list[Result]:
+    """Every job of crontab.txt is installed as written, nothing stale is, and cron runs."""
+    have = {job.tag: job for job in installed}
+    want = {entry.tag: entry for entry in wanted}
+    missing = [tag for tag in want if tag not in have]
+    changed = [
+        tag
+        for tag, entry in want.items()
+        if tag in have
+        and (have[tag].schedule, have[tag].command) != (entry.schedule, entry.command)
+    ]
+    stale = [tag for tag in have if tag not in want]
+    problems = []
+    if missing:
+        problems.append(f"not installed: {', '.join(missing)}")
+    if changed:
+        problems.append(f"installed differently from crontab.txt: {', '.join(changed)}")
+    if stale:
+        problems.append(f"stale (not in crontab.txt): {', '.join(stale)}")
+    if problems:
+        fix = "run opskit cron install (with the same --user/--cron-d)"
+        result = Result("cron:jobs", FAIL, f"{where}: {'; '.join(problems)}", fix)
+    else:
+        result = Result("cron:jobs", OK, f"{where} has all {len(want)} job(s) of crontab.txt")
+    if daemon:
+        return [result, Result("cron:daemon", OK, "a cron daemon is running")]
+    fix = "start it: service cron start (or install it: apt-get install cron)"
+    return [result, Result("cron:daemon", FAIL, "no cron daemon is running", fix)]
+
+
+def check_healthchecks(config: Config, secrets: Iterable[str] = ()) -> list[Result]:
+    """Each configured check answers a ``/log`` ping (which changes no check's state)."""
+    if not config.healthchecks:
+        return [Result("healthchecks", WARN, "no checks configured", "set OPSKIT['HEALTHCHECKS']")]
+    results = []
+    for job, spec in sorted(config.healthchecks.items()):
+        name = f"healthchecks:{job}"
+        try:
+            target = healthchecks.parse_check(spec, config.ping_url, config.ping_create)
+        except ConfigError as exc:
+            results.append(_fail(name, exc))
+            continue
+        timeout = min(config.ping_timeout, 5.0)
+        sent = healthchecks.ping(
+            target, "log", "opskit check", timeout=timeout, budget=timeout, secrets=secrets
+        )
+        if sent.ok:
+            results.append(Result(name, OK, f"{target.label} answered HTTP {sent.status}"))
+        else:
+            fix = f"fix OPSKIT['HEALTHCHECKS'][{job!r}] or HEALTHCHECKS_PING_URL"
+            results.append(Result(name, FAIL, sent.message, fix))
+    return results
+
+
+def check_sessions(now: datetime) -> Result:
+    """The session engine can clear expired sessions (and its table is there to clear)."""
+    try:
+        engine = django_project.session_engine_name()
+        django_project.check_clear_sessions(now)
+    except OpsError as exc:
+        return _fail("sessions", exc)
+    return Result("sessions", OK, f"{engine} can clear expired sessions")
+
+
+def run_checks(
+    config: Config,
+    databases: Mapping[str, DbParams],
+    now: datetime,
+    *,
+    max_age: float = DEFAULT_MAX_AGE,
+    only: Sequence[str] = (),
+    cron_state: Callable[[], list[Result]] | None = None,
+    ping: bool = False,
+    secrets: Iterable[str] = (),
+) -> list[Result]:
+    """Run every selected check; ``cron_state`` (if given) checks the installed schedule."""
+    aliases = [a for a in databases if not config.databases or a in config.databases]
+    results: list[Result] = []
+
+    def want(family: str) -> bool:
+        return not only or any(o.split(":", 1)[0] == family for o in only)
+
+    if want("settings"):
+        results.append(Result("settings", OK, f"{config.settings_module} loaded, Django set up"))
+    if want("database"):
+        results += [check_database(config, databases[a]) for a in aliases]
+    if want("folder"):
+        needed = expected_backup(config, aliases)
+        basis = "the newest archives" if needed else ""
+        results.append(check_folder("backup", config.backup_dir, needed, basis))
+        results.append(check_folder("log", config.log_dir))
+    if want("latest"):
+        results += [check_latest(config, databases[a], now, max_age) for a in aliases]
+    if cron_state is not None and want("cron"):
+        results += cron_state()
+    if ping and want("healthchecks"):
+        results += check_healthchecks(config, secrets)
+    if want("sessions"):
+        results.append(check_sessions(now))
+    return [r for r in results if selected(r.name, only)]
+
+
+def to_report(results: Iterable[Result]) -> Report:
+    """One step per check; a FAIL is a failed step, so the exit status counts FAIL lines."""
+    report = Report("check")
+    for r in results:
+        database = r.name.split(":", 1)[1] if r.name.startswith(("database:", "latest:")) else None
+        report.steps.append(Step(r.name, database, ok=r.status != FAIL, reason=r.found))
+    return report

@@ -1,0 +1,157 @@
+"""The check command: is the whole set-up healthy? One line per check; exit = FAIL count."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+
+from opskit.cli_common import Globals, finish, hc_option, now, start_job
+from opskit.errors import OpsError
+
+
+def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from opskit.check import parse_age
+
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command("check")
+@click.option(
+    "--max-age",
+    default="26h",
+    show_default=True,
+    callback=_age,
+    metavar="AGE",
+    help="Oldest acceptable latest backup: 90m, 26h, 2d.",
+)
+@click.option("--cron", "with_cron", is_flag=True, help="Also check the installed cron jobs.")
+@click.option("--cron-user", metavar="NAME", help="With --cron: whose crontab to read.")
+@click.option("--cron-d", metavar="NAME", help="With --cron: read /etc/cron.d/NAME instead.")
+@click.option("--name", metavar="NAME", help="With --cron: project name in the job tags.")
+@click.option(
+    "--healthchecks", "with_hc", is_flag=True, help="Also send each configured check a /log ping."
+)
+@click.option(
+    "--only", metavar="NAMES", help="Comma-separated checks to run, e.g. database,latest."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@hc_option
+@click.pass_context
+def check_command(
+    ctx: click.Context,
+    max_age: float,
+    with_cron: bool,
+    cron_user: str | None,
+    cron_d: str | None,
+    name: str | None,
+    with_hc: bool,
+    only: str | None,
+    as_json: bool,
+    check: str | None,
+) -> None:
+    """Check settings, databases, tools, folders, latest backups, sessions (and cron, pings).
+
+    Prints OK, WARN or FAIL with the fix for each; exits with the number of FAILs.
+    """
+    from opskit import check as checks
+    from opskit import logs
+    from opskit.config import build_config
+    from opskit.django_project import databases as read_databases
+    from opskit.django_project import find_settings, opskit_settings, setup
+
+    g: Globals = ctx.obj
+    names = [n.strip() for n in (only or "").split(",") if n.strip()]
+    unknown = [n for n in names if n.split(":", 1)[0] not in checks.FAMILIES]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown check {', '.join(unknown)}; choose from {', '.join(checks.FAMILIES)}",
+            param_hint="--only",
+        )
+    try:
+        module = find_settings(g.project_dir, g.settings, os.environ)
+        setup(g.project_dir, module)
+        dbs = read_databases()
+        config = build_config(
+            project_dir=g.project_dir,
+            settings_module=module,
+            settings_opskit=opskit_settings(),
+            environ=os.environ,
+            flags={"BACKUP_DIR": g.backup_dir, "LOG_DIR": g.log_dir, "STRICT_PING": g.strict_ping},
+        )
+    except OpsError as exc:
+        results = checks.settings_failed(exc, names)
+        _render(results, as_json)
+        ctx.exit(min(sum(r.status == checks.FAIL for r in results), 63))
+    # Read-only: log to stderr (and the ping's tail) only; the log folder is one of the checks.
+    g.tail = logs.LogTail()
+    g.secrets = (*(db.password for db in dbs.values()), config.api_key)
+    logs.configure(log_dir=None, verbosity=g.verbosity, secrets=g.secrets, tail=g.tail)
+    run = start_job(ctx, "check", config, check)
+    started = now()
+
+    def cron_state() -> list[checks.Result]:
+        return _cron_state(ctx, config, cron_user, cron_d, name)
+
+    results = checks.run_checks(
+        config,
+        dbs,
+        started,
+        max_age=max_age,
+        only=names,
+        cron_state=cron_state if with_cron else None,
+        ping=with_hc,
+        secrets=g.secrets,
+    )
+    _render(results, as_json)
+    finish(ctx, run, checks.to_report(results))
+
+
+def _render(results: list[Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        for result in results:
+            click.echo(result.line())
+
+
+def _cron_state(
+    ctx: click.Context, config: Any, user: str | None, cron_d: str | None, name: str | None
+) -> list[Any]:
+    """Compare the schedule ``cron install`` would write with what the crontab holds."""
+    from opskit import cron
+    from opskit.check import FAIL, Result, check_cron
+    from opskit.cli_schedule import (
+        opskit_bin,
+        proc_dir,
+        project_name,
+        schedule_file,
+        subcommands,
+        target,
+    )
+
+    project = project_name(ctx, name)
+    try:
+        with schedule_file(None, config) as (source, _):
+            lines = cron.parse_schedule(source, commands=subcommands(ctx))
+        wanted = cron.build_entries(
+            lines,
+            opskit_bin=opskit_bin(),
+            project_dir=config.project_dir,
+            settings=config.settings_module,
+            log_dir=config.log_dir,
+            project=project,
+        )
+        tab = target(user, cron_d)
+        installed = cron.show(project, now(), tab=tab, proc=proc_dir()).jobs
+    except OpsError as exc:
+        return [Result("cron:jobs", FAIL, exc.message, exc.hint)]
+    return check_cron(wanted, installed, tab.label, cron.cron_daemon_running(proc_dir()))
+
+
+COMMANDS: list[click.Command] = [check_command]

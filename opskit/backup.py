@@ -14,6 +14,7 @@ from opskit import __version__, archive, locks, logs, rotation, space
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, Tools, engine_for
 from opskit.errors import OpsError
+from opskit.progress import ProgressFn, counting
 from opskit.report import Report, StepFailed
 from opskit.restoretest import restore_test
 
@@ -43,6 +44,7 @@ def run_backup(
     databases: Mapping[str, DbParams],
     aliases: list[str],
     now: datetime,
+    progress: ProgressFn | None = None,
 ) -> Report:
     """Back up each database into its weekday slot; a failed database never stops the next."""
     report = Report("backup")
@@ -50,7 +52,7 @@ def run_backup(
         start = time.monotonic()
         db = databases[alias]
         with contextlib.suppress(StepFailed):
-            written = backup_one(config, db, now, report)
+            written = backup_one(config, db, now, report, progress)
             report.bytes += written
         failed = report.failed(alias)
         event = log.error if failed else log.info
@@ -65,7 +67,13 @@ def run_backup(
     return report
 
 
-def backup_one(config: Config, db: DbParams, now: datetime, report: Report) -> int:
+def backup_one(
+    config: Config,
+    db: DbParams,
+    now: datetime,
+    report: Report,
+    progress: ProgressFn | None = None,
+) -> int:
     """Back up one database under its lock; a failed step raises StepFailed and ends it."""
     folder = rotation.db_dir(config.backup_dir, db.alias)
     with contextlib.ExitStack() as stack:
@@ -82,12 +90,17 @@ def backup_one(config: Config, db: DbParams, now: datetime, report: Report) -> i
                     wait=config.lock_wait,
                 )
             )
-        return _backup_locked(config, db, now, report, folder)
+        return _backup_locked(config, db, now, report, folder, progress)
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack never swallows
 
 
 def _backup_locked(
-    config: Config, db: DbParams, now: datetime, report: Report, folder: Path
+    config: Config,
+    db: DbParams,
+    now: datetime,
+    report: Report,
+    folder: Path,
+    progress: ProgressFn | None,
 ) -> int:
     alias = db.alias
     for stale in rotation.remove_stale_tmp(folder):
@@ -107,7 +120,13 @@ def _backup_locked(
         counting = config.count_rows or config.verify_restore
         tables = engine.table_counts(db) if counting else None
         written = dump_to_temp(
-            engine, db, final, config.exclude_table_data, config.compress, config.zstd_level
+            engine,
+            db,
+            final,
+            config.exclude_table_data,
+            config.compress,
+            config.zstd_level,
+            progress,
         )
     try:
         with report.step("verify", alias):
@@ -155,12 +174,14 @@ def dump_to_temp(
     exclude: tuple[str, ...],
     compress: str,
     level: int,
+    progress: ProgressFn | None = None,
 ) -> archive.Written:
     """Stream a dump into a temp file beside ``final``; the dump's exit status is checked last."""
     written = None
     try:
         with engine.dump(db, exclude) as stream:
-            written = archive.write_stream(stream, final, compress, level)
+            source = counting(stream, f"dump {db.alias}", None, progress)
+            written = archive.write_stream(source, final, compress, level)
     except BaseException:
         if written is not None:
             written.path.unlink(missing_ok=True)

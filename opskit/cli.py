@@ -19,6 +19,7 @@ from opskit.cli_common import (
     load_project,
     lock_wait_option,
     now,
+    progress_of,
     start_job,
 )
 from opskit.errors import Interrupted, OpsError
@@ -141,7 +142,7 @@ def backup(
     except OpsError as exc:
         fail_early(ctx, exc)
     run = start_job(ctx, "backup", config, check)
-    report = run_backup(config, dbs, aliases, now())
+    report = run_backup(config, dbs, aliases, now(), progress_of(ctx))
     for alias, detail in report.details.items():
         click.echo(f"{alias}: {detail['archive']}")
     finish(ctx, run, report)
@@ -184,7 +185,9 @@ def restore(
             report.fail("confirm", alias, "cancelled; nothing was changed")
             finish(ctx, run, report)
     try:
-        notes = run_restore(config, plan, now(), report, drop_old=drop_old)
+        notes = run_restore(
+            config, plan, now(), report, drop_old=drop_old, progress=progress_of(ctx)
+        )
     except StepFailed:
         notes = []
     for note in notes:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from opskit.engines import DbParams
     from opskit.jobrun import JobRun
     from opskit.logs import LogTail
+    from opskit.progress import Console, ProgressFn
 
 
 @dataclasses.dataclass
@@ -31,6 +32,7 @@ class Globals:
     verbosity: int
     strict_ping: bool | None = None
     mail_admins: bool | None = None
+    console: Console | None = None
     run: JobRun | None = None
     tail: LogTail | None = None
     secrets: tuple[str, ...] = ()
@@ -72,8 +74,12 @@ def load_project(ctx: click.Context, **flags: Any) -> tuple[Config, dict[str, Db
         )
         g.tail = logs.LogTail()
         g.secrets = (*(db.password for db in databases.values()), config.api_key)
-        logs.configure(
-            log_dir=config.log_dir, verbosity=g.verbosity, secrets=g.secrets, tail=g.tail
+        g.console = logs.configure(
+            log_dir=config.log_dir,
+            verbosity=g.verbosity,
+            secrets=g.secrets,
+            tail=g.tail,
+            progress_delay=float(os.environ.get("OPSKIT_PROGRESS_DELAY") or 0.5),
         )
         for stale in sweep_secret_dirs():
             logs.get().info("removed_stale_credentials", path=str(stale))
@@ -95,8 +101,17 @@ def start_job(ctx: click.Context, job: str, config: Config, check: str | None = 
     return run
 
 
+def progress_of(ctx: click.Context) -> ProgressFn | None:
+    """Return the live progress display on a terminal; None under cron or a pipe."""
+    g: Globals = ctx.obj
+    return g.console.update if g.console is not None else None
+
+
 def finish(ctx: click.Context, run: JobRun, report: Report) -> NoReturn:
     """End a job run: summary, final ping, a one-line verdict, and the exit status."""
+    g: Globals = ctx.obj
+    if g.console is not None:
+        g.console.finish()
     code = run.finish(report)
     databases = {s.database for s in report.steps if s.database}
     word = "error" if report.errors == 1 else "errors"

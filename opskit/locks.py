@@ -20,12 +20,14 @@ def lock_path(folder: Path, job: str) -> Path:
     return folder / f".opskit-{job}.lock"
 
 
-def _holder(path: Path) -> str:
+def _holder(path: Path, what: str) -> str:
+    """Say who holds the lock, from the pid and job its holder wrote into the file."""
     try:
-        pid = path.read_text(encoding="ascii").strip()
+        pid, _, job = path.read_text(encoding="utf-8").strip().partition(" ")
     except OSError:
-        return "pid unknown"
-    return f"pid {pid}" if pid.isdigit() else "pid unknown"
+        return f"another {what} is running (pid unknown)"
+    pid = pid if pid.isdigit() else "unknown"
+    return f"another {job or what} is running (pid {pid})"
 
 
 @contextlib.contextmanager
@@ -49,13 +51,13 @@ def hold(
                 if clock() >= deadline:
                     waited = f" after waiting {wait:g} s" if wait else ""
                     raise LockBusy(
-                        f"another {what} is running ({_holder(path)}){waited}",
+                        f"{_holder(path, what)}{waited}",
                         "let it finish, or pass --lock-wait SECONDS to wait for it",
                     ) from None
                 sleep(min(0.2, max(0.0, deadline - clock())))
         # The pid is for the message a second run shows; the flock itself is the lock.
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()} {what}\n".encode())
         yield
     finally:
         os.close(fd)

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from opskit.progress import Console
 from opskit.redact import redact
 
 LOGGER = "opskit"
@@ -67,8 +68,12 @@ def configure(
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
     tail: LogTail | None = None,
-) -> None:
-    """Send opskit's events to stderr, the log files and ``tail``; safe to call again."""
+    progress_delay: float = 0.5,
+) -> Console | None:
+    """Send opskit's events to stderr, the log files and ``tail``; safe to call again.
+
+    On a terminal, returns the Console that progress lines are drawn on.
+    """
     stream = stream or sys.stderr
     pre: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -92,7 +97,8 @@ def configure(
     keyvalue = structlog.processors.LogfmtRenderer(key_order=_KEY_ORDER, drop_missing=True)
     tty = stream.isatty()
     console_renderer: Any = structlog.dev.ConsoleRenderer(colors=True) if tty else keyvalue
-    console = _handler(logging.StreamHandler(stream), console_renderer, pre)
+    terminal = Console(stream, delay=progress_delay) if tty else None
+    console = _handler(logging.StreamHandler(terminal or stream), console_renderer, pre)
     console.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG))
     logger.addHandler(console)
     if log_dir is not None:
@@ -107,6 +113,7 @@ def configure(
             logger.addHandler(handler)
     if tail is not None:
         logger.addHandler(_handler(tail, keyvalue, pre))
+    return terminal
 
 
 def get(name: str = "") -> Any:

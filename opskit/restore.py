@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from opskit import archive, locks, logs, rotation
 from opskit.backup import dump_to_temp, tools_of
@@ -15,6 +15,7 @@ from opskit.config import Config
 from opskit.engines import DbParams, Engine, engine_for, vendor_of
 from opskit.engines.base import RestoreContext
 from opskit.errors import RestoreRefused
+from opskit.progress import ProgressFn, counting
 from opskit.report import Report
 
 log = logs.get("restore")
@@ -75,7 +76,13 @@ def plan_restore(
 
 
 def run_restore(
-    config: Config, plan: RestorePlan, now: datetime, report: Report, *, drop_old: bool = False
+    config: Config,
+    plan: RestorePlan,
+    now: datetime,
+    report: Report,
+    *,
+    drop_old: bool = False,
+    progress: ProgressFn | None = None,
 ) -> list[str]:
     """Load the planned archive; on any failure the database is left as it was."""
     db = plan.db
@@ -90,15 +97,25 @@ def run_restore(
         with report.step("lock", db.alias):
             rotation.ensure_dir(folder)
             what = f"opskit restore of {db.alias!r}"
-            path = locks.lock_path(folder, "restore")
-            stack.enter_context(locks.hold(path, what=what, wait=config.lock_wait))
+            # The backup lock too: a backup of a half-loaded database must never become latest.
+            for job in ("restore", "backup"):
+                path = locks.lock_path(folder, job)
+                stack.enter_context(locks.hold(path, what=what, wait=config.lock_wait))
         log.info("restore_started", database=db.alias, archive=str(plan.archive))
         with report.step("load", db.alias):
-            plan.engine.restore(db, lambda: archive.open_content(plan.archive), ctx)
+            plan.engine.restore(db, lambda: _opened(plan, progress), ctx)
     for note in ctx.notes:
         log.info("restore_note", database=db.alias, note=note)
     report.bytes += plan.manifest.get("raw_size", 0)
     return ctx.notes
+
+
+@contextlib.contextmanager
+def _opened(plan: RestorePlan, progress: ProgressFn | None) -> Iterator[IO[bytes]]:
+    """Open the archive's content, counting it towards the restore's progress."""
+    total = plan.manifest.get("raw_size")
+    with archive.open_content(plan.archive) as content:
+        yield counting(content, f"restore {plan.db.alias}", total, progress)
 
 
 def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) -> Path:

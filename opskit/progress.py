@@ -1,0 +1,107 @@
+"""Live progress on a terminal: a status line that log lines never garble."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import IO, TextIO
+
+# (label, bytes so far, total bytes or None, finished): called from the data path.
+ProgressFn = Callable[[str, int, int | None, bool], None]
+
+
+class Counting:
+    """A reader that reports how many bytes have passed through it."""
+
+    def __init__(self, reader: IO[bytes], label: str, total: int | None, report: ProgressFn):
+        self.reader = reader
+        self.label = label
+        self.total = total
+        self.report = report
+        self.done = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.reader.read(size)
+        self.done += len(data)
+        self.report(self.label, self.done, self.total, not data)
+        return data
+
+
+def counting(
+    reader: IO[bytes], label: str, total: int | None, report: ProgressFn | None
+) -> IO[bytes]:
+    """Wrap ``reader`` to report progress, or return it as it is when nobody listens."""
+    if report is None:
+        return reader
+    return Counting(reader, label, total, report)  # type: ignore[return-value]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+class Console:
+    """The terminal's stderr: log lines erase the status line first and redraw it after."""
+
+    def __init__(
+        self, stream: TextIO, clock: Callable[[], float] = time.monotonic, delay: float = 0.5
+    ) -> None:
+        self.stream = stream
+        self.clock = clock
+        self.delay = delay
+        self.status = ""
+        self.started: dict[str, float] = {}
+        self.last_draw = 0.0
+
+    def write(self, text: str) -> int:
+        self._erase()
+        written = self.stream.write(text)
+        self._draw()
+        return written
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+    def _erase(self) -> None:
+        if self.status:
+            self.stream.write("\r\033[K")
+
+    def _draw(self) -> None:
+        if self.status:
+            self.stream.write(self.status)
+            self.stream.flush()
+
+    def update(self, label: str, done: int, total: int | None, finished: bool = False) -> None:
+        """Show ``label``: bytes so far, rate, elapsed, and the percentage when known."""
+        if finished:
+            self.finish()
+            return
+        now = self.clock()
+        start = self.started.setdefault(label, now)
+        if now - start < self.delay:
+            return  # a step that ends within half a second needs no progress line
+        if now - self.last_draw < 0.2 and (total is None or done < total):
+            return  # a terminal redrawn more than five times a second only flickers
+        self.last_draw = now
+        elapsed = max(now - start, 1e-6)
+        line = f"{label}: {_size(done)}"
+        if total:
+            line += f" of {_size(total)} ({min(100, done * 100 // total)}%)"
+        line += f", {_size(done / elapsed)}/s, {elapsed:.0f} s"
+        self._erase()
+        self.status = line
+        self._draw()
+
+    def finish(self) -> None:
+        """Remove the status line (the job is over)."""
+        if self.status:
+            self._erase()
+            self.status = ""
+            self.stream.flush()

@@ -126,27 +126,11 @@ def _cron_state(
     """Compare the schedule ``cron install`` would write with what the crontab holds."""
     from opskit import cron
     from opskit.check import FAIL, Result, check_cron
-    from opskit.cli_schedule import (
-        opskit_bin,
-        proc_dir,
-        project_name,
-        schedule_file,
-        subcommands,
-        target,
-    )
+    from opskit.cli_schedule import proc_dir, project_name, target, wanted_entries
 
     project = project_name(ctx, name)
     try:
-        with schedule_file(None, config) as (source, _):
-            lines = cron.parse_schedule(source, commands=subcommands(ctx))
-        wanted = cron.build_entries(
-            lines,
-            opskit_bin=opskit_bin(),
-            project_dir=config.project_dir,
-            settings=config.settings_module,
-            log_dir=config.log_dir,
-            project=project,
-        )
+        wanted, _ = wanted_entries(ctx, config, None, project)
         tab = target(user, cron_d)
         installed = cron.show(project, now(), tab=tab, proc=proc_dir()).jobs
     except OpsError as exc:

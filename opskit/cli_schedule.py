@@ -59,6 +59,23 @@ def cron_group() -> None:
     """Install the schedule from crontab.txt into cron, show it, or remove it."""
 
 
+def wanted_entries(
+    ctx: click.Context, config: Config, path: Path | None, project: str
+) -> tuple[list[cron.Entry], str]:
+    """Return the cron entries ``cron install`` writes for this project, and their source."""
+    with schedule_file(path, config) as (source, label):
+        lines = cron.parse_schedule(source, commands=subcommands(ctx))
+    entries = cron.build_entries(
+        lines,
+        opskit_bin=opskit_bin(),
+        project_dir=config.project_dir,
+        settings=config.settings_module,
+        log_dir=config.log_dir,
+        project=project,
+    )
+    return entries, label
+
+
 user_option = click.option(
     "--user",
     metavar="NAME",
@@ -101,16 +118,7 @@ def cron_install(
     config, _ = load_project(ctx)
     project = project_name(ctx, name)
     try:
-        with schedule_file(path, config) as (source, label):
-            lines = cron.parse_schedule(source, commands=subcommands(ctx))
-        entries = cron.build_entries(
-            lines,
-            opskit_bin=opskit_bin(),
-            project_dir=config.project_dir,
-            settings=config.settings_module,
-            log_dir=config.log_dir,
-            project=project,
-        )
+        entries, label = wanted_entries(ctx, config, path, project)
         tab = target(user, cron_d)
         if not (dry_run or allow_no_daemon or cron.cron_daemon_running(proc_dir())):
             raise OpsError(

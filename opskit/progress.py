@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import IO, TextIO
 
+from opskit.space import human
+
 # (label, bytes so far, total bytes or None, finished): called from the data path.
 ProgressFn = Callable[[str, int, int | None, bool], None]
 
@@ -34,14 +36,6 @@ def counting(
     if report is None:
         return reader
     return Counting(reader, label, total, report)  # type: ignore[return-value]
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 class Console:
@@ -91,10 +85,10 @@ class Console:
             return  # a terminal redrawn more than five times a second only flickers
         self.last_draw = now
         elapsed = max(now - start, 1e-6)
-        line = f"{label}: {_size(done)}"
+        line = f"{label}: {human(done)}"
         if total:
-            line += f" of {_size(total)} ({min(100, done * 100 // total)}%)"
-        line += f", {_size(done / elapsed)}/s, {elapsed:.0f} s"
+            line += f" of {human(total)} ({min(100, done * 100 // total)}%)"
+        line += f", {human(done / elapsed)}/s, {elapsed:.0f} s"
         self._erase()
         self.status = line
         self._draw()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from opskit.archive import EXTENSIONS, commit, fsync_dir
 from opskit.errors import ArchiveError, ConfigError
+from opskit.proc import pid_alive
 
 # English whatever the locale: file names must not change with LANG.
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
@@ -102,23 +103,13 @@ def remove_stale_tmp(folder: Path) -> list[Path]:
         return removed
     for path in folder.iterdir():
         match = _TMP.match(path.name)
-        if match and not _alive(int(match.group(1))):
+        pid = int(match.group(1)) if match else 0
+        # Our own pid in a name is a leftover of an earlier process that had it.
+        if match and (pid == os.getpid() or not pid_alive(pid)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a leftover from an earlier process that had our pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def find_archive(folder: Path, source: str) -> Path:

@@ -16,6 +16,7 @@ from typing import IO, Any, cast
 import zstandard
 
 from opskit.errors import ArchiveError
+from opskit.progress import ProgressFn, counting
 
 EXTENSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 CHUNK = 1 << 20
@@ -277,13 +278,16 @@ class _HashingReader(_HashingWriter):
         return data
 
 
-def inspect(archive: Path, compress: str | None = None) -> Inspection:
+def inspect(
+    archive: Path, compress: str | None = None, progress: ProgressFn | None = None
+) -> Inspection:
     """Read an archive once: hash it and decompress it to the end, noting what went wrong."""
     compress = compress or compression_of(archive)
     raw = 0
     problem = ""
     with archive.open("rb") as fh:
-        hashing = _HashingReader(fh)
+        total = archive.stat().st_size
+        hashing = _HashingReader(counting(fh, f"verify {archive.name}", total, progress))
         reader = _Decompressing(hashing, compress, archive.name)  # type: ignore[arg-type]
         try:
             while chunk := reader.read(CHUNK):

@@ -15,6 +15,7 @@ from opskit import archive, cron, django_project, healthchecks, rotation, space
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for, vendor_of
 from opskit.errors import ArchiveError, ConfigError, OpsError
+from opskit.progress import human
 from opskit.report import Report, Step
 from opskit.verify import verify_one
 
@@ -114,8 +115,8 @@ def check_folder(label: str, folder: Path, needed: int = 0, basis: str = "") -> 
         space.check(folder, needed, basis)
     except OpsError as exc:
         return _fail(name, exc)
-    free = space.human(_free(folder))
-    room = f", room for {space.human(needed)} ({basis})" if needed else ""
+    free = human(_free(folder))
+    room = f", room for {human(needed)} ({basis})" if needed else ""
     return Result(name, OK, f"{folder} is writable{created}; {free} free{room}")
 
 

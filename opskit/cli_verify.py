@@ -6,7 +6,15 @@ import json
 
 import click
 
-from opskit.cli_common import fail_early, finish, hc_option, load_project, now, start_job
+from opskit.cli_common import (
+    fail_early,
+    finish,
+    hc_option,
+    load_project,
+    now,
+    progress_of,
+    start_job,
+)
 from opskit.errors import OpsError
 
 
@@ -47,7 +55,11 @@ def verify_command(
     started = now()
     targets = plan(config, dbs, aliases, sources, every=every)
     report, verdicts = run_verify(
-        config, dbs, targets, restore_at=started if restore_test else None
+        config,
+        dbs,
+        targets,
+        restore_at=started if restore_test else None,
+        progress=progress_of(ctx),
     )
     if as_json:
         click.echo(json.dumps([v.as_dict() for v in verdicts], indent=2))

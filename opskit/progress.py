@@ -6,8 +6,6 @@ import time
 from collections.abc import Callable
 from typing import IO, TextIO
 
-from opskit.space import human
-
 # (label, bytes so far, total bytes or None, finished): called from the data path.
 ProgressFn = Callable[[str, int, int | None, bool], None]
 
@@ -36,6 +34,15 @@ def counting(
     if report is None:
         return reader
     return Counting(reader, label, total, report)  # type: ignore[return-value]
+
+
+def human(n: float) -> str:
+    """Say a byte count the way people read it (1.5 MB)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 class Console:

@@ -6,17 +6,10 @@ import shutil
 from pathlib import Path
 
 from opskit.errors import OpsError
+from opskit.progress import human
 from opskit.rotation import list_archives
 
 MARGIN = 1.1  # databases grow; a dump a tenth larger than last night's must still fit
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def expected_size(folder: Path, final: Path) -> int:

@@ -13,6 +13,7 @@ from opskit import archive, logs, rotation
 from opskit.config import Config
 from opskit.engines import DbParams, vendor_of
 from opskit.errors import ArchiveError, OpsError
+from opskit.progress import ProgressFn
 from opskit.report import Report, Step
 from opskit.restore import resolve_source
 from opskit.restoretest import RestoreTestResult, restore_test
@@ -53,12 +54,14 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def check_archive(path: Path, vendor: str | None) -> tuple[str, dict[str, Any]]:
+def check_archive(
+    path: Path, vendor: str | None, progress: ProgressFn | None = None
+) -> tuple[str, dict[str, Any]]:
     """Return what a whole re-read of the archive found; raise ArchiveError if it is bad."""
     manifest = archive.read_manifest(path)
     if vendor and manifest["engine"] != vendor:
         raise ArchiveError(f"it is a {manifest['engine']} backup, not {vendor}")
-    seen = archive.inspect(path, manifest.get("compression") or None)
+    seen = archive.inspect(path, manifest.get("compression") or None, progress)
     if seen.size != manifest["size"]:
         raise ArchiveError(
             f"it is {seen.size:,} bytes but its manifest says {manifest['size']:,}"
@@ -99,13 +102,15 @@ def verify_one(
     *,
     latest: bool = False,
     restore_at: datetime | None = None,
+    progress: ProgressFn | None = None,
 ) -> Verdict:
     """Check one archive, and restore-test it if ``restore_at`` is given; never raise OpsError."""
     inside = path.is_relative_to(config.backup_dir)
     label = str(path.relative_to(config.backup_dir)) if inside else str(path)
     verdict = Verdict(alias, path, label, ok=False, found="", latest=latest)
     try:
-        verdict.found, manifest = check_archive(path, vendor_of(db.django_engine) if db else None)
+        vendor = vendor_of(db.django_engine) if db else None
+        verdict.found, manifest = check_archive(path, vendor, progress)
     except OpsError as exc:
         verdict.found = exc.message
         verdict.fix = _fix(alias, path, latest, exc.message)
@@ -200,6 +205,7 @@ def run_verify(
     targets: list[Target],
     *,
     restore_at: datetime | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[Report, list[Verdict]]:
     """Verify each target; the report has one step per archive, failed if the archive is bad."""
     report = Report("verify")
@@ -220,6 +226,7 @@ def run_verify(
                 target.path,
                 latest=target.path.resolve() in latest,
                 restore_at=restore_at,
+                progress=progress,
             )
         reason = "" if verdict.ok else f"{verdict.label}: {verdict.found}"
         step = Step("verify", target.alias, ok=verdict.ok, reason=reason)

@@ -66,7 +66,7 @@ def run_on_a_terminal(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[
     return proc.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
 
 
-def test_backup_and_restore_show_progress_on_a_terminal_and_none_in_a_pipe(
+def test_backup_restore_and_verify_show_progress_on_a_terminal_and_none_in_a_pipe(
     sqlite_db: DbParams, tmp_path: Path
 ) -> None:
     adapter_for(sqlite_db).populate()
@@ -84,6 +84,10 @@ def test_backup_and_restore_show_progress_on_a_terminal_and_none_in_a_pipe(
     status, drawn = run_on_a_terminal([str(OPSKIT), "restore", "--yes"], site, env)
     assert status == 0, drawn
     assert re.search(r"restore default: [\d.]+ MB of [\d.]+ MB \(100%\)", drawn)
+
+    status, drawn = run_on_a_terminal([str(OPSKIT), "verify"], site, env)
+    assert status == 0, drawn
+    assert re.search(r"verify [\w.-]+: [\d.]+ KB of [\d.]+ KB \(100%\)", drawn)
 
     piped = subprocess.run(
         [str(OPSKIT), "backup"], cwd=site, env=env, capture_output=True, text=True, check=False

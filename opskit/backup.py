@@ -111,7 +111,12 @@ def _backup_locked(
     slot = rotation.slot_for(now)
     final = folder / rotation.archive_name(slot, engine.suffix, config.compress)
     with report.step("space", alias):
-        space.check(folder, space.expected_size(folder, final), "the previous archive")
+        previous = space.expected_size(folder, final)
+        if previous:
+            space.check(folder, previous, "the previous archive")
+        else:
+            # No archive yet: the database's own size is the only (generous) yardstick.
+            space.check(folder, engine.size(db), "the database's size, as no archive exists yet")
     with report.step("dump", alias):
         log.info("dump_started", database=alias, target=str(final), engine=engine.vendor)
         started = time.time()

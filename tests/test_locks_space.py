@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from dbdata import adapter_for
 
 from opskit import locks, space
+from opskit.engines import DbParams
 from opskit.errors import OpsError
 
 
@@ -100,3 +102,17 @@ def test_credential_folders_of_killed_runs_are_swept_and_live_ones_kept(tmp_path
     unrelated.mkdir()
     assert sweep_secret_dirs(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and unrelated.exists()
+
+
+def test_every_engine_tells_the_size_of_its_tables(any_db: DbParams) -> None:
+    from opskit.engines import Tools, engine_for
+
+    engine = engine_for(any_db, Tools())
+    data = adapter_for(any_db)
+    data.populate()
+    before = engine.size(any_db)
+    assert before > 0
+    data.insert([("more", os.urandom(2_000_000), None, {}, None)])  # random: stored as is
+    if data.kind == "mysql":
+        data.execute("ANALYZE TABLE item")  # InnoDB's size statistics lag behind otherwise
+    assert engine.size(any_db) > before + 1_500_000

@@ -76,6 +76,10 @@ class Engine(Protocol):
         """Replace the database's content, or leave it exactly as it was and raise."""
         ...
 
+    def size(self, db: DbParams) -> int:
+        """Return the size of the database's tables in bytes (the free-space check's fallback)."""
+        ...
+
     def table_counts(self, db: DbParams) -> dict[str, int]:
         """Return the exact number of rows of every table, by name."""
         ...

@@ -121,6 +121,14 @@ class MySQL:
             )
         return {tool.name: version.strip(), "server": server}
 
+    def size(self, db: DbParams) -> int:
+        total = self._sql(
+            db,
+            "SELECT COALESCE(SUM(data_length + index_length), 0)"
+            " FROM information_schema.tables WHERE table_schema = DATABASE()",
+        )
+        return int(total or 0)
+
     def table_counts(self, db: DbParams) -> dict[str, int]:
         """Return the exact row count of every base table (SELECT COUNT(*) each)."""
         listed = self._sql(

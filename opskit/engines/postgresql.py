@@ -100,6 +100,17 @@ class PostgreSQL:
             raise problem
         return {"pg_dump": tool.strip(), "server": server}
 
+    def size(self, db: DbParams) -> int:
+        # The user tables only: an empty database's catalog is megabytes that dump to nothing.
+        total = self._sql(
+            db,
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm')"
+            " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            " AND n.nspname NOT LIKE 'pg_toast%'",
+        )
+        return int(total or 0)
+
     def table_counts(self, db: DbParams) -> dict[str, int]:
         """Return the exact row count of every table (``schema.table`` outside ``public``)."""
         # One psql call, query_to_xml counting each table; one snapshot for all the counts.

@@ -96,6 +96,10 @@ class SQLite:
             conn.execute(f'DELETE FROM "{_quote(table)}"')
         conn.commit()
 
+    def size(self, db: DbParams) -> int:
+        path = _path(db)
+        return path.stat().st_size if path.is_file() else 0
+
     def table_counts(self, db: DbParams) -> dict[str, int]:
         """Return the exact row count of every table (SQLite's own tables left out)."""
         path = _path(db)

@@ -115,8 +115,13 @@ def _backup_locked(
         if previous:
             space.check(folder, previous, "the previous archive")
         else:
-            # No archive yet: the database's own size is the only (generous) yardstick.
-            space.check(folder, engine.size(db), "the database's size, as no archive exists yet")
+            # No archive yet: the size of the tables is the only (generous) yardstick. A
+            # server that cannot say is the dump step's to report, with its own message.
+            try:
+                size = engine.size(db)
+            except OpsError:
+                size = 0
+            space.check(folder, size, "the database's size, as no archive exists yet")
     with report.step("dump", alias):
         log.info("dump_started", database=alias, target=str(final), engine=engine.vendor)
         started = time.time()

@@ -243,21 +243,6 @@ def open_content(archive: Path, compress: str | None = None) -> Iterator[IO[byte
         yield _Decompressing(fh, compress, archive.name)  # type: ignore[misc]
 
 
-def check_decompresses(
-    archive: Path, raw_size: int | None = None, compress: str | None = None
-) -> int:
-    """Decompress the whole archive; raise ArchiveError if it is corrupt, truncated or short."""
-    total = 0
-    with open_content(archive, compress) as reader:
-        while chunk := reader.read(CHUNK):
-            total += len(chunk)
-    if raw_size is not None and total != raw_size:
-        raise ArchiveError(
-            f"{archive.name} holds {total} bytes but {raw_size} were written", "run a new backup"
-        )
-    return total
-
-
 @dataclasses.dataclass(frozen=True)
 class Inspection:
     """What one read of an archive found: its size, sha256, and decompressed size or problem."""
@@ -298,3 +283,17 @@ def inspect(
         while hashing.read(CHUNK):
             pass
     return Inspection(hashing.size, hashing.sha.hexdigest(), raw, problem)
+
+
+def check_written(written: Written, compress: str, name: str) -> None:
+    """Re-read a just-written temp file once: it must decompress to the end and be unchanged."""
+    seen = inspect(written.path, compress)
+    if seen.problem:
+        raise ArchiveError(f"{name} does not decompress: {seen.problem}", "run a new backup")
+    if seen.raw_size != written.raw_size:
+        raise ArchiveError(
+            f"{name} holds {seen.raw_size} bytes but {written.raw_size} were written",
+            "run a new backup",
+        )
+    if (seen.size, seen.sha256) != (written.size, written.sha256):
+        raise ArchiveError(f"{name} changed on disk while written", "check the disk")

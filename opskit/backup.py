@@ -127,8 +127,8 @@ def _backup_locked(
         started = time.time()
         versions = engine.versions(db)
         # Exact counts scan every table (and wait on locked ones): only when asked for.
-        counting = config.count_rows or config.verify_restore
-        tables = engine.table_counts(db) if counting else None
+        want_counts = config.count_rows or config.verify_restore
+        tables = engine.table_counts(db) if want_counts else None
         written = dump_to_temp(
             engine,
             db,
@@ -140,9 +140,7 @@ def _backup_locked(
         )
     try:
         with report.step("verify", alias):
-            archive.check_decompresses(written.path, written.raw_size, config.compress)
-            if archive.sha256_file(written.path) != written.sha256:
-                raise OpsError(f"{final.name} changed on disk while written", "check the disk")
+            archive.check_written(written, config.compress, final.name)
         manifest = _manifest(db, engine, config, final, written, versions, started)
         if tables is not None:
             manifest["tables"] = tables

@@ -125,7 +125,7 @@ def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) ->
     final = folder / f"pre-restore-{now:%Y%m%d%H%M%S}.{engine.suffix}.zst"
     written = dump_to_temp(engine, db, final, (), "zstd", config.zstd_level)
     try:
-        archive.check_decompresses(written.path, written.raw_size, "zstd")
+        archive.check_written(written, "zstd", final.name)
         archive.commit(written.path, final)
     except BaseException:
         written.path.unlink(missing_ok=True)

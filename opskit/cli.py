@@ -23,6 +23,7 @@ from opskit.cli_common import (
     start_job,
 )
 from opskit.errors import Interrupted, OpsError
+from opskit.progress import human
 from opskit.report import EXIT_INTERRUPTED, EXIT_USAGE, Report
 
 
@@ -221,15 +222,6 @@ def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None
             click.echo("  " + _row(row))
 
 
-def _human_size(n: int | None) -> str:
-    size = float(n or 0)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 def _human_age(seconds: int | None) -> str:
     if seconds is None:
         return "?"
@@ -245,7 +237,7 @@ def _row(row: dict[str, Any]) -> str:
     name = Path(row["file"]).name
     ratio = f"x{row['ratio']}" if row.get("ratio") else ""
     age = _human_age(row.get("age_seconds"))
-    return f"{mark} {name:<24} {age:>8} {_human_size(row['size']):>9} {ratio:>7}  {row['status']}"
+    return f"{mark} {name:<24} {age:>8} {human(row['size']):>9} {ratio:>7}  {row['status']}"
 
 
 def _register() -> None:

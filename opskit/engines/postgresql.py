@@ -195,8 +195,12 @@ class PostgreSQL:
             raise
         self._swap(db, scratch, old, admin)
         if ctx.drop_old:
-            self._drop(db, old, admin)
-            ctx.notes.append(f"dropped the previous database {old}")
+            try:
+                self._drop_database(db, old, admin)
+                ctx.notes.append(f"dropped the previous database {old}")
+            except OpsError as exc:
+                # The restore itself succeeded; say so, and what is left to do by hand.
+                ctx.notes.append(f"restored, but {exc.line()}")
         else:
             ctx.notes.append(
                 f"the previous database is kept as {old}; drop it when satisfied with: "
@@ -230,22 +234,20 @@ class PostgreSQL:
             self._load(db, scratch, open_archive)
             yield dataclasses.replace(db, name=scratch)
         except BaseException:
-            # Already failing (or Ctrl-C): drop quietly, the first error is the one to report.
-            with contextlib.suppress(OpsError):
-                self._drop_scratch(db, scratch, admin)
+            self._drop(db, scratch, admin)
             raise
-        self._drop_scratch(db, scratch, admin)
+        self._drop_database(db, scratch, admin)
 
-    def _drop_scratch(self, db: DbParams, name: str, admin: str) -> None:
-        """Drop a scratch database even if a killed client's session still lingers on it."""
+    def _drop_database(self, db: DbParams, name: str, admin: str) -> None:
+        """Drop a database even if a killed client's session still lingers on it."""
         quoted = _quote_ident(name)
         try:
             self._sql(db, f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)", admin)
         except CommandFailed as exc:
             if "syntax error" not in str(exc):  # WITH (FORCE) needs PostgreSQL 13
-                log.error("scratch_not_dropped", database=name, reason=exc.line())
+                log.error("database_not_dropped", database=name, reason=exc.line())
                 raise CommandFailed(
-                    f"could not drop the scratch database {name}: {exc.message}",
+                    f"could not drop the database {name}: {exc.message}",
                     f"drop it by hand: psql -c 'DROP DATABASE {quoted}'",
                 ) from None
             self._sql(db, f"DROP DATABASE IF EXISTS {quoted}", admin)
@@ -265,8 +267,9 @@ class PostgreSQL:
         self._sql(db, sql, admin)
 
     def _drop(self, db: DbParams, name: str, admin: str) -> None:
-        with contextlib.suppress(CommandFailed):
-            self._sql(db, f"DROP DATABASE IF EXISTS {_quote_ident(name)}", admin)
+        """Drop a database while already failing (or on Ctrl-C): the first error is the one."""
+        with contextlib.suppress(OpsError):
+            self._drop_database(db, name, admin)
 
     def _swap(self, db: DbParams, scratch: str, old: str, admin: str) -> None:
         """Rename live → old and scratch → live in one transaction, after closing sessions."""

@@ -11,13 +11,17 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from opskit import cron
 from opskit.cli_common import Globals, fail_early, finish, hc_option, load_project, now, start_job
 from opskit.config import Config
 from opskit.errors import OpsError, ToolNotFound
+
+# opskit.cron (python-crontab brings asyncio) is imported where used: --help stays fast.
+if TYPE_CHECKING:
+    from opskit import cron
 
 # A copy of the repository's crontab.txt (a test keeps them equal), so a wheel needs no data file.
 DEFAULT_CRONTAB = """\
@@ -63,6 +67,8 @@ def wanted_entries(
     ctx: click.Context, config: Config, path: Path | None, project: str
 ) -> tuple[list[cron.Entry], str]:
     """Return the cron entries ``cron install`` writes for this project, and their source."""
+    from opskit import cron
+
     with schedule_file(path, config) as (source, label):
         lines = cron.parse_schedule(source, commands=subcommands(ctx))
     entries = cron.build_entries(
@@ -115,6 +121,8 @@ def cron_install(
     allow_no_daemon: bool,
 ) -> None:
     """Put the jobs of crontab.txt into cron, replacing only this project's old lines."""
+    from opskit import cron
+
     config, _ = load_project(ctx)
     project = project_name(ctx, name)
     try:
@@ -158,6 +166,8 @@ def cron_remove(
     ctx: click.Context, user: str | None, cron_d: str | None, name: str | None, dry_run: bool
 ) -> None:
     """Delete this project's opskit lines; every other line stays as it was."""
+    from opskit import cron
+
     project = project_name(ctx, name)
     try:
         tab = target(user, cron_d)
@@ -182,6 +192,8 @@ def cron_show(
     ctx: click.Context, user: str | None, cron_d: str | None, name: str | None, all_projects: bool
 ) -> None:
     """List this project's installed jobs, each with its next three runs in local time."""
+    from opskit import cron
+
     project = None if all_projects else project_name(ctx, name)
     try:
         tab = target(user, cron_d)
@@ -222,6 +234,8 @@ def schedule_file(flag: Path | None, config: Config) -> Iterator[tuple[Path, str
 
 def subcommands(ctx: click.Context) -> list[str]:
     """Return the opskit commands a schedule line may run (all but cron itself)."""
+    from opskit import cron
+
     root = ctx.find_root().command
     names = root.list_commands(ctx) if isinstance(root, click.Group) else []
     return [n for n in names if n != "cron"] or sorted(cron.SUBCOMMANDS)
@@ -246,6 +260,8 @@ def opskit_bin() -> Path:
 
 def target(user: str | None, cron_d: str | None) -> cron.Tab:
     """Return the crontab to edit: /etc/cron.d/NAME, or a user's crontab."""
+    from opskit import cron
+
     if cron_d is None:
         return cron.user_tab(user)
     directory = Path(os.environ.get(ENV_CRON_D_DIR) or "/etc/cron.d")
@@ -258,6 +274,7 @@ def proc_dir() -> Path:
 
 
 def _make_log_dir(log_dir: Path) -> None:
+
     # cron appends to <log dir>/cron.log; a missing folder would lose every job's output.
     try:
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,14 @@ from typing import IO, Any, cast
 
 import zstandard
 
+from opskit.codec import Decoder
 from opskit.errors import ArchiveError
 from opskit.progress import ProgressFn, counting
 
 EXTENSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 CHUNK = 1 << 20
+# A compressed piece expands about tenfold when checked: keep the pieces small.
+VERIFY_CHUNK = 1 << 17
 
 
 def compression_of(path: Path) -> str:
@@ -107,6 +110,56 @@ def write_stream(
     return Written(tmp, out.size, raw, out.sha.hexdigest())
 
 
+def write_verified(
+    compressed: IO[bytes],
+    final: Path,
+    compress: str,
+    progress: ProgressFn | None = None,
+    label: str = "",
+) -> Written:
+    """Write an already compressed stream to a 0600 temp file beside ``final``, fsynced.
+
+    Each piece is hashed and decompressed on its way to the disk (the content is counted
+    and dropped), so the file is proven to decompress to its end without reading it again.
+    """
+    tmp = tmp_path(final)
+    decoder = Decoder(compress, final.name)
+    raw = 0
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            out = _HashingWriter(fh)
+            if progress:
+                progress(label, 0, None, False)
+            while chunk := compressed.read(VERIFY_CHUNK):
+                out.write(chunk)
+                content = len(decoder.feed(chunk))
+                raw += content
+                if progress and content:
+                    progress(label, raw, None, False)
+            fh.flush()
+            os.fsync(fh.fileno())
+            size = os.fstat(fh.fileno()).st_size
+        raw += len(decoder.finish())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(exc, final.parent) from None
+    except ArchiveError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ArchiveError(
+            f"{final.name} does not decompress: {exc.message}", "run a new backup"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if progress:
+        progress(label, raw, None, True)
+    if size != out.size:
+        tmp.unlink(missing_ok=True)
+        raise ArchiveError(f"{final.name} is {size} bytes on disk, {out.size} were written")
+    return Written(tmp, out.size, raw, out.sha.hexdigest())
+
+
 def commit(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` over ``final`` and fsync the folder so the rename survives a crash."""
     os.replace(tmp, final)
@@ -162,15 +215,27 @@ def sha256_file(path: Path) -> str:
     return sha.hexdigest()
 
 
+def size_of(path: Path) -> int:
+    """Return an archive's size: a file's, or the sum of a directory archive's files."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return path.stat().st_size
+
+
 def check_checksum(archive: Path, manifest: dict[str, Any]) -> None:
     """Raise ArchiveError unless the archive's size and sha256 match its manifest."""
-    size = archive.stat().st_size
+    size = size_of(archive)
     if size != manifest["size"]:
         raise ArchiveError(
             f"{archive.name} is {size} bytes but its manifest says {manifest['size']}"
             " (truncated or replaced)",
             "use another backup",
         )
+    if archive.is_dir():
+        from opskit import pgdir
+
+        pgdir.check_checksum(archive, manifest)
+        return
     if sha256_file(archive) != manifest["sha256"]:
         raise ArchiveError(
             f"{archive.name} does not match the sha256 in its manifest (corrupt)",
@@ -183,9 +248,7 @@ class _Decompressing:
 
     def __init__(self, fh: IO[bytes], compress: str, name: str) -> None:
         self.fh = fh
-        self.name = name
-        self.compress = compress
-        self.dobj: Any = self._new()
+        self.decoder = Decoder(compress, name)
         self.buffer = b""
         self.pos = 0
         self.done = False
@@ -195,44 +258,14 @@ class _Decompressing:
         while self.pos >= len(self.buffer) and not self.done:
             chunk = self.fh.read(CHUNK)
             if chunk:
-                self.buffer, self.pos = self._feed(chunk), 0
+                self.buffer, self.pos = self.decoder.feed(chunk), 0
             else:
-                self.buffer, self.pos = b"", 0
-                self._finish()
+                self.done = True
+                self.buffer, self.pos = self.decoder.finish(), 0
         end = len(self.buffer) if size < 0 else self.pos + size
         out = self.buffer[self.pos : end]
         self.pos += len(out)
         return out
-
-    def _new(self) -> Any:
-        if self.compress == "zstd":
-            return zstandard.ZstdDecompressor().decompressobj()
-        if self.compress == "gzip":
-            return zlib.decompressobj(31)
-        return None
-
-    def _feed(self, chunk: bytes) -> bytes:
-        if self.dobj is None:
-            return chunk
-        try:
-            data: bytes = self.dobj.decompress(chunk)
-            if self.dobj.eof and self.dobj.unused_data:
-                # Several frames or gzip members one after another are one valid stream.
-                rest = self.dobj.unused_data
-                self.dobj = self._new()
-                data += self._feed(rest)
-            return data
-        except (zstandard.ZstdError, zlib.error) as exc:
-            raise ArchiveError(f"{self.name} is corrupt: {exc}", "use another backup") from None
-
-    def _finish(self) -> None:
-        self.done = True
-        if self.dobj is None:
-            return
-        if self.compress == "gzip":
-            self.buffer += self.dobj.flush()
-        if not self.dobj.eof:
-            raise ArchiveError(f"{self.name} is truncated", "use another backup")
 
 
 @contextlib.contextmanager
@@ -267,6 +300,10 @@ def inspect(
     archive: Path, compress: str | None = None, progress: ProgressFn | None = None
 ) -> Inspection:
     """Read an archive once: hash it and decompress it to the end, noting what went wrong."""
+    if archive.is_dir():
+        from opskit import pgdir
+
+        return pgdir.inspect(archive)
     compress = compress or compression_of(archive)
     raw = 0
     problem = ""
@@ -297,3 +334,18 @@ def check_written(written: Written, compress: str, name: str) -> None:
         )
     if (seen.size, seen.sha256) != (written.size, written.sha256):
         raise ArchiveError(f"{name} changed on disk while written", "check the disk")
+
+
+def check_size(written: Written) -> None:
+    """Check that the temp file is still the one written: the same size at the same path."""
+    try:
+        size = size_of(written.path)
+    except OSError as exc:
+        raise ArchiveError(
+            f"{written.path.name} vanished: {exc.strerror}", "check the disk"
+        ) from None
+    if size != written.size:
+        raise ArchiveError(
+            f"{written.path.name} is {size} bytes but {written.size} were written",
+            "check the disk",
+        )

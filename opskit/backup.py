@@ -10,11 +10,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import __version__, archive, locks, logs, rotation, space
+from opskit import __version__, archive, codec, locks, logs, pgdir, pipes, rotation, space
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, Tools, engine_for
 from opskit.errors import OpsError
-from opskit.progress import ProgressFn, counting
+from opskit.progress import ProgressFn
 from opskit.report import Report, StepFailed
 from opskit.restoretest import restore_test
 
@@ -109,7 +109,13 @@ def _backup_locked(
         # SQLite's snapshot goes beside the archives, where stale temp files are swept.
         engine = engine_for(db, tools_of(config), work_dir=folder)
     slot = rotation.slot_for(now)
-    final = folder / rotation.archive_name(slot, engine.suffix, config.compress)
+    directory = config.format == "directory" and engine.vendor == "postgresql"
+    if directory:
+        final = folder / f"{slot}.{pgdir.SUFFIX}"
+    else:
+        final = folder / rotation.archive_name(slot, engine.suffix, config.compress)
+        if config.format == "directory":
+            log.info("format_plain", database=alias, reason="the directory format is PostgreSQL's")
     with report.step("space", alias):
         previous = space.expected_size(folder, final)
         if previous:
@@ -123,25 +129,44 @@ def _backup_locked(
                 size = 0
             space.check(folder, size, "the database's size, as no archive exists yet")
     with report.step("dump", alias):
-        log.info("dump_started", database=alias, target=str(final), engine=engine.vendor)
+        log.info(
+            "dump_started",
+            database=alias,
+            target=str(final),
+            engine=engine.vendor,
+            compressor=_compressor(config, directory),
+        )
+        if not directory and config.compress == "gzip" and "pigz" not in codec.find("gzip").label:
+            log.warning("gzip_on_one_core", hint="install pigz to compress on every core")
         started = time.time()
         versions = engine.versions(db)
         # Exact counts scan every table (and wait on locked ones): only when asked for.
         want_counts = config.count_rows or config.verify_restore
         tables = engine.table_counts(db) if want_counts else None
-        written = dump_to_temp(
-            engine,
-            db,
-            final,
-            config.exclude_table_data,
-            config.compress,
-            config.zstd_level,
-            progress,
-        )
+        files = None
+        if directory:
+            written, files = pgdir.dump_to_temp(
+                engine, db, final, config.exclude_table_data, config.compress
+            )
+        else:
+            written = dump_to_temp(
+                engine,
+                db,
+                final,
+                config.exclude_table_data,
+                config.compress,
+                config.zstd_level,
+                progress,
+            )
     try:
         with report.step("verify", alias):
-            archive.check_written(written, config.compress, final.name)
+            # Checked as it was written: it decompressed to its end and fsync found it whole.
+            archive.check_size(written)
         manifest = _manifest(db, engine, config, final, written, versions, started)
+        if files is not None:
+            manifest["archive_format"] = "directory"
+            manifest["compression"] = pgdir.COMPRESSION[config.compress]
+            manifest["files"] = files
         if tables is not None:
             manifest["tables"] = tables
         if config.verify_restore:
@@ -151,7 +176,10 @@ def _backup_locked(
             log.info("restore_tested", database=alias, tables=len(result.tables), rows=result.rows)
         with report.step("rotate", alias):
             try:
-                archive.commit(written.path, final)
+                if directory:
+                    pgdir.commit(written.path, final)
+                else:
+                    archive.commit(written.path, final)
                 archive.write_json(manifest, archive.manifest_path(final))
             except OSError as exc:
                 msg = f"cannot rename into {final}: {exc.strerror}"
@@ -159,7 +187,10 @@ def _backup_locked(
             for old in rotation.drop_other_formats(final):
                 log.info("removed_other_format", database=alias, path=str(old))
     finally:
-        written.path.unlink(missing_ok=True)
+        if written.path.is_dir():
+            pgdir.remove(written.path)
+        else:
+            written.path.unlink(missing_ok=True)
     with report.step("link-latest", alias):
         try:
             link = rotation.link_latest(final)
@@ -175,6 +206,14 @@ def _backup_locked(
     return written.size
 
 
+def _compressor(config: Config, directory: bool) -> str:
+    """Say what compresses: the program (or library), or pg_dump's own for a directory."""
+    if directory:
+        level = pgdir.LEVELS[config.compress]
+        return f"pg_dump (gzip level {level}, {pgdir.jobs()} jobs)" if level else "none"
+    return codec.find(config.compress).label
+
+
 def dump_to_temp(
     engine: Engine,
     db: DbParams,
@@ -184,12 +223,13 @@ def dump_to_temp(
     level: int,
     progress: ProgressFn | None = None,
 ) -> archive.Written:
-    """Stream a dump into a temp file beside ``final``; the dump's exit status is checked last."""
+    """Stream a dump into a verified temp file beside ``final``; the dump's exit is checked last."""
     written = None
     try:
         with engine.dump(db, exclude) as stream:
-            source = counting(stream, f"dump {db.alias}", None, progress)
-            written = archive.write_stream(source, final, compress, level)
+            written = pipes.compress_to_temp(
+                stream, final, compress, level, progress, f"dump {db.alias}"
+            )
     except BaseException:
         if written is not None:
             written.path.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ def describe_archive(path: Path, latest: set[Path], now: datetime) -> dict[str, 
     row: dict[str, Any] = {
         "slot": path.name.split(".", 1)[0],
         "file": str(path),
-        "size": path.stat().st_size,
+        "size": archive.size_of(path),
         "latest": path.resolve() in latest,
     }
     try:

@@ -112,6 +112,12 @@ def cli(
 @cli.command()
 @click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
 @click.option("--compress", type=click.Choice(["zstd", "gzip", "none"]), help="[default: zstd]")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["plain", "directory"]),
+    help="PostgreSQL: directory = pg_dump -Fd, restored in parallel.  [default: plain]",
+)
 @click.option("--exclude-table-data", multiple=True, metavar="TABLE", help="Keep schema only.")
 @click.option(
     "--verify-restore", is_flag=True, help="Restore each new archive into a scratch database."
@@ -123,6 +129,7 @@ def backup(
     ctx: click.Context,
     databases: tuple[str, ...],
     compress: str | None,
+    fmt: str | None,
     exclude_table_data: tuple[str, ...],
     verify_restore: bool,
     lock_wait: float | None,
@@ -133,6 +140,7 @@ def backup(
 
     flags: dict[str, Any] = {
         "COMPRESS": compress,
+        "FORMAT": fmt,
         "EXCLUDE_TABLE_DATA": exclude_table_data,
         "LOCK_WAIT": lock_wait,
         "VERIFY_RESTORE": verify_restore or None,

@@ -10,12 +10,14 @@ from typing import Any
 from opskit.errors import ConfigError
 
 COMPRESSIONS = ("zstd", "gzip", "none")
+FORMATS = ("plain", "directory")
 
 # Every key of settings.OPSKIT, its environment variable and its default.
 DEFAULTS: dict[str, Any] = {
     "BACKUP_DIR": "db_backups",
     "LOG_DIR": "logs",
     "COMPRESS": "zstd",
+    "FORMAT": "plain",
     "ZSTD_LEVEL": 3,
     "EXCLUDE_TABLE_DATA": ["django_session"],
     "DATABASES": [],
@@ -47,6 +49,7 @@ class Config:
     backup_dir: Path
     log_dir: Path
     compress: str = "zstd"
+    format: str = "plain"  # "directory": pg_dump -Fd for PostgreSQL databases
     zstd_level: int = 3
     exclude_table_data: tuple[str, ...] = ("django_session",)
     databases: tuple[str, ...] = ()
@@ -124,6 +127,9 @@ def build_config(
         raise ConfigError(
             f"unknown compression {compress!r}", f"use one of {', '.join(COMPRESSIONS)}"
         )
+    fmt = str(merged["FORMAT"]).lower()
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     try:
         level = int(merged["ZSTD_LEVEL"])
     except (TypeError, ValueError):
@@ -140,6 +146,7 @@ def build_config(
         backup_dir=_path(merged["BACKUP_DIR"], project_dir),
         log_dir=_path(merged["LOG_DIR"], project_dir),
         compress=compress,
+        format=fmt,
         zstd_level=level,
         exclude_table_data=tuple(_split(merged["EXCLUDE_TABLE_DATA"], "EXCLUDE_TABLE_DATA")),
         databases=tuple(_split(merged["DATABASES"], "DATABASES")),

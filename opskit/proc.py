@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import os
 import re
 import select
@@ -110,6 +111,17 @@ def run(
     return done.stdout.decode("utf-8", "replace")
 
 
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+_PIPE_SIZE = 1 << 20  # fewer, larger hand-overs between a dump and its compressor
+
+
+def _widen(pipe: IO[bytes] | None) -> None:
+    if pipe is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+
+
 class Child:
     """A running program whose stdin or stdout we stream and whose exit status we check."""
 
@@ -136,6 +148,8 @@ class Child:
             )
         except FileNotFoundError:
             raise ToolNotFound(f"{argv[0]} not found", "install it or fix PATH") from None
+        _widen(self.proc.stdout)
+        _widen(self.proc.stdin)
         # Drain stderr on a thread so a chatty tool can never block on a full pipe.
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -175,6 +189,18 @@ class Child:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
             detail = _last_line(self.stderr_text())
             raise CommandFailed(f"{self.what} {how}" + (f": {detail}" if detail else ""))
+
+    def failure(self, timeout: float) -> CommandFailed | None:
+        """Wait up to ``timeout`` s for the program to end; return its failure if it failed."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        try:
+            self.wait()
+        except CommandFailed as exc:
+            return exc
+        return None
 
     def kill(self) -> None:
         """Stop the program now (used when the other end of the pipe failed)."""
@@ -220,8 +246,16 @@ class _Interruptible:
                 return os.read(self.fd, size)
             signals.drain_wakeup()  # the handler runs (and raises) as this returns to Python
 
+    def fileno(self) -> int:
+        return self.fd
+
     def close(self) -> None:
         self.pipe.close()
+
+
+def interruptible(pipe: IO[bytes]) -> IO[bytes]:
+    """Wrap a pipe so that a signal interrupts a read that waits for data."""
+    return _Interruptible(pipe)  # type: ignore[return-value]
 
 
 @contextlib.contextmanager

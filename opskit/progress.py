@@ -86,6 +86,8 @@ class Console:
             return
         now = self.clock()
         start = self.started.setdefault(label, now)
+        if not done:
+            return  # the step has started: its rate counts from now
         if now - start < self.delay:
             return  # a step that ends within half a second needs no progress line
         if now - self.last_draw < 0.2 and (total is None or done < total):

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from opskit import archive, locks, logs, rotation
+from opskit import archive, locks, logs, pgdir, pipes, rotation
 from opskit.backup import dump_to_temp, tools_of
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, engine_for, vendor_of
-from opskit.engines.base import RestoreContext
+from opskit.engines.base import ArchiveDir, OpenArchive, RestoreContext
 from opskit.errors import RestoreRefused
-from opskit.progress import ProgressFn, counting
+from opskit.progress import ProgressFn
 from opskit.report import Report
 
 log = logs.get("restore")
@@ -43,10 +43,11 @@ def resolve_source(config: Config, alias: str, source: str) -> Path:
     """Turn ``latest``, a weekday or a path into an archive path."""
     folder = rotation.db_dir(config.backup_dir, alias)
     as_path = Path(source).expanduser()
-    looks_like_path = "/" in source or source.endswith((".zst", ".gz", ".sql", ".sqlite3"))
+    ends = (".zst", ".gz", ".sql", ".sqlite3", ".pgdir")
+    looks_like_path = "/" in source or source.rstrip("/").endswith(ends)
     if looks_like_path or (as_path.exists() and source != "latest"):
-        if not as_path.is_file():
-            raise RestoreRefused(f"{source} is not an archive file", "run opskit list")
+        if not (as_path.is_file() or (as_path / "toc.dat").is_file()):
+            raise RestoreRefused(f"{source} is not an archive", "run opskit list")
         return as_path.resolve()
     return rotation.find_archive(folder, source)
 
@@ -71,6 +72,8 @@ def plan_restore(
                 "pick an archive of the same engine",
             )
         engine = engine_for(db, tools_of(config))
+        if path.is_dir() and engine.vendor != "postgresql":
+            raise RestoreRefused(f"{path.name} is a PostgreSQL directory archive")
     log.info("restore_checked", database=alias, archive=str(path), sha256=manifest["sha256"])
     return RestorePlan(db, engine, path, manifest)
 
@@ -103,19 +106,18 @@ def run_restore(
                 stack.enter_context(locks.hold(path, what=what, wait=config.lock_wait))
         log.info("restore_started", database=db.alias, archive=str(plan.archive))
         with report.step("load", db.alias):
-            plan.engine.restore(db, lambda: _opened(plan, progress), ctx)
+            plan.engine.restore(db, opener(plan.archive, f"restore {db.alias}", progress), ctx)
     for note in ctx.notes:
         log.info("restore_note", database=db.alias, note=note)
     report.bytes += plan.manifest.get("raw_size", 0)
     return ctx.notes
 
 
-@contextlib.contextmanager
-def _opened(plan: RestorePlan, progress: ProgressFn | None) -> Iterator[IO[bytes]]:
-    """Open the archive's content, counting it towards the restore's progress."""
-    total = plan.manifest.get("raw_size")
-    with archive.open_content(plan.archive) as content:
-        yield counting(content, f"restore {plan.db.alias}", total, progress)
+def opener(path: Path, label: str, progress: ProgressFn | None = None) -> OpenArchive:
+    """Return what an engine loads: the folder of a directory archive, else a content stream."""
+    if path.is_dir():
+        return ArchiveDir(path, pgdir.jobs())
+    return lambda: pipes.decompressed(path, None, progress, label)
 
 
 def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) -> Path:
@@ -125,7 +127,7 @@ def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) ->
     final = folder / f"pre-restore-{now:%Y%m%d%H%M%S}.{engine.suffix}.zst"
     written = dump_to_temp(engine, db, final, (), "zstd", config.zstd_level)
     try:
-        archive.check_written(written, "zstd", final.name)
+        archive.check_size(written)
         archive.commit(written.path, final)
     except BaseException:
         written.path.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -58,7 +59,9 @@ def _archives(folder: Path, stem: str) -> list[Path]:
     return sorted(
         p
         for p in folder.iterdir()
-        if p.name.startswith(stem + ".") and not p.name.endswith(".json") and p.is_file()
+        if p.name.startswith(stem + ".")
+        and not p.name.endswith(".json")
+        and (p.is_file() or (p.is_dir() and not p.is_symlink()))
     )
 
 
@@ -87,7 +90,7 @@ def drop_other_formats(archive: Path) -> list[Path]:
     removed = []
     for other in _archives(archive.parent, slot):
         if other != archive:
-            other.unlink()
+            _remove(other)
             with contextlib.suppress(FileNotFoundError):
                 other.with_name(other.name + ".json").unlink()
             removed.append(other)
@@ -96,8 +99,17 @@ def drop_other_formats(archive: Path) -> list[Path]:
     return removed
 
 
+def _remove(path: Path) -> None:
+    """Delete an archive: a file, or a directory archive's folder."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def remove_stale_tmp(folder: Path) -> list[Path]:
-    """Delete temp files left by runs whose process is gone (a killed backup)."""
+    """Delete temp files and folders left by runs whose process is gone (a killed backup)."""
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
@@ -106,8 +118,7 @@ def remove_stale_tmp(folder: Path) -> list[Path]:
         pid = int(match.group(1)) if match else 0
         # Our own pid in a name is a leftover of an earlier process that had it.
         if match and (pid == os.getpid() or not pid_alive(pid)):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            _remove(path)
             removed.append(path)
     return removed
 

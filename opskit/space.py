@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from opskit.archive import size_of
 from opskit.errors import OpsError
 from opskit.progress import human
 from opskit.rotation import list_archives
@@ -18,7 +19,7 @@ def expected_size(folder: Path, final: Path) -> int:
     archives = archives or list_archives(folder)
     if not archives:
         return 0
-    return max(archives, key=lambda p: p.stat().st_mtime).stat().st_size
+    return size_of(max(archives, key=lambda p: p.stat().st_mtime))
 
 
 def check(folder: Path, needed: int, basis: str, free: int | None = None) -> None:

@@ -9,6 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from opskit.errors import ArchiveError
+
 
 @dataclasses.dataclass(frozen=True)
 class DbParams:
@@ -42,6 +44,20 @@ class Tools:
 
 # Opens the archive's decompressed content afresh each time it is called.
 OpenArchive = Callable[[], AbstractContextManager[IO[bytes]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveDir:
+    """A directory-format archive (pg_dump -Fd): its loader reads the folder itself."""
+
+    path: Path
+    jobs: int = 1
+
+    def __call__(self) -> AbstractContextManager[IO[bytes]]:
+        raise ArchiveError(
+            f"{self.path.name} is a PostgreSQL directory archive, not a stream",
+            "restore it into a PostgreSQL database",
+        )
 
 
 @dataclasses.dataclass

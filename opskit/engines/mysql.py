@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from opskit import logs, proc
+from opskit import logs, pipes, proc
 from opskit.engines import tooling
 from opskit.engines.base import DbParams, OpenArchive, RestoreContext
 from opskit.engines.diagnose import connecting
@@ -229,14 +228,14 @@ class MySQL:
             self._defaults(db) as (defaults, env),
             connecting(self.vendor, db),
             open_archive() as content,
-            proc.writing(
+        ):
+            pipes.load(
                 [self._client(), defaults, "--default-character-set=utf8mb4", db.name],
                 env,
+                content,
                 what=f"mysql into {db.describe()}",
                 secrets=[db.password],
-            ) as stdin,
-        ):
-            shutil.copyfileobj(content, stdin, 1 << 20)
+            )
 
     def _wipe(self, db: DbParams) -> None:
         """Drop every table and view, so the database holds exactly what is loaded next."""
@@ -262,10 +261,8 @@ class MySQL:
             self._load(db, open_archive)
         except BaseException as exc:
             try:
-                from opskit.archive import open_content
-
                 self._wipe(db)
-                self._load(db, lambda: open_content(safety))
+                self._load(db, lambda: pipes.decompressed(safety))
             except Exception as again:
                 raise CommandFailed(
                     f"restore failed ({exc}) and putting back the safety copy failed too ({again})",

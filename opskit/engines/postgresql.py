@@ -5,16 +5,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from opskit import logs, proc
+from opskit import logs, pipes, proc
 from opskit.engines import tooling
-from opskit.engines.base import DbParams, OpenArchive, RestoreContext
+from opskit.engines.base import ArchiveDir, DbParams, OpenArchive, RestoreContext
 from opskit.engines.diagnose import connecting
 from opskit.errors import CommandFailed, OpsError
 
@@ -34,6 +33,11 @@ def _quote_literal(value: str) -> str:
 def _passfile_line(password: str) -> str:
     escaped = password.replace("\\", "\\\\").replace(":", "\\:")
     return f"*:*:*:*:{escaped}\n"
+
+
+def _conninfo_dbname(name: str) -> str:
+    """Return a conninfo string naming ``name``, so that no database name reads as options."""
+    return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def derived_name(name: str, tag: str) -> str:
@@ -152,7 +156,54 @@ class PostgreSQL:
         ):
             yield out
 
-    def _load(self, db: DbParams, dbname: str, open_archive: OpenArchive) -> None:
+    def dump_directory(
+        self, db: DbParams, exclude_data: tuple[str, ...], target: Path, level: int, jobs: int
+    ) -> None:
+        """Dump into a new folder with pg_dump's directory format, ``jobs`` tables at a time."""
+        argv: list[str | Path] = [
+            self._tool("pg_dump"),
+            "--format=directory",
+            f"--jobs={jobs}",
+            f"--compress={level}",
+            "--encoding=UTF8",
+            f"--file={target}",
+        ]
+        argv += [f"--exclude-table-data={table}" for table in exclude_data]
+        with self._env(db) as env, connecting(self.vendor, db):
+            proc.run(
+                argv, env, what=f"pg_dump of {db.describe()}", secrets=[db.password], timeout=None
+            )
+
+    def _load_directory(
+        self, db: DbParams, dbname: str, folder: ArchiveDir, in_place: bool
+    ) -> None:
+        """pg_restore a folder: in parallel into a new database, else in one transaction."""
+        argv: list[str | Path] = [
+            self._tool("pg_restore"),
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            "--dbname=" + _conninfo_dbname(dbname),
+        ]
+        if in_place:
+            argv += ["--clean", "--if-exists", "--single-transaction"]
+        else:
+            argv.append(f"--jobs={folder.jobs}")
+        with self._env(db, dbname) as env, connecting(self.vendor, db, dbname):
+            proc.run(
+                [*argv, folder.path],
+                env,
+                what=f"pg_restore into {db.describe(dbname)}",
+                secrets=[db.password],
+                timeout=None,
+            )
+
+    def _load(
+        self, db: DbParams, dbname: str, open_archive: OpenArchive, in_place: bool = False
+    ) -> None:
+        if isinstance(open_archive, ArchiveDir):
+            self._load_directory(db, dbname, open_archive, in_place)
+            return
         argv: list[str | Path] = [
             self._tool("psql"),
             "-X",
@@ -165,14 +216,14 @@ class PostgreSQL:
             self._env(db, dbname) as env,
             connecting(self.vendor, db, dbname),
             open_archive() as content,
-            proc.writing(
+        ):
+            pipes.load(
                 [*argv, "-o", "/dev/null"],
                 env,
+                content,
                 what=f"psql into {db.describe(dbname)}",
                 secrets=[db.password],
-            ) as stdin,
-        ):
-            shutil.copyfileobj(content, stdin, 1 << 20)
+            )
 
     def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
         stamp = ctx.now.strftime("%Y%m%d%H%M%S")
@@ -185,7 +236,7 @@ class PostgreSQL:
             if "permission denied" not in str(exc):
                 raise
             # No CREATEDB: the dump's DROP/CREATE run in one transaction in place instead.
-            self._load(db, db.name, open_archive)
+            self._load(db, db.name, open_archive, in_place=True)
             ctx.notes.append(f"restored {db.name} in place in one transaction (no CREATEDB)")
             return
         try:

@@ -1,0 +1,223 @@
+"""Programs joined by OS pipes: a dump into a compressor, a decompressor into a loader.
+
+Python stays out of the way of the uncompressed data: it only sees the compressed side,
+which is several times smaller, to hash it, check it and report progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+from opskit import archive, codec, logs, proc
+from opskit.errors import ArchiveError, CommandFailed, OpsError
+from opskit.progress import ProgressFn, counting
+
+log = logs.get("pipes")
+
+
+def source_fds(source: IO[bytes]) -> list[int] | None:
+    """Return the descriptors a stream reads from, in order, or None for an in-memory one."""
+    parts = getattr(source, "streams", None)
+    if parts is not None:
+        fds = [source_fds(part) for part in parts]
+        return None if None in fds else [fd for group in fds if group for fd in group]
+    try:
+        return [source.fileno()]
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class _Feeder(threading.Thread):
+    """Copy descriptors (or a stream) into a program's stdin on a thread, then close it."""
+
+    def __init__(
+        self,
+        sink: IO[bytes],
+        fds: Sequence[int] = (),
+        source: IO[bytes] | None = None,
+        progress: ProgressFn | None = None,
+        label: str = "",
+        total: int | None = None,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.sink = sink
+        self.fds = fds
+        self.source = source
+        self.progress = progress
+        self.label = label
+        self.total = total
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        out = self.sink.fileno()
+        try:
+            for fd in self.fds:
+                # splice(2) moves the bytes inside the kernel, pipe to pipe.
+                while os.splice(fd, out, 1 << 20):
+                    pass
+            if self.source is not None:
+                done = 0
+                if self.progress:
+                    self.progress(self.label, 0, self.total, False)
+                while chunk := self.source.read(archive.CHUNK):
+                    done += len(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(out, view) :]
+                    if self.progress:
+                        self.progress(self.label, done, self.total, False)
+                if self.progress:
+                    self.progress(self.label, done, self.total, True)
+        except OSError as exc:
+            self.error = exc  # the program stopped reading; its exit status says why
+        finally:
+            with contextlib.suppress(OSError):
+                self.sink.close()
+
+
+@contextlib.contextmanager
+def through(source: IO[bytes], argv: list[str], *, what: str) -> Iterator[IO[bytes]]:
+    """Run ``argv`` with ``source`` as its stdin; yield its stdout. Leaving checks its exit."""
+    fds = source_fds(source)
+    feeder = None
+    if fds is not None and len(fds) == 1:
+        child = proc.Child(argv, os.environ, what=what, stdin=fds[0], stdout=proc.PIPE)
+        # Ours must not hold the pipe open: if the program dies, the dump must see it.
+        source.close()
+    else:
+        child = proc.Child(argv, os.environ, what=what, stdin=proc.PIPE, stdout=proc.PIPE)
+        if fds is None:
+            feeder = _Feeder(child.stdin, source=source)
+        else:
+            feeder = _Feeder(child.stdin, fds=fds)
+        feeder.start()
+    try:
+        yield proc.interruptible(child.stdout)
+    except OpsError:
+        # A broken output is the echo of a failed program: name the program's failure.
+        cause = child.failure(timeout=2)
+        child.kill()
+        if cause is not None:
+            raise cause from None
+        raise
+    except BaseException:
+        child.kill()
+        raise
+    finally:
+        if feeder is not None:
+            feeder.join(timeout=5)
+    child.wait()
+
+
+def compress_to_temp(
+    source: IO[bytes],
+    final: Path,
+    compress: str,
+    level: int,
+    progress: ProgressFn | None = None,
+    label: str = "",
+) -> archive.Written:
+    """Compress ``source`` into a verified temp file beside ``final``.
+
+    With the zstd, pigz or gzip program installed, it compresses beside the dump and this
+    process only checks its output; without, the libraries compress here, and the file is
+    read back once to check it.
+    """
+    found = codec.find(compress)
+    if found.program is None:
+        written = archive.write_stream(
+            counting(source, label, None, progress), final, compress, level
+        )
+        try:
+            archive.check_written(written, compress, final.name)
+        except BaseException:
+            written.path.unlink(missing_ok=True)
+            raise
+        return written
+    what = f"{found.label.split(' ', 1)[0]} compressing into {final.name}"
+    with through(source, found.compress_argv(level), what=what) as compressed:
+        written = archive.write_verified(compressed, final, compress, progress, label)
+    return written
+
+
+@contextlib.contextmanager
+def decompressed(
+    path: Path,
+    compress: str | None = None,
+    progress: ProgressFn | None = None,
+    label: str = "",
+) -> Iterator[IO[bytes]]:
+    """Yield the archive's content as a pipe a loader can read directly (where possible).
+
+    The decompressor program reads the archive from this process, which reports progress
+    by the compressed bytes; its output goes straight to whoever reads the pipe.
+    """
+    compress = compress or archive.compression_of(path)
+    found = codec.find(compress)
+    total = path.stat().st_size
+    if found.program is None:
+        with archive.open_content(path, compress) as content:
+            yield counting(content, label, total, progress)
+        return
+    child = proc.Child(
+        found.decompress_argv(),
+        os.environ,
+        what=f"{found.label.split(' ', 1)[0]} decompressing {path.name}",
+        stdin=proc.PIPE,
+        stdout=proc.PIPE,
+    )
+    with path.open("rb") as fh:
+        feeder = _Feeder(child.stdin, source=fh, progress=progress, label=label, total=total)
+        feeder.start()
+        try:
+            yield child.stdout
+        except OpsError:
+            # A loader's complaint may only echo a broken stream: then name the real cause.
+            cause = child.failure(timeout=2)
+            child.kill()
+            if cause is not None:
+                raise _unreadable(path, cause) from None
+            raise
+        except BaseException:
+            child.kill()
+            raise
+        finally:
+            feeder.join()
+    try:
+        child.wait()
+    except CommandFailed as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: CommandFailed) -> ArchiveError:
+    return ArchiveError(f"{path.name} is truncated or corrupt: {exc.message}", "use another backup")
+
+
+def load(
+    argv: Sequence[str | Path],
+    env: dict[str, str],
+    content: IO[bytes],
+    *,
+    what: str,
+    secrets: Sequence[str] = (),
+) -> None:
+    """Run a loader with ``content`` as its stdin: the pipe itself when it has one."""
+    fds = source_fds(content)
+    if fds is None or len(fds) != 1:
+        with proc.writing(argv, env, what=what, secrets=secrets) as stdin:
+            shutil.copyfileobj(content, stdin, archive.CHUNK)
+        return
+    child = proc.Child(argv, env, what=what, secrets=secrets, stdin=fds[0], stdout=proc.DEVNULL)
+    # If the loader stops reading, the decompressor must see a broken pipe, not wait.
+    content.close()
+    try:
+        child.wait()
+    except BaseException:
+        child.kill()
+        raise

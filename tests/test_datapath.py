@@ -1,0 +1,213 @@
+"""The data path: compressor programs on OS pipes, their in-process fallback, directory archives."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import SUNDAY, run_opskit, write_project
+from dbdata import adapter_for
+from test_roundtrip import backup, restore
+
+from opskit import archive, codec, pipes
+from opskit.config import Config
+from opskit.engines import DbParams
+from opskit.errors import ArchiveError, CommandFailed
+from opskit.report import Report, StepFailed
+from opskit.restore import plan_restore
+
+DUMP_TOOLS = ("pg_dump", "psql", "pg_restore", "mariadb-dump", "mariadb", "mysqldump", "mysql")
+
+
+def path_without_compressors(tmp_path: Path) -> str:
+    """Return a PATH holding only the database client tools: no zstd, pigz or gzip."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for tool in DUMP_TOOLS:
+        found = shutil.which(tool)
+        if found:
+            (folder / tool).symlink_to(found)
+    return str(folder)
+
+
+def test_each_compression_uses_its_program_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert codec.find("zstd").program == shutil.which("zstd")
+    gzip = codec.find("gzip").program
+    assert gzip == (shutil.which("pigz") or shutil.which("gzip"))
+    assert codec.find("none").program is None
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert codec.find("zstd") == codec.Codec("zstd", None)
+    assert codec.find("zstd").label == "in-process zstandard"
+
+
+@pytest.mark.parametrize("compress", ["zstd", "gzip", "none"])
+def test_a_piped_archive_decompresses_to_the_dump_and_records_its_sizes(
+    tmp_path: Path, compress: str
+) -> None:
+    content = b"".join(b"row %d: %s\n" % (i, os.urandom(8).hex().encode()) for i in range(50000))
+    source = tmp_path / "dump.sql"
+    source.write_bytes(content)
+    final = tmp_path / f"0-Sunday.sql{archive.EXTENSIONS[compress]}"
+    seen: list[int] = []
+    with source.open("rb") as stream:
+        written = pipes.compress_to_temp(
+            stream, final, compress, 3, lambda _l, done, _t, _f: seen.append(done), "dump"
+        )
+    assert written.raw_size == len(content)
+    assert written.size == written.path.stat().st_size
+    assert written.sha256 == archive.sha256_file(written.path)
+    assert oct(written.path.stat().st_mode & 0o777) == "0o600"
+    assert seen[-1] == len(content)  # progress counts the dump's bytes, not the archive's
+    with pipes.decompressed(written.path, compress) as out:
+        assert b"".join(iter(lambda: out.read(1 << 16), b"")) == content
+
+
+def test_a_compressor_that_fails_is_named_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    source = tmp_path / "dump.sql"
+    source.write_bytes(b"x" * 100000)
+    final = tmp_path / "0-Sunday.sql.zst"
+    failing = ["sh", "-c", "head -c 10 >/dev/null; echo 'out of memory' >&2; exit 3"]
+    with (
+        source.open("rb") as stream,
+        pytest.raises(CommandFailed, match="a compressor exited with status 3: out of memory"),
+        pipes.through(stream, failing, what="a compressor") as out,
+    ):
+        archive.write_verified(out, final, "zstd")
+    assert list(tmp_path.iterdir()) == [source]
+
+
+def test_a_cut_stream_is_refused_when_loaded(tmp_path: Path) -> None:
+    source = tmp_path / "dump.sql"
+    source.write_bytes(os.urandom(300000))
+    with source.open("rb") as stream:
+        written = pipes.compress_to_temp(stream, tmp_path / "a.sql.zst", "zstd", 3)
+    cut = tmp_path / "cut.sql.zst"
+    cut.write_bytes(written.path.read_bytes()[:-1000])
+    with pytest.raises(ArchiveError, match="truncated or corrupt"), pipes.decompressed(cut) as out:
+        out.read()
+
+
+def test_without_compressor_programs_backup_and_restore_still_work(
+    pg_db: DbParams, tmp_path: Path
+) -> None:
+    data = adapter_for(pg_db)
+    data.populate()
+    before = data.snapshot()
+    site = write_project(tmp_path / "site", {"default": pg_db}, "{'COMPRESS': 'gzip'}")
+    env = {"PATH": path_without_compressors(tmp_path)}
+    done = run_opskit("backup", cwd=site, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "in-process zlib" in done.stderr and "gzip_on_one_core" in done.stderr
+    data.mutate()
+    done = run_opskit("restore", "--yes", "--drop-old", cwd=site, env=env)
+    assert done.returncode == 0, done.stderr
+    assert data.snapshot() == {**before, "sessions": 0}
+
+
+@pytest.mark.skipif(not shutil.which("pigz"), reason="pigz is not installed")
+def test_gzip_uses_pigz_and_says_so(sqlite_db: DbParams, tmp_path: Path) -> None:
+    adapter_for(sqlite_db).populate()
+    site = write_project(tmp_path / "site", {"default": sqlite_db}, "{'COMPRESS': 'gzip'}")
+    done = run_opskit("backup", cwd=site)
+    assert done.returncode == 0, done.stderr
+    assert "compressor=" in done.stderr and "pigz" in done.stderr
+    assert "gzip_on_one_core" not in done.stderr
+
+
+def directory_config(config: Config) -> Config:
+    return dataclasses.replace(config, format="directory")
+
+
+def test_directory_archives_round_trip_with_a_manifest_of_every_file(
+    pg_db: DbParams, config: Config
+) -> None:
+    data = adapter_for(pg_db)
+    data.populate()
+    before = data.snapshot()
+    cfg = directory_config(config)
+    assert backup(cfg, pg_db).exit_code == 0
+    folder = cfg.backup_dir / "0-Sunday.pgdir"
+    assert (folder / "toc.dat").is_file()
+    assert (cfg.backup_dir / "latest.pgdir").resolve() == folder
+    manifest = json.loads((cfg.backup_dir / "0-Sunday.pgdir.json").read_text())
+    assert manifest["archive_format"] == "directory"
+    assert sorted(manifest["files"]) == sorted(p.name for p in folder.iterdir())
+    for name, (size, sha) in manifest["files"].items():
+        assert (folder / name).stat().st_size == size
+        assert archive.sha256_file(folder / name) == sha
+        assert oct((folder / name).stat().st_mode & 0o777) == "0o600"
+    assert manifest["size"] == archive.size_of(folder)
+
+    data.mutate()
+    assert restore(cfg, pg_db).exit_code == 0
+    assert data.snapshot() == {**before, "sessions": 0}
+
+
+def test_switching_format_replaces_the_slot_and_sweeps_a_killed_runs_folder(
+    pg_db: DbParams, config: Config
+) -> None:
+    adapter_for(pg_db).populate()
+    assert backup(config, pg_db).exit_code == 0
+    leftover = config.backup_dir / ".0-Sunday.pgdir.tmp-999999"
+    leftover.mkdir()
+    (leftover / "toc.dat").write_bytes(b"half")
+    assert backup(directory_config(config), pg_db).exit_code == 0
+    names = sorted(p.name for p in config.backup_dir.iterdir() if not p.name.startswith(".op"))
+    assert names == ["0-Sunday.pgdir", "0-Sunday.pgdir.json", "latest.pgdir"]
+    assert backup(config, pg_db).exit_code == 0  # and back: the folder goes
+    names = sorted(p.name for p in config.backup_dir.iterdir() if not p.name.startswith(".op"))
+    assert names == ["0-Sunday.sql.zst", "0-Sunday.sql.zst.json", "latest.sql.zst"]
+
+
+def test_a_changed_file_in_a_directory_archive_is_named_and_nothing_is_touched(
+    pg_db: DbParams, config: Config, tmp_path: Path
+) -> None:
+    data = adapter_for(pg_db)
+    data.populate()
+    cfg = directory_config(config)
+    assert backup(cfg, pg_db).exit_code == 0
+    folder = cfg.backup_dir / "0-Sunday.pgdir"
+    biggest = max(folder.iterdir(), key=lambda p: p.stat().st_size)
+    raw = bytearray(biggest.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    biggest.write_bytes(bytes(raw))
+    data.mutate()
+    changed = data.snapshot()
+
+    report = Report("restore")
+    with pytest.raises(StepFailed):
+        plan_restore(cfg, {pg_db.alias: pg_db}, pg_db.alias, "latest", report)
+    (failure,) = report.failed(pg_db.alias)
+    assert failure.name == "verify" and biggest.name in failure.reason
+    assert data.snapshot() == changed
+
+    site = write_project(
+        tmp_path / "site", {"default": pg_db}, f"{{'BACKUP_DIR': '{cfg.backup_dir}'}}"
+    )
+    done = run_opskit("verify", cwd=site)
+    assert done.returncode == 1
+    assert done.stdout.startswith("FAIL") and "0-Sunday.pgdir" in done.stdout
+
+
+def test_directory_format_applies_to_postgresql_only(sqlite_db: DbParams, config: Config) -> None:
+    adapter_for(sqlite_db).populate()
+    report = backup(directory_config(config), sqlite_db)
+    assert report.exit_code == 0
+    assert (config.backup_dir / "0-Sunday.sqlite3.zst").is_file()
+    assert not list(config.backup_dir.glob("*.pgdir"))
+
+
+def test_a_directory_archive_restore_test_counts_its_rows(pg_db: DbParams, config: Config) -> None:
+    data = adapter_for(pg_db)
+    data.populate()
+    cfg = dataclasses.replace(directory_config(config), verify_restore=True)
+    report = backup(cfg, pg_db, SUNDAY)
+    assert report.exit_code == 0, report.failed()
+    manifest = json.loads((cfg.backup_dir / "0-Sunday.pgdir.json").read_text())
+    # Counted in the live database, then found again in the scratch copy of the folder.
+    assert manifest["tables"]["django_session"] == 1
+    assert all(isinstance(n, int) for n in manifest["tables"].values())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from test_roundtrip import backup, restore
 from opskit import archive, codec, pipes
 from opskit.config import Config
 from opskit.engines import DbParams
+from opskit.engines.sqlite import SQLite
 from opskit.errors import ArchiveError, CommandFailed
 from opskit.report import Report, StepFailed
 from opskit.restore import plan_restore
@@ -211,3 +214,43 @@ def test_a_directory_archive_restore_test_counts_its_rows(pg_db: DbParams, confi
     # Counted in the live database, then found again in the scratch copy of the folder.
     assert manifest["tables"]["django_session"] == 1
     assert all(isinstance(n, int) for n in manifest["tables"].values())
+
+
+def write_during(db: DbParams) -> str:
+    """Try one write with a short wait; return "" if it went through, else SQLite's error."""
+    conn = sqlite3.connect(db.name, timeout=0.2)
+    try:
+        conn.execute("INSERT INTO extra_writes VALUES (1)")
+        conn.commit()
+        return ""
+    except sqlite3.OperationalError as exc:
+        return str(exc)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("journal", "sessions", "locked"),
+    [("delete", 0, True), ("delete", 1, False), ("wal", 0, False)],
+    ids=["file-under-read-lock", "snapshot-when-excluded-rows", "snapshot-in-wal-mode"],
+)
+def test_sqlite_streams_the_live_file_only_while_writers_are_held_off(
+    sqlite_db: DbParams, journal: str, sessions: int, locked: bool
+) -> None:
+    data = adapter_for(sqlite_db)
+    data.populate()
+    data.execute(f"PRAGMA journal_mode={journal}", "CREATE TABLE extra_writes (n INTEGER)")
+    if not sessions:
+        data.execute("DELETE FROM django_session")
+    engine = SQLite(work_dir=Path(sqlite_db.name).parent)
+    with engine.dump(sqlite_db, ("django_session",)) as stream:
+        error = write_during(sqlite_db)
+        copy = Path(sqlite_db.name).with_name("copy.sqlite3")
+        copy.write_bytes(stream.read())
+    assert ("locked" in error) is locked, error
+    assert write_during(sqlite_db) == ""  # and writers go on once the dump is done
+    with contextlib.closing(sqlite3.connect(copy)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM django_session").fetchone() == (0,)
+        # A write that went through during the dump is not in it: the copy is of one moment.
+        assert conn.execute("SELECT count(*) FROM extra_writes").fetchone() == (0,)

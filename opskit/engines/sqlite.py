@@ -1,4 +1,4 @@
-"""SQLite: the online backup API (consistent while the site writes), no subprocess."""
+"""SQLite: the file under a read lock, or a snapshot by the online backup API; no subprocess."""
 
 from __future__ import annotations
 
@@ -60,6 +60,10 @@ class SQLite:
         source = _path(db)
         if not source.is_file():
             raise CommandFailed(f"SQLite database {source} does not exist", "check DATABASES NAME")
+        with self._frozen(source, exclude_data) as live:
+            if live is not None:
+                yield live
+                return
         folder = self.work_dir or source.parent
         snapshot = folder / f".{db.alias}.sqlite3.tmp-{os.getpid()}"
         try:
@@ -83,6 +87,42 @@ class SQLite:
                 yield fh
         finally:
             _remove(snapshot)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _frozen(source: Path, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes] | None]:
+        """Yield the live file itself while a read transaction keeps writers out, if that is safe.
+
+        In rollback-journal mode the file changes only under an exclusive lock, which our
+        shared lock holds off: the file is then a consistent copy, with no snapshot to write
+        first. Not in WAL mode (committed pages may live in the -wal file), and not when an
+        excluded table holds rows (they must be left out): then None, and a snapshot is made.
+        """
+        try:
+            conn = _connect(source, readonly=True)
+        except sqlite3.Error as exc:
+            raise CommandFailed(f"SQLite backup of {source} failed: {exc}") from None
+        with contextlib.closing(conn):
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                tables = {
+                    r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                }
+                busy = any(
+                    conn.execute(f'SELECT 1 FROM "{_quote(t)}" LIMIT 1').fetchone()
+                    for t in exclude_data
+                    if t in tables
+                )
+                if mode == "wal" or busy:
+                    yield None
+                    return
+                conn.execute("BEGIN")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the shared lock
+            except sqlite3.Error as exc:
+                raise CommandFailed(f"SQLite backup of {source} failed: {exc}") from None
+            with source.open("rb") as fh:
+                yield fh
+            conn.rollback()
 
     @staticmethod
     def _drop_data(conn: sqlite3.Connection, tables: tuple[str, ...]) -> None:

@@ -213,7 +213,7 @@ def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None
     from opskit.backup import select
     from opskit.catalog import catalog
 
-    config, dbs = load_project(ctx)
+    config, dbs = load_project(ctx, apps=False)
     try:
         aliases = select(config, dbs, databases)
     except OpsError as exc:

@@ -48,8 +48,13 @@ def fail_early(ctx: click.Context, exc: OpsError) -> NoReturn:
     ctx.exit(1)
 
 
-def load_project(ctx: click.Context, **flags: Any) -> tuple[Config, dict[str, DbParams]]:
-    """Find the settings, set Django up once, build the Config and configure logging."""
+def load_project(
+    ctx: click.Context, *, apps: bool = True, **flags: Any
+) -> tuple[Config, dict[str, DbParams]]:
+    """Find the settings, set Django up once, build the Config and configure logging.
+
+    ``apps=False`` reads the settings without loading the installed apps (``list``).
+    """
     from opskit import django_project, logs
     from opskit.config import build_config
     from opskit.proc import sweep_secret_dirs
@@ -57,7 +62,7 @@ def load_project(ctx: click.Context, **flags: Any) -> tuple[Config, dict[str, Db
     g: Globals = ctx.obj
     try:
         module = django_project.find_settings(g.project_dir, g.settings, os.environ)
-        django_project.setup(g.project_dir, module)
+        django_project.setup(g.project_dir, module, apps)
         databases = django_project.databases()
         config = build_config(
             project_dir=g.project_dir,

@@ -39,8 +39,8 @@ def find_settings(project_dir: Path, settings: str | None, environ: Mapping[str,
     return match.group(1)
 
 
-def setup(project_dir: Path, settings_module: str) -> None:
-    """Put the project on sys.path and run ``django.setup()`` once."""
+def setup(project_dir: Path, settings_module: str, apps: bool = True) -> None:
+    """Put the project on sys.path and run ``django.setup()`` once (or only read settings)."""
     path = str(project_dir)
     if path not in sys.path:
         sys.path.insert(0, path)
@@ -49,7 +49,12 @@ def setup(project_dir: Path, settings_module: str) -> None:
     from django.conf import settings
 
     try:
-        django.setup()
+        if apps:
+            django.setup()
+        else:
+            # Settings alone (they set TZ too): a command that reads no models skips
+            # importing every installed app and the database drivers.
+            settings.INSTALLED_APPS  # noqa: B018
     except ImportError as exc:
         raise ConfigError(
             f"cannot import settings {settings_module!r}: {exc}",

@@ -233,7 +233,7 @@ def run_verify(
         step.duration = time.monotonic() - started
         report.steps.append(step)
         if verdict.archive is not None and verdict.ok:
-            report.bytes += verdict.archive.stat().st_size
+            report.bytes += archive.size_of(verdict.archive)
         # A bad archive is also logged as a failed step at the end; this event adds the fix.
         event = log.info if verdict.ok else log.warning
         event(

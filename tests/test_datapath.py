@@ -145,6 +145,14 @@ def test_directory_archives_round_trip_with_a_manifest_of_every_file(
         assert oct((folder / name).stat().st_mode & 0o777) == "0o600"
     assert manifest["size"] == archive.size_of(folder)
 
+    site = write_project(
+        cfg.backup_dir.parent / "site", {"default": pg_db}, f"{{'BACKUP_DIR': '{cfg.backup_dir}'}}"
+    )
+    done = run_opskit("verify", cwd=site)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("OK") and "0-Sunday.pgdir" in done.stdout
+    assert f"bytes={manifest['size']} " in done.stderr
+
     data.mutate()
     assert restore(cfg, pg_db).exit_code == 0
     assert data.snapshot() == {**before, "sessions": 0}

@@ -145,7 +145,7 @@ def backup(
         "LOCK_WAIT": lock_wait,
         "VERIFY_RESTORE": verify_restore or None,
     }
-    config, dbs = load_project(ctx, **flags)
+    config, dbs = load_project(ctx, apps=False, **flags)
     try:
         aliases = select(config, dbs, databases)
     except OpsError as exc:
@@ -178,7 +178,7 @@ def restore(
     from opskit.report import StepFailed
     from opskit.restore import plan_restore, run_restore
 
-    config, dbs = load_project(ctx, LOCK_WAIT=lock_wait)
+    config, dbs = load_project(ctx, apps=False, LOCK_WAIT=lock_wait)
     run = start_job(ctx, "restore", config, check)
     report = Report("restore")
     try:

@@ -53,7 +53,8 @@ def load_project(
 ) -> tuple[Config, dict[str, DbParams]]:
     """Find the settings, set Django up once, build the Config and configure logging.
 
-    ``apps=False`` reads the settings without loading the installed apps (``list``).
+    ``apps=False`` reads the settings without loading the installed apps: the jobs that
+    use no models (backup, restore, verify, list) start faster and import no driver.
     """
     from opskit import django_project, logs
     from opskit.config import build_config

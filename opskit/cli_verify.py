@@ -46,7 +46,7 @@ def verify_command(
 
     if every and sources:
         raise click.UsageError("give SOURCE arguments or --all, not both")
-    config, dbs = load_project(ctx)
+    config, dbs = load_project(ctx, apps=False)
     try:
         aliases = select(config, dbs, databases)
     except OpsError as exc:

@@ -76,7 +76,7 @@ def disk_error(exc: OSError, where: Path) -> ArchiveError:
 
 
 def write_stream(
-    source: IO[bytes], final: Path, compress: str, level: int = 3, *, threads: int = -1
+    source: IO[bytes], final: Path, compress: str, level: int = 1, *, threads: int = -1
 ) -> Written:
     """Compress ``source`` into a 0600 temp file beside ``final``, fsynced; remove it on failure."""
     tmp = tmp_path(final)
@@ -90,7 +90,7 @@ def write_stream(
                 sink = cast(IO[bytes], out)
                 raw, _ = cctx.copy_stream(source, sink, read_size=CHUNK, write_size=CHUNK)
             elif compress == "gzip":
-                gz = zlib.compressobj(6, zlib.DEFLATED, 31)
+                gz = zlib.compressobj(level, zlib.DEFLATED, 31)
                 while chunk := source.read(CHUNK):
                     raw += len(chunk)
                     out.write(gz.compress(chunk))
@@ -131,7 +131,7 @@ def write_verified(
             out = _HashingWriter(fh)
             if progress:
                 progress(label, 0, None, False)
-            while chunk := compressed.read(VERIFY_CHUNK):
+            while chunk := compressed.read(CHUNK if compress == "none" else VERIFY_CHUNK):
                 out.write(chunk)
                 content = len(decoder.feed(chunk))
                 raw += content

@@ -146,7 +146,11 @@ def _backup_locked(
         files = None
         if directory:
             written, files = pgdir.dump_to_temp(
-                engine, db, final, config.exclude_table_data, config.compress
+                engine,
+                db,
+                final,
+                config.exclude_table_data,
+                pgdir.level(config.compress, config.gzip_level),
             )
         else:
             written = dump_to_temp(
@@ -155,7 +159,7 @@ def _backup_locked(
                 final,
                 config.exclude_table_data,
                 config.compress,
-                config.zstd_level,
+                config.level,
                 progress,
             )
     try:
@@ -209,7 +213,7 @@ def _backup_locked(
 def _compressor(config: Config, directory: bool) -> str:
     """Say what compresses: the program (or library), or pg_dump's own for a directory."""
     if directory:
-        level = pgdir.LEVELS[config.compress]
+        level = pgdir.level(config.compress, config.gzip_level)
         return f"pg_dump (gzip level {level}, {pgdir.jobs()} jobs)" if level else "none"
     return codec.find(config.compress).label
 

@@ -39,7 +39,7 @@ class Codec:
         if self.name == "zstd":
             ultra = ["--ultra"] if level > 19 else []
             return [self.program, "-q", "-c", "-T0", *ultra, f"-{level}"]
-        return [self.program, "-c", "-n", "-6"]  # gzip and pigz: -n leaves out name and time
+        return [self.program, "-c", "-n", f"-{level}"]  # gzip, pigz: -n, no name or time
 
     def decompress_argv(self) -> list[str]:
         assert self.program is not None

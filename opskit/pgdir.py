@@ -2,7 +2,7 @@
 
 pg_dump writes the folder, one file per table, several tables at once; pg_restore loads it
 with one worker per core. PostgreSQL 15's pg_dump compresses these files with gzip only:
-level 1 by default (fast), 6 with COMPRESS gzip, none with COMPRESS none.
+at GZIP_LEVEL (1 by default: fast), or not at all with COMPRESS none.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from opskit.engines.base import DbParams
 from opskit.errors import ArchiveError
 
 SUFFIX = "pgdir"
-LEVELS = {"zstd": 1, "gzip": 6, "none": 0}
 COMPRESSION = {"zstd": "gzip", "gzip": "gzip", "none": "none"}  # what the files hold
+
+
+def level(compress: str, gzip_level: int) -> int:
+    """Return pg_dump's --compress for a directory archive (gzip only before PostgreSQL 16)."""
+    return 0 if compress == "none" else gzip_level
 
 
 def jobs() -> int:
@@ -95,12 +99,12 @@ def inspect(folder: Path) -> archive.Inspection:
 
 
 def dump_to_temp(
-    engine: Any, db: DbParams, final: Path, exclude: tuple[str, ...], compress: str
+    engine: Any, db: DbParams, final: Path, exclude: tuple[str, ...], compress_level: int
 ) -> tuple[archive.Written, dict[str, list[Any]]]:
     """Dump into a temp folder beside ``final``, check every file, fsync it all."""
     tmp = archive.tmp_path(final)
     try:
-        engine.dump_directory(db, exclude, tmp, LEVELS[compress], jobs())
+        engine.dump_directory(db, exclude, tmp, compress_level, jobs())
         checks = check_files(tmp)
         problems = [c.problem for c in checks if c.problem]
         if problems:

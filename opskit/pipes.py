@@ -129,6 +129,9 @@ def compress_to_temp(
     process only checks its output; without, the libraries compress here, and the file is
     read back once to check it.
     """
+    if compress == "none":
+        # Nothing to decompress: written once and hashed on the way, like the others.
+        return archive.write_verified(source, final, "none", progress, label)
     found = codec.find(compress)
     if found.program is None:
         written = archive.write_stream(

@@ -125,7 +125,7 @@ def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) ->
     folder = rotation.db_dir(config.backup_dir, db.alias)
     rotation.ensure_dir(folder)
     final = folder / f"pre-restore-{now:%Y%m%d%H%M%S}.{engine.suffix}.zst"
-    written = dump_to_temp(engine, db, final, (), "zstd", config.zstd_level)
+    written = dump_to_temp(engine, db, final, (), "zstd", config.zstd_level)  # always .zst
     try:
         archive.check_size(written)
         archive.commit(written.path, final)

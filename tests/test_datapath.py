@@ -16,10 +16,10 @@ from dbdata import adapter_for
 from test_roundtrip import backup, restore
 
 from opskit import archive, codec, pipes
-from opskit.config import Config
+from opskit.config import Config, build_config
 from opskit.engines import DbParams
 from opskit.engines.sqlite import SQLite
-from opskit.errors import ArchiveError, CommandFailed
+from opskit.errors import ArchiveError, CommandFailed, ConfigError
 from opskit.report import Report, StepFailed
 from opskit.restore import plan_restore
 
@@ -262,3 +262,28 @@ def test_sqlite_streams_the_live_file_only_while_writers_are_held_off(
         assert conn.execute("SELECT count(*) FROM django_session").fetchone() == (0,)
         # A write that went through during the dump is not in it: the copy is of one moment.
         assert conn.execute("SELECT count(*) FROM extra_writes").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("settings", "level"),
+    [({}, 1), ({"COMPRESS": "gzip"}, 1), ({"COMPRESS": "gzip", "GZIP_LEVEL": 6}, 6)],
+)
+def test_compression_levels_default_to_the_fastest(
+    tmp_path: Path, settings: dict[str, object], level: int
+) -> None:
+    config = build_config(
+        project_dir=tmp_path, settings_module="s", settings_opskit=settings, environ={}
+    )
+    assert config.level == level
+
+
+@pytest.mark.parametrize("value", ["0", "10", "fast"])
+def test_a_bad_gzip_level_is_one_line_naming_the_range(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="GZIP_LEVEL") as caught:
+        build_config(
+            project_dir=tmp_path,
+            settings_module="s",
+            settings_opskit={},
+            environ={"OPSKIT_GZIP_LEVEL": value},
+        )
+    assert "1" in caught.value.line() and "\n" not in caught.value.line()

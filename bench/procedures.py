@@ -26,20 +26,15 @@ from datasets import (
     psql,
 )
 
+from opskit.engines.mysql import DUMP_OPTIONS
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 DBBACKUP_PYTHON = BENCH / ".venv-dbbackup" / "bin" / "python"
 
-# opskit's own mariadb-dump flags (README), for an informative second MariaDB limit.
-OPSKIT_MY_FLAGS = [
-    "--single-transaction",
-    "--quick",
-    "--routines",
-    "--triggers",
-    "--events",
-    "--hex-blob",
-    "--no-tablespaces",
-]
+# opskit's own mariadb-dump flags (its character set aside: the server's default here),
+# for an informative second MariaDB limit.
+OPSKIT_MY_FLAGS = [f for f in DUMP_OPTIONS if not f.startswith("--default-character-set")]
 
 
 @dataclass

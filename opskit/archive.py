@@ -163,11 +163,12 @@ def write_verified(
 def commit(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` over ``final`` and fsync the folder so the rename survives a crash."""
     os.replace(tmp, final)
-    fsync_dir(final.parent)
+    fsync(final.parent)
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync(path: Path) -> None:
+    """fsync a file's content, or a folder's entries (so that renames in it survive a crash)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -140,19 +140,8 @@ def build_config(
     fmt = str(merged["FORMAT"]).lower()
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
-    try:
-        level = int(merged["ZSTD_LEVEL"])
-    except (TypeError, ValueError):
-        raise ConfigError("ZSTD_LEVEL must be a whole number", "e.g. 1") from None
-    if not 1 <= level <= 22:
-        raise ConfigError(f"ZSTD_LEVEL {level} is out of range", "use 1 to 22 (1 is fastest)")
-
-    try:
-        gzip_level = int(merged["GZIP_LEVEL"])
-    except (TypeError, ValueError):
-        raise ConfigError("GZIP_LEVEL must be a whole number", "e.g. 1") from None
-    if not 1 <= gzip_level <= 9:
-        raise ConfigError(f"GZIP_LEVEL {gzip_level} is out of range", "use 1 to 9 (1 is fastest)")
+    level = _level(merged["ZSTD_LEVEL"], "ZSTD_LEVEL", 22)
+    gzip_level = _level(merged["GZIP_LEVEL"], "GZIP_LEVEL", 9)
 
     def optional_dir(key: str) -> Path | None:
         return _path(merged[key], project_dir) if merged[key] else None
@@ -198,3 +187,14 @@ def _seconds(value: Any, key: str, allow_zero: bool = False) -> float:
 
 def _bool(value: Any) -> bool:
     return value is True or str(value).strip().lower() in _TRUE
+
+
+def _level(value: Any, key: str, highest: int) -> int:
+    """Return a compression level from 1 to ``highest``, or raise a one-line ConfigError."""
+    try:
+        level = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a whole number", "e.g. 1") from None
+    if not 1 <= level <= highest:
+        raise ConfigError(f"{key} {level} is out of range", f"use 1 to {highest} (1 is fastest)")
+    return level

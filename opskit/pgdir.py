@@ -112,8 +112,8 @@ def dump_to_temp(
             raise ArchiveError(msg, "run a new backup")
         for path in tmp.iterdir():
             path.chmod(0o600)  # like every archive: the dump is readable by its owner only
-            _fsync(path)
-        archive.fsync_dir(tmp)
+            archive.fsync(path)
+        archive.fsync(tmp)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise archive.disk_error(exc, final.parent) from None
@@ -126,21 +126,13 @@ def dump_to_temp(
     return written, {c.name: [c.size, c.sha256] for c in checks}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def commit(tmp: Path, final: Path) -> None:
     """Put the folder ``tmp`` in place of ``final``; the old one is removed only after."""
     old = final.with_name(f".{final.name}.old.tmp-{os.getpid()}")
     if final.exists():
         os.rename(final, old)
     os.rename(tmp, final)
-    archive.fsync_dir(final.parent)
+    archive.fsync(final.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

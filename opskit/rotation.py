@@ -9,7 +9,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from opskit.archive import EXTENSIONS, commit, fsync_dir
+from opskit.archive import EXTENSIONS, commit, fsync
 from opskit.errors import ArchiveError, ConfigError
 from opskit.proc import pid_alive
 
@@ -95,7 +95,7 @@ def drop_other_formats(archive: Path) -> list[Path]:
                 other.with_name(other.name + ".json").unlink()
             removed.append(other)
     if removed:
-        fsync_dir(archive.parent)
+        fsync(archive.parent)
     return removed
 
 

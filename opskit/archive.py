@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,6 +215,15 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(CHUNK):
             sha.update(chunk)
     return sha.hexdigest()
+
+
+def remove(path: Path) -> None:
+    """Delete an archive or a temp one, if it is there: a file, or a directory archive."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def size_of(path: Path) -> int:

@@ -136,7 +136,7 @@ def _backup_locked(
             engine=engine.vendor,
             compressor=_compressor(config, directory),
         )
-        if not directory and config.compress == "gzip" and "pigz" not in codec.find("gzip").label:
+        if not directory and config.compress == "gzip" and codec.find("gzip").tool != "pigz":
             log.warning("gzip_on_one_core", hint="install pigz to compress on every core")
         started = time.time()
         versions = engine.versions(db)
@@ -191,10 +191,7 @@ def _backup_locked(
             for old in rotation.drop_other_formats(final):
                 log.info("removed_other_format", database=alias, path=str(old))
     finally:
-        if written.path.is_dir():
-            pgdir.remove(written.path)
-        else:
-            written.path.unlink(missing_ok=True)
+        archive.remove(written.path)
     with report.step("link-latest", alias):
         try:
             link = rotation.link_latest(final)

@@ -15,8 +15,6 @@ import zstandard
 
 from opskit.errors import ArchiveError
 
-NAMES = ("zstd", "gzip", "none")
-
 
 @dataclasses.dataclass(frozen=True)
 class Codec:
@@ -26,12 +24,17 @@ class Codec:
     program: str | None = None
 
     @property
+    def tool(self) -> str:
+        """The program's name ("zstd", "pigz", "gzip"), or "" when done in process."""
+        return self.program.rsplit("/", 1)[-1] if self.program else ""
+
+    @property
     def label(self) -> str:
         """What the log says does the work, e.g. "zstd (/usr/bin/zstd)" or "in-process zlib"."""
         if self.name == "none":
             return "none"
         if self.program:
-            return f"{self.program.rsplit('/', 1)[-1]} ({self.program})"
+            return f"{self.tool} ({self.program})"
         return {"zstd": "in-process zstandard", "gzip": "in-process zlib"}[self.name]
 
     def compress_argv(self, level: int) -> list[str]:

@@ -7,7 +7,6 @@ at GZIP_LEVEL (1 by default: fast), or not at all with COMPRESS none.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -149,8 +148,3 @@ def check_checksum(folder: Path, manifest: dict[str, Any]) -> None:
         f" ({', '.join(changed[:3]) or 'its listing'} differ)",
         "use another backup",
     )
-
-
-def remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(path)

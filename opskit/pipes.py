@@ -10,15 +10,14 @@ import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from opskit import archive, codec, logs, proc
+from opskit import archive, codec, pgdir, proc
+from opskit.engines.base import ArchiveDir, OpenArchive
 from opskit.errors import ArchiveError, CommandFailed, OpsError
 from opskit.progress import ProgressFn, counting
-
-log = logs.get("pipes")
 
 
 def source_fds(source: IO[bytes]) -> list[int] | None:
@@ -52,7 +51,6 @@ class _Feeder(threading.Thread):
         self.progress = progress
         self.label = label
         self.total = total
-        self.error: OSError | None = None
 
     def run(self) -> None:
         out = self.sink.fileno()
@@ -74,8 +72,8 @@ class _Feeder(threading.Thread):
                         self.progress(self.label, done, self.total, False)
                 if self.progress:
                     self.progress(self.label, done, self.total, True)
-        except OSError as exc:
-            self.error = exc  # the program stopped reading; its exit status says why
+        except OSError:
+            pass  # the program stopped reading: its exit status says why
         finally:
             with contextlib.suppress(OSError):
                 self.sink.close()
@@ -98,21 +96,32 @@ def through(source: IO[bytes], argv: list[str], *, what: str) -> Iterator[IO[byt
             feeder = _Feeder(child.stdin, fds=fds)
         feeder.start()
     try:
-        yield proc.interruptible(child.stdout)
-    except OpsError:
-        # A broken output is the echo of a failed program: name the program's failure.
-        cause = child.failure(timeout=2)
-        child.kill()
-        if cause is not None:
-            raise cause from None
-        raise
-    except BaseException:
-        child.kill()
-        raise
+        with _blaming(child, lambda failure: failure):
+            yield proc.interruptible(child.stdout)
     finally:
         if feeder is not None:
             feeder.join(timeout=5)
     child.wait()
+
+
+@contextlib.contextmanager
+def _blaming(child: proc.Child, name: Callable[[CommandFailed], OpsError]) -> Iterator[None]:
+    """Stop ``child`` if the block fails; when the failure only echoes the child's, raise that.
+
+    A stream that broke off is usually the work of the program that produced it: its
+    exit status and message, turned into an error by ``name``, say what really happened.
+    """
+    try:
+        yield
+    except OpsError:
+        cause = child.failure(timeout=2)
+        child.kill()
+        if cause is not None:
+            raise name(cause) from None
+        raise
+    except BaseException:
+        child.kill()
+        raise
 
 
 def compress_to_temp(
@@ -143,7 +152,7 @@ def compress_to_temp(
             written.path.unlink(missing_ok=True)
             raise
         return written
-    what = f"{found.label.split(' ', 1)[0]} compressing into {final.name}"
+    what = f"{found.tool} compressing into {final.name}"
     with through(source, found.compress_argv(level), what=what) as compressed:
         written = archive.write_verified(compressed, final, compress, progress, label)
     return written
@@ -171,7 +180,7 @@ def decompressed(
     child = proc.Child(
         found.decompress_argv(),
         os.environ,
-        what=f"{found.label.split(' ', 1)[0]} decompressing {path.name}",
+        what=f"{found.tool} decompressing {path.name}",
         stdin=proc.PIPE,
         stdout=proc.PIPE,
     )
@@ -179,23 +188,23 @@ def decompressed(
         feeder = _Feeder(child.stdin, source=fh, progress=progress, label=label, total=total)
         feeder.start()
         try:
-            yield child.stdout
-        except OpsError:
-            # A loader's complaint may only echo a broken stream: then name the real cause.
-            cause = child.failure(timeout=2)
-            child.kill()
-            if cause is not None:
-                raise _unreadable(path, cause) from None
-            raise
-        except BaseException:
-            child.kill()
-            raise
+            with _blaming(child, lambda failure: _unreadable(path, failure)):
+                yield child.stdout
         finally:
             feeder.join()
     try:
         child.wait()
     except CommandFailed as exc:
         raise _unreadable(path, exc) from None
+
+
+def opener(
+    path: Path, compress: str | None = None, progress: ProgressFn | None = None, label: str = ""
+) -> OpenArchive:
+    """Return what an engine loads: a directory archive's folder, else its content's stream."""
+    if path.is_dir():
+        return ArchiveDir(path, pgdir.jobs())
+    return lambda: decompressed(path, compress, progress, label)
 
 
 def _unreadable(path: Path, exc: CommandFailed) -> ArchiveError:

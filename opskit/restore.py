@@ -9,11 +9,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, locks, logs, pgdir, pipes, rotation
+from opskit import archive, locks, logs, pipes, rotation
 from opskit.backup import dump_to_temp, tools_of
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, engine_for, vendor_of
-from opskit.engines.base import ArchiveDir, OpenArchive, RestoreContext
+from opskit.engines.base import RestoreContext
 from opskit.errors import RestoreRefused
 from opskit.progress import ProgressFn
 from opskit.report import Report
@@ -106,18 +106,12 @@ def run_restore(
                 stack.enter_context(locks.hold(path, what=what, wait=config.lock_wait))
         log.info("restore_started", database=db.alias, archive=str(plan.archive))
         with report.step("load", db.alias):
-            plan.engine.restore(db, opener(plan.archive, f"restore {db.alias}", progress), ctx)
+            load = pipes.opener(plan.archive, None, progress, f"restore {db.alias}")
+            plan.engine.restore(db, load, ctx)
     for note in ctx.notes:
         log.info("restore_note", database=db.alias, note=note)
     report.bytes += plan.manifest.get("raw_size", 0)
     return ctx.notes
-
-
-def opener(path: Path, label: str, progress: ProgressFn | None = None) -> OpenArchive:
-    """Return what an engine loads: the folder of a directory archive, else a content stream."""
-    if path.is_dir():
-        return ArchiveDir(path, pgdir.jobs())
-    return lambda: pipes.decompressed(path, None, progress, label)
 
 
 def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) -> Path:

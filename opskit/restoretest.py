@@ -10,10 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, logs, pgdir, pipes, rotation
+from opskit import archive, logs, pipes, rotation
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for, vendor_of
-from opskit.engines.base import ArchiveDir
 from opskit.errors import ArchiveError, RestoreRefused
 
 log = logs.get("verify")
@@ -96,12 +95,7 @@ def restore_test(
     folder = rotation.db_dir(config.backup_dir, db.alias)
     work_dir = folder if folder.is_dir() else archive_path.parent
     started = time.monotonic()
-    load = (
-        ArchiveDir(archive_path, pgdir.jobs())
-        if archive_path.is_dir()
-        else lambda: pipes.decompressed(archive_path, compress)
-    )
-    with engine.scratch_copy(db, load, now, work_dir) as scratch:
+    with engine.scratch_copy(db, pipes.opener(archive_path, compress), now, work_dir) as scratch:
         name = Path(scratch.name).name if vendor == "sqlite" else scratch.name
         log.info("restore_test_loaded", database=db.alias, scratch=name)
         counts = engine.table_counts(scratch)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 from datetime import datetime
 from pathlib import Path
 
-from opskit.archive import EXTENSIONS, commit, fsync
+from opskit.archive import EXTENSIONS, commit, fsync, remove
 from opskit.errors import ArchiveError, ConfigError
 from opskit.proc import pid_alive
 
@@ -90,22 +89,13 @@ def drop_other_formats(archive: Path) -> list[Path]:
     removed = []
     for other in _archives(archive.parent, slot):
         if other != archive:
-            _remove(other)
+            remove(other)
             with contextlib.suppress(FileNotFoundError):
                 other.with_name(other.name + ".json").unlink()
             removed.append(other)
     if removed:
         fsync(archive.parent)
     return removed
-
-
-def _remove(path: Path) -> None:
-    """Delete an archive: a file, or a directory archive's folder."""
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def remove_stale_tmp(folder: Path) -> list[Path]:
@@ -118,7 +108,7 @@ def remove_stale_tmp(folder: Path) -> list[Path]:
         pid = int(match.group(1)) if match else 0
         # Our own pid in a name is a leftover of an earlier process that had it.
         if match and (pid == os.getpid() or not pid_alive(pid)):
-            _remove(path)
+            remove(path)
             removed.append(path)
     return removed
 

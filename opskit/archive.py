@@ -157,7 +157,9 @@ def write_verified(
         progress(label, raw, None, True)
     if size != out.size:
         tmp.unlink(missing_ok=True)
-        raise ArchiveError(f"{final.name} is {size} bytes on disk, {out.size} were written")
+        raise ArchiveError(
+            f"{final.name} is {size} bytes on disk, {out.size} were written", "check the disk"
+        )
     return Written(tmp, out.size, raw, out.sha.hexdigest())
 
 

@@ -72,8 +72,6 @@ def plan_restore(
                 "pick an archive of the same engine",
             )
         engine = engine_for(db, tools_of(config))
-        if path.is_dir() and engine.vendor != "postgresql":
-            raise RestoreRefused(f"{path.name} is a PostgreSQL directory archive")
     log.info("restore_checked", database=alias, archive=str(path), sha256=manifest["sha256"])
     return RestorePlan(db, engine, path, manifest)
 

@@ -18,6 +18,7 @@ import zstandard
 
 from opskit.codec import Decoder
 from opskit.errors import ArchiveError
+from opskit.files import commit
 from opskit.progress import ProgressFn, counting
 
 EXTENSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
@@ -161,21 +162,6 @@ def write_verified(
             f"{final.name} is {size} bytes on disk, {out.size} were written", "check the disk"
         )
     return Written(tmp, out.size, raw, out.sha.hexdigest())
-
-
-def commit(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` over ``final`` and fsync the folder so the rename survives a crash."""
-    os.replace(tmp, final)
-    fsync(final.parent)
-
-
-def fsync(path: Path) -> None:
-    """fsync a file's content, or a folder's entries (so that renames in it survive a crash)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_json(data: dict[str, Any], final: Path) -> None:

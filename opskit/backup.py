@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import __version__, archive, codec, locks, logs, pgdir, pipes, rotation, space
+from opskit import __version__, archive, codec, files, locks, logs, pgdir, pipes, rotation, space
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, Tools, engine_for
 from opskit.errors import OpsError
@@ -143,9 +143,9 @@ def _backup_locked(
         # Exact counts scan every table (and wait on locked ones): only when asked for.
         want_counts = config.count_rows or config.verify_restore
         tables = engine.table_counts(db) if want_counts else None
-        files = None
+        listing = None
         if directory:
-            written, files = pgdir.dump_to_temp(
+            written, listing = pgdir.dump_to_temp(
                 engine,
                 db,
                 final,
@@ -167,10 +167,10 @@ def _backup_locked(
             # Checked as it was written: it decompressed to its end and fsync found it whole.
             archive.check_size(written)
         manifest = _manifest(db, engine, config, final, written, versions, started)
-        if files is not None:
+        if listing is not None:
             manifest["archive_format"] = "directory"
             manifest["compression"] = pgdir.COMPRESSION[config.compress]
-            manifest["files"] = files
+            manifest["files"] = listing
         if tables is not None:
             manifest["tables"] = tables
         if config.verify_restore:
@@ -183,7 +183,7 @@ def _backup_locked(
                 if directory:
                     pgdir.commit(written.path, final)
                 else:
-                    archive.commit(written.path, final)
+                    files.commit(written.path, final)
                 archive.write_json(manifest, archive.manifest_path(final))
             except OSError as exc:
                 msg = f"cannot rename into {final}: {exc.strerror}"

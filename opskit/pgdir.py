@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from opskit import archive
+from opskit import archive, files
 from opskit.engines.base import DbParams
 from opskit.errors import ArchiveError
 
@@ -111,8 +111,8 @@ def dump_to_temp(
             raise ArchiveError(msg, "run a new backup")
         for path in tmp.iterdir():
             path.chmod(0o600)  # like every archive: the dump is readable by its owner only
-            archive.fsync(path)
-        archive.fsync(tmp)
+            files.fsync(path)
+        files.fsync(tmp)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise archive.disk_error(exc, final.parent) from None
@@ -131,7 +131,7 @@ def commit(tmp: Path, final: Path) -> None:
     if final.exists():
         os.rename(final, old)
     os.rename(tmp, final)
-    archive.fsync(final.parent)
+    files.fsync(final.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, locks, logs, pipes, rotation
+from opskit import archive, files, locks, logs, pipes, rotation
 from opskit.backup import dump_to_temp, tools_of
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, engine_for, vendor_of
@@ -120,7 +120,7 @@ def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) ->
     written = dump_to_temp(engine, db, final, (), "zstd", config.zstd_level)  # always .zst
     try:
         archive.check_size(written)
-        archive.commit(written.path, final)
+        files.commit(written.path, final)
     except BaseException:
         written.path.unlink(missing_ok=True)
         raise

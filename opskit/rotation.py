@@ -8,15 +8,16 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from opskit.archive import EXTENSIONS, commit, fsync, remove
+from opskit.archive import EXTENSIONS, remove
 from opskit.errors import ArchiveError, ConfigError
+from opskit.files import commit, fsync
 from opskit.proc import pid_alive
 
 # English whatever the locale: file names must not change with LANG.
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 SLOTS = tuple(f"{n}-{name}" for n, name in enumerate(WEEKDAYS))
 # A temp file and the journal SQLite may leave beside a temp database.
-_TMP = re.compile(r"^\..+\.tmp-(\d+)(-journal|-wal|-shm)?$")
+_TMP = re.compile(r"^\..+\.tmp-(\d+)(?:-[0-9a-f]+)?(-journal|-wal|-shm)?$")
 
 
 def slot_for(when: datetime) -> str:

@@ -11,7 +11,7 @@ import pytest
 from conftest import SUNDAY
 from dbdata import adapter_for
 
-from opskit import archive
+from opskit import archive, files
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams
@@ -120,7 +120,7 @@ def consistent_archive(like: Path, folder: Path, content: bytes) -> Path:
     folder.mkdir(exist_ok=True)
     final = folder / like.name
     written = archive.write_stream(io.BytesIO(content), final, "zstd")
-    archive.commit(written.path, final)
+    files.commit(written.path, final)
     manifest = archive.read_manifest(like)
     manifest.update(size=written.size, sha256=written.sha256, raw_size=written.raw_size)
     archive.write_json(manifest, archive.manifest_path(final))

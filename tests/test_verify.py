@@ -17,7 +17,7 @@ import pytest
 from conftest import SUNDAY, mysql, psql, run_opskit, write_project
 from dbdata import adapter_for
 
-from opskit import archive
+from opskit import archive, files
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for
@@ -243,7 +243,7 @@ def test_restore_test_runs_on_a_temp_file_with_its_manifest_in_memory(
 def _consistent(like: Path, content: bytes) -> Path:
     """Rewrite an archive with new content and a manifest that matches it."""
     written = archive.write_stream(io.BytesIO(content), like, "zstd")
-    archive.commit(written.path, like)
+    files.commit(written.path, like)
     _edit_manifest(like, size=written.size, sha256=written.sha256, raw_size=written.raw_size)
     return like
 

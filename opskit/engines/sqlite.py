@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from opskit.archive import disk_error
-from opskit.engines.base import DbParams, OpenArchive, RestoreContext
+from opskit.engines.base import ContentObserver, DbParams, Leftover, OpenArchive, RestoreContext
 from opskit.errors import ArchiveError, CommandFailed, ConfigError, OpsError
+from opskit.journal import Journal, JournalError
 
 
 def _path(db: DbParams) -> Path:
@@ -196,6 +197,20 @@ class SQLite:
                 raise _error(exc, f"copying into {target} failed", target.parent) from None
         finally:
             _remove(scratch)
+
+    def properties(self, db: DbParams) -> dict[str, Any]:
+        return {}
+
+    def observer(self) -> ContentObserver | None:
+        return None
+
+    def recover(self, db: DbParams, journal: Journal) -> str:
+        raise JournalError(
+            f"cannot finish or undo {journal.describe()}", "inspect the database by hand"
+        )
+
+    def leftovers(self, db: DbParams) -> list[Leftover]:
+        return []
 
     @staticmethod
     def _check(path: Path) -> None:

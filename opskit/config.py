@@ -42,6 +42,12 @@ DEFAULTS: dict[str, Any] = {
     "MAIL_ADMINS_ON_ERROR": False,
     # Signs manifests; default: the project's SECRET_KEY (and SECRET_KEY_FALLBACKS).
     "SIGNING_KEY": None,
+    # The start ping's own bound; the final ping has HEALTHCHECKS_BUDGET to itself.
+    "HEALTHCHECKS_START_BUDGET": 10,
+    # node_exporter textfile written after every job (None: no metrics).
+    "METRICS_FILE": None,
+    # A dump smaller than this fraction of the median of the last 7 runs is a WARN (0: off).
+    "SIZE_DROP_RATIO": 0.5,
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -79,6 +85,9 @@ class Config:
     mail_admins_on_error: bool = False
     # Manifests are signed with the first and checked against all (SECRET_KEY_FALLBACKS).
     signing_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    ping_start_budget: float = 10.0
+    metrics_file: Path | None = None
+    size_drop_ratio: float = 0.5
 
     def check_for(self, job: str) -> str | None:
         """Return the Healthchecks check configured for a job, if any."""
@@ -178,6 +187,11 @@ def build_config(
         strict_ping=_bool(merged["STRICT_PING"]),
         mail_admins_on_error=_bool(merged["MAIL_ADMINS_ON_ERROR"]),
         signing_keys=((str(merged["SIGNING_KEY"]),) if merged["SIGNING_KEY"] else ()) + secret_keys,
+        ping_start_budget=_seconds(
+            merged["HEALTHCHECKS_START_BUDGET"], "HEALTHCHECKS_START_BUDGET"
+        ),
+        metrics_file=optional_dir("METRICS_FILE"),
+        size_drop_ratio=_ratio(merged["SIZE_DROP_RATIO"], "SIZE_DROP_RATIO"),
     )
 
 
@@ -189,6 +203,16 @@ def _seconds(value: Any, key: str, allow_zero: bool = False) -> float:
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigError(f"{key} must be a positive number of seconds", f"e.g. {DEFAULTS[key]}")
     return seconds
+
+
+def _ratio(value: Any, key: str) -> float:
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        ratio = -1.0
+    if not 0 <= ratio < 1:
+        raise ConfigError(f"{key} must be a fraction from 0 to 1", f"e.g. {DEFAULTS[key]}")
+    return ratio
 
 
 def _bool(value: Any) -> bool:

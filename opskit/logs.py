@@ -7,6 +7,7 @@ import io
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -46,6 +47,16 @@ class LogTail(logging.Handler):
 
     def text(self) -> str:
         return "\n".join(self.lines) + ("\n" if self.lines else "")
+
+
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """ISO 8601 in UTC with its offset (``2026-11-22T01:00:00.123+00:00``) for every command.
+
+    UTC, not local time: Django moves a job's process to settings.TIME_ZONE, and a command
+    that sets no Django up would log in the system's zone; one zone keeps lines comparable.
+    """
+    event["timestamp"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+    return event
 
 
 def _redactor(secrets: tuple[str, ...]) -> Any:
@@ -88,7 +99,7 @@ def configure(
     pre: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=False),
+        _timestamp,
         _redactor(tuple(s for s in secrets if s)),
     ]
     structlog.configure(

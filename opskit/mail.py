@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from opskit import django_project, logs
 from opskit.redact import redact
@@ -13,25 +13,39 @@ log = logs.get("mail")
 TAIL_LINES = 60
 
 
-def subject(report: Report, host: str) -> str:
-    word = "error" if report.errors == 1 else "errors"
-    return f"[opskit] {report.job} on {host}: {report.errors} {word}"
+def _counts(report: Report, warnings: Sequence[str]) -> str:
+    said = f"{report.errors} {'error' if report.errors == 1 else 'errors'}"
+    if warnings:
+        said += f", {len(warnings)} {'warning' if len(warnings) == 1 else 'warnings'}"
+    return said
+
+
+def subject(report: Report, host: str, warnings: Sequence[str] = ()) -> str:
+    return f"[opskit] {report.job} on {host}: {_counts(report, warnings)}"
 
 
 def _tail(text: str) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-TAIL_LINES:])
 
 
-def compose(report: Report, host: str, tail: str, secrets: Iterable[str] = ()) -> tuple[str, str]:
+def compose(
+    report: Report,
+    host: str,
+    tail: str,
+    secrets: Iterable[str] = (),
+    warnings: Sequence[str] = (),
+) -> tuple[str, str]:
     """Return the plain-text body and its HTML alternative, secrets masked."""
     secrets = tuple(secrets)
     rows = [
         (s.name, s.database or "-", "ok" if s.ok else "FAILED", s.reason or "")
         for s in report.steps
     ]
-    word = "error" if report.errors == 1 else "errors"
-    head = f"opskit {report.job} on {host} ended with {report.errors} {word}."
-    lines = [head, "", "Steps:"]
+    head = f"opskit {report.job} on {host} ended with {_counts(report, warnings)}."
+    lines = [head, ""]
+    if warnings:
+        lines += ["Warnings:", *(f"  {w}" for w in warnings), ""]
+    lines += ["Steps:"]
     lines += [
         f"  {name}  {db}  {state}" + (f": {why}" if why else "") for name, db, state, why in rows
     ]
@@ -47,10 +61,11 @@ def compose(report: Report, host: str, tail: str, secrets: Iterable[str] = ()) -
         f"<tr>{cell(n)}{cell(d)}{cell(st, st == 'FAILED')}{cell(why)}</tr>"
         for n, d, st, why in rows
     )
+    notes = "".join(f"<p><b>Warning:</b> {html.escape(redact(w, secrets))}</p>\n" for w in warnings)
     page = f"""<!DOCTYPE html>
 <html><body style="font-family:sans-serif">
 <p>{html.escape(redact(head, secrets))}</p>
-<table border="1" cellpadding="4" cellspacing="0" style="border-collapse:collapse">
+{notes}<table border="1" cellpadding="4" cellspacing="0" style="border-collapse:collapse">
 <tr><th>Step</th><th>Database</th><th>Result</th><th>Reason</th></tr>
 {table}
 </table>
@@ -61,12 +76,18 @@ def compose(report: Report, host: str, tail: str, secrets: Iterable[str] = ()) -
     return text, page
 
 
-def mail_failure(report: Report, host: str, tail: str, secrets: Iterable[str] = ()) -> bool:
-    """Mail the ADMINS about a failed run; a failure to mail is logged, never raised."""
+def mail_failure(
+    report: Report,
+    host: str,
+    tail: str,
+    secrets: Iterable[str] = (),
+    warnings: Sequence[str] = (),
+) -> bool:
+    """Mail the ADMINS about a failed or warned run; a failure to mail is logged, never raised."""
     secrets = tuple(secrets)
-    text, page = compose(report, host, tail, secrets)
+    text, page = compose(report, host, tail, secrets, warnings)
     try:
-        django_project.send_admin_mail(subject(report, host), text, page)
+        django_project.send_admin_mail(subject(report, host, warnings), text, page)
     except Exception as exc:  # SMTP, socket, settings: whatever it is, the job's outcome stands
         reason = redact(f"{type(exc).__name__}: {exc}", secrets)
         log.error("mail_failed", job=report.job, reason=" ".join(reason.split()))

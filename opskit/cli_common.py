@@ -140,6 +140,24 @@ lock_wait_option = click.option(
     metavar="SECONDS",
     help="Wait this long for another run of the same job and database [default: 0].",
 )
+
+
+def _check_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A malformed --hc is a usage error (64) before anything runs: a typo must not go unseen."""
+    from opskit.healthchecks import parse_check
+
+    if value is not None:
+        try:
+            parse_check(value)
+        except OpsError as exc:
+            raise click.BadParameter(exc.line()) from None
+    return value
+
+
 hc_option = click.option(
-    "--hc", "check", metavar="CHECK", help="Healthchecks check: UUID, ping URL or KEY/SLUG."
+    "--hc",
+    "check",
+    metavar="CHECK",
+    callback=_check_flag,
+    help="Healthchecks check: UUID, ping URL or KEY/SLUG.",
 )

@@ -193,6 +193,13 @@ class _Backup:
             "raw_bytes": written.raw_size,
             "ratio": record["ratio"],
         }
+        from opskit import anomaly
+
+        # Rows (when counted) and a warning when the dump is much smaller than the usual ones.
+        ratio = self.config.size_drop_ratio
+        self.report.details[self.alias].update(
+            anomaly.after_backup(self.folder, self.alias, record, ratio)
+        )
         log.info("latest_linked", database=self.alias, link=str(link), target=final.name)
         return written.size
 

@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -16,6 +16,7 @@ from opskit.cli_common import Globals, fail_early, hc_option, load_project
 from opskit.errors import ConfigError, OpsError
 
 if TYPE_CHECKING:  # imported late at run time: "opskit ping --hc" must start fast
+    from opskit.config import Config
     from opskit.runner import Where
 
 KINDS = ("start", "success", "fail", "log")
@@ -128,7 +129,7 @@ def ping_command(
     max_time: float,
 ) -> None:
     """Send one ping to Healthchecks; exit 0 if it arrived, 1 if not."""
-    from opskit.healthchecks import ping
+    from opskit.healthchecks import BodyLimits, limits_file, ping
 
     try:
         where = resolve(ctx, job, check, ping_url)
@@ -141,9 +142,10 @@ def ping_command(
         kind,
         data,
         rid=rid,
-        timeout=min(10.0, max_time),
+        timeout=min(where.bounds.timeout, max_time),
         budget=max_time,
         secrets=where.secrets,
+        limits=BodyLimits(limits_file(os.environ)),
     )
     ctx.exit(0 if result.ok else 1)
 
@@ -171,10 +173,14 @@ def ping_command(
 @click.option(
     "--ping-budget",
     type=click.FloatRange(min=0.1),
-    default=30.0,
-    show_default=True,
     metavar="SECONDS",
-    help="Most time spent on the run's pings, retries included.",
+    help="Most time the final ping may take, retries included [default: HEALTHCHECKS_BUDGET, 30].",
+)
+@click.option(
+    "--start-budget",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Most time the start ping may take [default: HEALTHCHECKS_START_BUDGET, 10].",
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
@@ -185,11 +191,13 @@ def run_command(
     timeout: float | None,
     kill_after: float,
     ping_url: str | None,
-    ping_budget: float,
+    ping_budget: float | None,
+    start_budget: float | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND, pinging its start and its exit status with the end of its output."""
-    from opskit.runner import RunOptions, Where, command_name, run_monitored
+    from opskit.healthchecks import limits_file
+    from opskit.runner import RunOptions, Where, command_name, record_run, run_monitored
 
     job = job or command_name(command)
     try:
@@ -198,7 +206,18 @@ def run_command(
         where = Where(None, problem=exc.line())
     if where.target is None:
         click.echo(f"opskit run: warning: not monitored: {where.problem}", err=True)
-    options = RunOptions(job, timeout, kill_after, where.strict, ping_budget, where.secrets)
+    bounds = where.bounds
+    options = RunOptions(
+        job,
+        timeout,
+        kill_after,
+        where.strict,
+        ping_budget or bounds.final,
+        where.secrets,
+        start_budget=start_budget or bounds.start,
+        ping_timeout=bounds.timeout,
+        limits=limits_file(os.environ),
+    )
     with _child_stdin() as stdin:
         result = run_monitored(
             command,
@@ -210,6 +229,8 @@ def run_command(
         )
     if result.finished.reason:
         click.echo(f"opskit run: {result.finished.reason}", err=True)
+    if where.metrics_file is not None:
+        record_run(where.metrics_file, job, result)
     ctx.exit(result.exit_status)
 
 
@@ -239,7 +260,8 @@ def hc_group() -> None:
     "--grace",
     type=click.IntRange(60, 31_536_000),
     metavar="SECONDS",
-    help="Grace period of every check [default: 3600 for new checks; others keep theirs].",
+    help="Grace period of every check [default: twice the longest of the job's last 7 runs,"
+    " at least 600; 3600 for a new check of a job that never ran].",
 )
 @click.option("--tz", metavar="ZONE", help="Schedules' time zone [default: cron's, the system's].")
 @click.option(
@@ -249,6 +271,11 @@ def hc_group() -> None:
     help="Schedule [default: OPSKIT['CRONTAB'], else crontab.txt, else built-in].",
 )
 @click.option("--name", metavar="NAME", help="Project name [default: the project folder's].")
+@click.option(
+    "--prune",
+    type=click.Choice(["pause", "delete"]),
+    help="Pause or delete this project's checks whose job left crontab.txt.",
+)
 @click.pass_context
 def hc_sync(
     ctx: click.Context,
@@ -257,21 +284,29 @@ def hc_sync(
     tz: str | None,
     path: Path | None,
     name: str | None,
+    prune: str | None,
 ) -> None:
     """Create or update one check per crontab.txt job, with the same schedule."""
-    from opskit import cron, hcapi
+    from opskit import cron, hcapi, hcsync, timezones
     from opskit.cli_schedule import project_name, schedule_file, subcommands
     from opskit.runner import unpinged
 
     config, _ = load_project(ctx)
     project = project_name(ctx, name)
     try:
-        zone = hcapi.check_zone(tz) if tz else hcapi.zone_name()
+        zone = timezones.check(tz) if tz else timezones.system_zone()
         with schedule_file(path, config) as (source, label):
             lines = cron.parse_schedule(source, commands=subcommands(ctx))
-        wanted = hcapi.wanted_checks(lines, project=project, tz=zone, grace=grace)
+        wanted = hcsync.wanted_checks(
+            lines,
+            project=project,
+            tz=zone,
+            grace=grace,
+            checks=config.healthchecks,
+            durations=durations_of(config),
+        )
         api = hcapi.Api(config.api_url, config.api_key)
-        rows = hcapi.sync(api, wanted, project=project, dry_run=dry_run)
+        rows = hcsync.sync(api, wanted, project=project, dry_run=dry_run, prune=prune)
     except OpsError as exc:
         fail_early(ctx, exc)
     width = max([len(r.job) for r in rows] + [3])
@@ -285,6 +320,19 @@ def hc_sync(
     said = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no jobs"
     click.echo(f"opskit hc sync{' (dry run)' if dry_run else ''}: {said}", err=True)
     ctx.exit(min(sum(not r.ok for r in rows), 63))
+
+
+def durations_of(config: Config) -> Callable[[str], list[float]]:
+    """How long a job's last runs took: the JSON log, else (a backup) the manifests."""
+    from opskit import runs
+
+    def durations(job: str) -> list[float]:
+        found = runs.logged(config.log_dir, job)
+        if not found and job == "backup":
+            found = runs.from_manifests(config.backup_dir)
+        return found
+
+    return durations
 
 
 COMMANDS: list[click.Command] = [ping_command, run_command, hc_group]

@@ -15,8 +15,9 @@ from opskit.errors import ConfigError
 from opskit.healthchecks import DEFAULT_BASE_URL, Pinger, PingTarget, parse_check
 
 if TYPE_CHECKING:
+    from opskit.config import Config
     from opskit.cron import ScheduleLine
-    from opskit.hcapi import Wanted
+    from opskit.hcsync import Wanted
 
 EXIT_PING_FAILED = 1  # --strict-ping: a command that succeeded but could not be reported
 TAIL_KEEP = 100_000  # bytes of output kept for the ping body (the server may allow more)
@@ -38,6 +39,15 @@ class RunResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class Bounds:
+    """How long pings may take: each attempt, the start ping, and the final ping on its own."""
+
+    timeout: float = healthchecks.DEFAULT_TIMEOUT
+    start: float = healthchecks.DEFAULT_START_BUDGET
+    final: float = healthchecks.DEFAULT_BUDGET
+
+
+@dataclasses.dataclass(frozen=True)
 class RunOptions:
     """How to run and report one command."""
 
@@ -45,18 +55,23 @@ class RunOptions:
     timeout: float | None = None
     kill_after: float = 5.0
     strict_ping: bool = False
-    ping_budget: float = 30.0
+    ping_budget: float = healthchecks.DEFAULT_BUDGET  # the final ping's own bound
     secrets: tuple[str, ...] = ()
+    start_budget: float = healthchecks.DEFAULT_START_BUDGET
+    ping_timeout: float = healthchecks.DEFAULT_TIMEOUT
+    limits: Path | None = None  # where learned body limits are kept (None: not kept)
 
 
 @dataclasses.dataclass(frozen=True)
 class Where:
-    """Where a job's pings go (None: not monitored, and why), and what to redact."""
+    """Where a job's pings go (None: not monitored, and why), how long they may take."""
 
     target: PingTarget | None
     secrets: tuple[str, ...] = ()
     strict: bool = False
     problem: str = ""
+    bounds: Bounds = Bounds()
+    metrics_file: Path | None = None
 
 
 class BadCheckFlag(ConfigError):
@@ -78,19 +93,89 @@ def locate(
     settings: str | None,
     strict: bool | None,
 ) -> Where:
-    """Find a job's check: the flag, else OPSKIT_HC_<JOB> (no Django), else settings.OPSKIT."""
+    """Find a job's check: the flag, else OPSKIT_HC_<JOB>, else settings.OPSKIT.
+
+    A UUID or ``KEY/SLUG`` needs a base URL: ``--ping-url``, else the environment's, else,
+    inside a project, its settings (read without loading the apps), else hc-ping.com. A full
+    ping URL needs none, so then Django is not set up at all.
+    """
     spec = flag or environ.get(env_name(job))
     if not spec:
         return _from_settings(job, ping_url, environ, project_dir, settings, strict)
-    base = ping_url or environ.get("OPSKIT_HEALTHCHECKS_PING_URL") or DEFAULT_BASE_URL
+    base = ping_url or environ.get("OPSKIT_HEALTHCHECKS_PING_URL")
     create = _true(environ.get("OPSKIT_HEALTHCHECKS_CREATE"))
     try:
-        target = parse_check(spec, base, create)
+        target = parse_check(spec, base or DEFAULT_BASE_URL, create)
     except ConfigError as exc:
         if flag:
             raise BadCheckFlag(exc.message, exc.hint) from None
         raise ConfigError(f"{env_name(job)}: {exc.message}", exc.hint) from None
-    return Where(target, (), _true(environ.get("OPSKIT_STRICT_PING")) if strict is None else strict)
+    needs_base = not spec.strip().startswith(("http://", "https://"))
+    if needs_base and not base and _in_project(project_dir, settings, environ):
+        config, secrets = _project_config(project_dir, settings, environ, strict, apps=False)
+        target = parse_check(spec, config.ping_url, config.ping_create or create)
+        return _where(target, config, secrets)
+    strict_env = _true(environ.get("OPSKIT_STRICT_PING")) if strict is None else strict
+    metrics = environ.get("OPSKIT_METRICS_FILE")
+    return Where(
+        target, (), strict_env, "", _env_bounds(environ), Path(metrics) if metrics else None
+    )
+
+
+def _env_bounds(environ: Mapping[str, str]) -> Bounds:
+    def seconds(name: str, default: float) -> float:
+        raw = environ.get(f"OPSKIT_{name}")
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            value = -1.0
+        if value <= 0:
+            raise ConfigError(
+                f"OPSKIT_{name} must be a positive number of seconds", f"e.g. {default:g}"
+            )
+        return value
+
+    return Bounds(
+        seconds("HEALTHCHECKS_TIMEOUT", healthchecks.DEFAULT_TIMEOUT),
+        seconds("HEALTHCHECKS_START_BUDGET", healthchecks.DEFAULT_START_BUDGET),
+        seconds("HEALTHCHECKS_BUDGET", healthchecks.DEFAULT_BUDGET),
+    )
+
+
+def _in_project(project_dir: Path, settings: str | None, environ: Mapping[str, str]) -> bool:
+    named = settings or environ.get("DJANGO_SETTINGS_MODULE")
+    return bool(named) or (project_dir / "manage.py").is_file()
+
+
+def _project_config(
+    project_dir: Path,
+    settings: str | None,
+    environ: Mapping[str, str],
+    strict: bool | None,
+    apps: bool = True,
+) -> tuple[Config, tuple[str, ...]]:
+    """Set the project up (settings only, unless ``apps``) and build its Config."""
+    from opskit import django_project
+    from opskit.config import build_config
+
+    module = django_project.find_settings(project_dir, settings, environ)
+    django_project.setup(project_dir, module, apps)
+    databases = django_project.databases()
+    config = build_config(
+        project_dir=project_dir,
+        settings_module=module,
+        settings_opskit=django_project.opskit_settings(),
+        environ=environ,
+        flags={"STRICT_PING": strict},
+    )
+    return config, (*(db.password for db in databases.values()), config.api_key)
+
+
+def _where(
+    target: PingTarget | None, config: Config, secrets: tuple[str, ...], problem: str = ""
+) -> Where:
+    bounds = Bounds(config.ping_timeout, config.ping_start_budget, config.ping_budget)
+    return Where(target, secrets, config.strict_ping, problem, bounds, config.metrics_file)
 
 
 def _from_settings(
@@ -101,30 +186,16 @@ def _from_settings(
     settings: str | None,
     strict: bool | None,
 ) -> Where:
-    """Read the check from the Django project's settings: the only path that sets Django up."""
-    from opskit import django_project
-    from opskit.config import build_config
-
+    """Read the check from the Django project's settings."""
     unset = f"no check for job {job!r} (pass --hc CHECK, or set {env_name(job)})"
-    named = settings or environ.get("DJANGO_SETTINGS_MODULE")
-    if not named and not (project_dir / "manage.py").is_file():  # no project: say what to set
+    if not _in_project(project_dir, settings, environ):  # no project: say what to set
         return Where(None, problem=unset)
-    module = django_project.find_settings(project_dir, settings, environ)
-    django_project.setup(project_dir, module)
-    databases = django_project.databases()
-    config = build_config(
-        project_dir=project_dir,
-        settings_module=module,
-        settings_opskit=django_project.opskit_settings(),
-        environ=environ,
-        flags={"STRICT_PING": strict},
-    )
-    secrets = (*(db.password for db in databases.values()), config.api_key)
+    config, secrets = _project_config(project_dir, settings, environ, strict)
     spec = config.check_for(job)
     if not spec:
-        return Where(None, secrets, config.strict_ping, f"{unset[:-1]} or OPSKIT['HEALTHCHECKS'])")
+        return _where(None, config, secrets, f"{unset[:-1]} or OPSKIT['HEALTHCHECKS'])")
     target = parse_check(spec, ping_url or config.ping_url, config.ping_create)
-    return Where(target, secrets, config.strict_ping)
+    return _where(target, config, secrets)
 
 
 def _true(value: str | None) -> bool:
@@ -165,7 +236,7 @@ def run_monitored(
     stdin: IO[bytes] | int | None = None,
 ) -> RunResult:
     """Ping start, run the command with its output passed through, ping its exit status."""
-    pinger = _pinger(target, options.ping_budget, options.secrets)
+    pinger = _pinger(target, options)
     problems: list[str] = []
     if pinger is not None:
         _note(pinger.start(), problems)
@@ -191,7 +262,7 @@ def run_monitored(
     log.debug("command_finished", **summary, exit_status=finished.status)
     if pinger is not None:
         tail = finished.tail.decode("utf-8", errors="replace")
-        _note(pinger.finish(finished.status, tail, summary), problems)
+        _note(pinger.finish(finished.status, tail, summary, own_log=False), problems)
     status = finished.status
     # A failed ping turns success into failure; a failing command keeps its own status.
     if problems and options.strict_ping and status == 0:
@@ -199,10 +270,27 @@ def run_monitored(
     return RunResult(status, finished, duration, "; ".join(problems))
 
 
-def _pinger(target: PingTarget | None, budget: float, secrets: Iterable[str]) -> Pinger | None:
+def record_run(path: Path, job: str, result: RunResult) -> None:
+    """Add a monitored run to the metrics file (a failure to write is logged)."""
+    from opskit import metrics
+
+    finished = time.time()
+    run = metrics.Run(job, result.exit_status, finished - result.duration, finished)
+    metrics.record(path, run)
+
+
+def _pinger(target: PingTarget | None, options: RunOptions) -> Pinger | None:
     if target is None:
         return None
-    return Pinger(target, budget=budget, timeout=min(10.0, budget), secrets=secrets)
+    limits = healthchecks.BodyLimits(options.limits) if options.limits else None
+    return Pinger(
+        target,
+        budget=options.ping_budget,
+        start_budget=options.start_budget,
+        timeout=min(options.ping_timeout, options.ping_budget),
+        secrets=options.secrets,
+        limits=limits,
+    )
 
 
 def _note(result: healthchecks.PingResult, problems: list[str]) -> None:
@@ -224,7 +312,7 @@ def unpinged(
                 f"{file} line {line.line_no} pings the {command!r} check, not {want.slug}:"
                 f" add '--hc <ping key>/{want.slug}' to it"
             )
-        elif not (checks.get(command) or checks.get(_as_config_key(command))):
+        elif not (checks.get(command) or checks.get(as_config_key(command))):
             notes.append(
                 f"job {command!r} pings no check yet: set OPSKIT['HEALTHCHECKS'][{command!r}]"
                 f" to '<ping key>/{want.slug}' or the check's UUID"
@@ -232,6 +320,6 @@ def unpinged(
     return notes
 
 
-def _as_config_key(job: str) -> str:
+def as_config_key(job: str) -> str:
     """Return the key build_config files OPSKIT_HC_<JOB> under (export.sh -> export-sh)."""
     return env_name(job).removeprefix("OPSKIT_HC_").lower().replace("_", "-")

@@ -366,3 +366,63 @@ def test_run_in_a_broken_project_warns_and_still_runs_the_command(tmp_path: Path
     done = run_opskit("run", "--", "sh", "-c", "echo ran; exit 3", cwd=site, env=real_env())
     assert (done.returncode, done.stdout) == (3, "ran\n")
     assert "opskit run: warning: not monitored: cannot import settings" in done.stderr
+
+
+# --- body limits, project ping URLs ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [50_000, 3_000])
+def test_ping_data_honours_the_limit_the_server_announced_keeping_the_tail(
+    tmp_path: Path, limit: int
+) -> None:
+    log = tmp_path / "job.log"
+    log.write_bytes(b"".join(b"line %06d\n" % i for i in range(20_000)) + b"THE END\n")
+    env = {"OPSKIT_CACHE_DIR": str(tmp_path / "cache")}
+    with HCServer(body_limit=limit) as hc:
+        args = ("--hc", UUID, "--ping-url", hc.url)
+        assert opskit("ping", "start", *args, env=env).exit_code == 0  # learns the limit
+        assert opskit("ping", "fail", *args, "--data", f"@{log}", env=env).exit_code == 0
+        sent, kept = hc.requests[-1].body, hc.kept[-1]
+    assert len(sent) == limit and sent == kept  # nothing for the server to cut off
+    assert sent.endswith(b"line 019999\nTHE END\n")
+
+
+def test_ping_inside_a_project_uses_its_ping_url_for_a_uuid(hc: HCServer, tmp_path: Path) -> None:
+    db = DbParams(alias="default", django_engine="django.db.backends.sqlite3", name="db.sqlite3")
+    site = write_project(
+        tmp_path / "site", {"default": db}, opskit=f"{{'HEALTHCHECKS_PING_URL': '{hc.url}'}}"
+    )
+    began = time.monotonic()
+    done = run_opskit("ping", "success", "--hc", UUID, cwd=site, env=real_env())
+    assert done.returncode == 0, done.stderr
+    assert [r.path for r in hc.requests] == [f"/{UUID}"]
+    ran = run_opskit("run", "--hc", UUID, "--", "true", cwd=site, env=real_env())
+    assert ran.returncode == 0, ran.stderr
+    assert [r.path for r in hc.requests][1:] == [f"/{UUID}/start", f"/{UUID}/0"]
+    assert time.monotonic() - began < 30
+
+
+def test_a_failed_ping_names_the_host_it_went_to() -> None:
+    dead = ("--hc", UUID, "--ping-url", "http://127.0.0.1:1/", "--max-time", "1")
+    result = opskit("ping", "success", *dead)
+    assert result.exit_code == 1 and "host=127.0.0.1:1 " in result.stderr
+
+
+def test_run_takes_the_start_and_final_bounds_from_flags_or_the_environment() -> None:
+    with HCServer(default=Reply(hang=30)) as hc:
+        began = time.monotonic()
+        args = ("run", "--hc", UUID, "--ping-url", hc.url)
+        result = opskit(*args, "--start-budget", "0.3", "--ping-budget", "0.5", "--", "true")
+        assert result.exit_code == 0
+        env = {"OPSKIT_HEALTHCHECKS_START_BUDGET": "0.3", "OPSKIT_HEALTHCHECKS_BUDGET": "0.5"}
+        assert opskit(*args, "--", "true", env=env).exit_code == 0
+    assert time.monotonic() - began < 4
+    assert "0.3s bound" in result.stderr and "0.5s bound" in result.stderr
+
+
+@pytest.mark.parametrize("spec", [f"k/{'Nightly'}", "k/a b", "nonsense"])
+def test_ping_and_run_refuse_a_malformed_check_with_the_reason(spec: str) -> None:
+    for args in (("ping", "success", "--hc", spec), ("run", "--hc", spec, "--", "true")):
+        result = opskit(*args)
+        assert result.exit_code == 64, result.output
+    assert "upper-case" in opskit("ping", "log", "--hc", "k/Nightly").output

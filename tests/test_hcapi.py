@@ -1,126 +1,41 @@
-"""`opskit hc sync` against a fake Healthchecks management API v3 on 127.0.0.1."""
+"""`opskit hc sync` against the test suite's Healthchecks server (v3 API) on 127.0.0.1."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
-import threading
-import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import run_opskit, write_project
+from hcserver import HCServer
 
-from opskit import hcapi
+from opskit import hcapi, hcsync, runs, timezones
 from opskit.cron import ScheduleLine
 from opskit.engines import DbParams
 from opskit.errors import ConfigError
 
 KEY = secrets.token_urlsafe(24)[:32]  # Healthchecks API keys are 32 characters
 CRONTAB = "0 1 * * * opskit clear-sessions\n@daily opskit backup\n30 3 * * 0 opskit backup\n"
-FIELDS = ("name", "slug", "schedule", "tz", "grace", "channels", "tags", "desc")
-
-
-class FakeApi:
-    """GET and POST /api/v3/checks/ with Healthchecks' key check and upsert semantics."""
-
-    def __init__(self, key: str = KEY) -> None:
-        self.key = key
-        self.checks: list[dict[str, Any]] = []
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/api/v3/"
-
-    def __enter__(self) -> FakeApi:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def add(self, **fields: Any) -> dict[str, Any]:
-        """Put a check on the server, as if made in the web UI."""
-        check = {"name": "", "slug": "", "tags": "", "desc": "", "grace": 3600, "channels": ""}
-        check.update(schedule="* * * * *", tz="UTC", uuid=str(uuid.uuid4()), status="new")
-        check.update(fields)
-        self.checks.append(check)
-        return check
-
-    def methods(self) -> list[str]:
-        return [method for method, _ in self.requests]
-
-    def posted(self) -> list[dict[str, Any]]:
-        return [body for method, body in self.requests if method == "POST"]
-
-    def answer(self, method: str, key: str, raw: bytes) -> tuple[int, dict[str, Any]]:
-        body = json.loads(raw) if raw else {}
-        with self.lock:
-            self.requests.append((method, body))
-            if key != self.key:
-                return 401, {"error": "wrong api key" if len(key) == 32 else "missing api key"}
-            if method == "GET":
-                return 200, {"checks": [dict(c) for c in self.checks]}
-            return self.upsert(body)
-
-    def upsert(self, spec: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        grace = spec.get("grace", 3600)
-        if not isinstance(grace, int) or not 60 <= grace <= 31536000:
-            return 400, {"error": "json validation error: grace is too small"}
-        if "tz" in spec and spec["tz"] not in ("UTC", "Etc/UTC", "Europe/Riga", "Asia/Tokyo"):
-            return 400, {"error": "json validation error: tz is not a valid timezone"}
-        if len(str(spec.get("schedule", "* * * * *")).split()) != 5:
-            return 400, {"error": "json validation error: schedule is not a valid cron expression"}
-        unique = spec.get("unique") or []
-        found = None
-        if unique and all(field in spec for field in unique):
-            matches = [c for c in self.checks if all(c.get(f) == spec[f] for f in unique)]
-            found = matches[0] if matches else None
-        check = found or self.add()
-        for field in FIELDS:
-            if field in spec:
-                check[field] = spec[field]
-        return (200 if found else 201), check
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path != "/api/v3/checks/":
-                    status, doc = 404, {"error": "not found"}
-                else:
-                    status, doc = api.answer(self.command, self.headers.get("X-Api-Key", ""), raw)
-                data = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _serve
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        return Handler
+UUID = "5b8c1d2e-3f40-4a51-8b62-7c9d0e1f2a3b"
 
 
 @pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi() as server:
+def api() -> Iterator[HCServer]:
+    with HCServer(api_key=KEY) as server:
         yield server
+
+
+def methods(api: HCServer) -> list[str]:
+    return [method for method, _ in api.api_calls()]
+
+
+def posted(api: HCServer) -> list[dict[str, Any]]:
+    return [json.loads(r.body) for r in api.requests if r.api and r.method == "POST" and r.body]
 
 
 @pytest.fixture
@@ -133,15 +48,18 @@ def site(tmp_path: Path) -> Path:
 
 def sync(
     site: Path,
-    api: FakeApi,
+    api: HCServer,
     *args: str,
     key: str = KEY,
     before: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    tz: str = "Europe/Riga",
+    url: str = "",
 ) -> tuple[int, str, str]:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("OPSKIT_")}, **(env or {})}
-    env.update(OPSKIT_HEALTHCHECKS_API_URL=api.url, OPSKIT_HEALTHCHECKS_API_KEY=key)
-    done = run_opskit(*before, "hc", "sync", "--tz", "Europe/Riga", *args, cwd=site, env=env)
+    env.update(OPSKIT_HEALTHCHECKS_API_URL=url or api.api_url, OPSKIT_HEALTHCHECKS_API_KEY=key)
+    zone = ("--tz", tz) if tz else ()
+    done = run_opskit(*before, "hc", "sync", *zone, *args, cwd=site, env=env)
     return done.returncode, done.stdout, done.stderr
 
 
@@ -151,8 +69,17 @@ def states(stdout: str) -> dict[str, str]:
     return {row[2]: row[1] for row in rows}
 
 
+def log_runs(site: Path, job: str, *durations: float) -> None:
+    """Record finished runs in the project's JSON log, as the jobs do."""
+    (site / "logs").mkdir(exist_ok=True)
+    with (site / "logs" / "opskit.json.log").open("a") as fh:
+        for seconds in durations:
+            event = {"event": "job_finished", "job": job, "errors": 0, "duration": seconds}
+            fh.write(json.dumps(event) + "\n")
+
+
 def test_first_sync_creates_one_check_per_job_with_the_crontab_schedule(
-    site: Path, api: FakeApi
+    site: Path, api: HCServer
 ) -> None:
     code, out, err = sync(site, api)
     assert code == 0, err
@@ -162,87 +89,209 @@ def test_first_sync_creates_one_check_per_job_with_the_crontab_schedule(
         "site-backup-2": "created",
     }
     assert "3 created" in err
-    first, *_ = api.posted()
+    first, *_ = posted(api)
     assert first == {
         "name": "site clear-sessions",
         "slug": "site-clear-sessions",
         "schedule": "0 1 * * *",
         "tz": "Europe/Riga",
+        "methods": "POST",
         "unique": ["slug"],
         "grace": 3600,
         "channels": "*",
         "tags": "opskit site",
         "desc": "opskit clear-sessions of project site, created by 'opskit hc sync'",
     }
-    by_slug = {c["slug"]: c for c in api.checks}
-    assert by_slug["site-backup"]["schedule"] == "0 0 * * *"  # @daily spelled out
-    assert by_slug["site-backup-2"]["schedule"] == "30 3 * * 0"
-    assert api.methods() == ["GET", "POST", "POST", "POST"]
+    assert api.check("site-backup")["schedule"] == "0 0 * * *"  # @daily spelled out
+    assert api.check("site-backup-2")["schedule"] == "30 3 * * 0"
+    assert methods(api) == ["GET", "POST", "POST", "POST"]
 
 
-def test_a_second_sync_changes_nothing(site: Path, api: FakeApi) -> None:
+def test_a_second_sync_changes_nothing_and_a_dry_run_then_exits_0(
+    site: Path, api: HCServer
+) -> None:
     sync(site, api)
-    api.requests.clear()
+    before = len(api.requests)
     code, out, err = sync(site, api)
     assert code == 0, err
     assert set(states(out).values()) == {"unchanged"}
-    assert api.methods() == ["GET"]
+    assert sync(site, api, "--dry-run")[0] == 0
+    assert methods(api)[-2:] == ["GET", "GET"] and len(api.requests) == before + 2
 
 
-def test_drift_is_reported_by_a_dry_run_and_fixed_by_a_sync(site: Path, api: FakeApi) -> None:
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("US/Eastern", "America/New_York"),
+        ("Europe/Kiev", "Europe/Kyiv"),
+        ("Asia/Calcutta", "Asia/Kolkata"),
+    ],
+)
+def test_alias_time_zones_converge_in_one_sync(
+    site: Path, api: HCServer, given: str, stored: str
+) -> None:
+    code, _, err = sync(site, api, tz=given)
+    assert code == 0, err
+    assert {c["tz"] for c in api.checks} == {stored}
+    code, out, _ = sync(site, api, "--dry-run", tz=given)
+    assert code == 0 and set(states(out).values()) == {"unchanged"}
+    assert f"{stored}" in out
+
+
+def test_a_check_stored_under_the_current_name_matches_an_alias_without_a_write(
+    site: Path, api: HCServer
+) -> None:
+    (site / "crontab.txt").write_text("0 2 * * * opskit backup\n")
+    api.add(
+        name="site backup",
+        slug="site-backup",
+        schedule="0 2 * * *",
+        tz="Europe/Kyiv",
+        methods="POST",
+        tags="opskit site",
+    )
+    code, out, _ = sync(site, api, tz="Europe/Kiev")
+    assert code == 0 and states(out) == {"site-backup": "unchanged"}
+    assert methods(api) == ["GET"]
+
+
+def test_a_zone_the_server_does_not_know_is_refused_with_one_line(
+    site: Path, api: HCServer
+) -> None:
+    code, out, err = sync(site, api, tz="America/Coyhaique")
+    assert code == 1 and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith(
+        "opskit: error: the Healthchecks server does not know the time zone 'America/Coyhaique'"
+    )
+    assert "pass --tz" in line
+    assert api.checks == []
+
+
+def test_the_cron_zone_comes_from_the_localtime_link_as_the_server_names_it(
+    tmp_path: Path,
+) -> None:
+    link = tmp_path / "localtime"
+    link.symlink_to("/usr/share/zoneinfo/US/Eastern")
+    zone = timezones.system_zone(link, tmp_path / "none")
+    assert zone == "US/Eastern" and timezones.for_server(zone) == "America/New_York"
+    assert timezones.same_zone("US/Eastern", "America/New_York")
+    assert not timezones.same_zone("Europe/Riga", "Europe/Tallinn")
+
+
+def test_drift_is_reported_by_a_dry_run_and_fixed_by_a_sync(site: Path, api: HCServer) -> None:
     sync(site, api)
-    backup = next(c for c in api.checks if c["slug"] == "site-backup")
+    backup = api.check("site-backup")
     backup.update(schedule="0 5 * * *", tz="UTC")
-    api.requests.clear()
-
     code, out, _ = sync(site, api, "--dry-run")
     assert code == 1
     assert states(out)["site-backup"] == "drifted"
     assert "schedule '0 5 * * *' -> '0 0 * * *'; tz 'UTC' -> 'Europe/Riga'" in out
-    assert api.methods() == ["GET"]
 
+    before = len(posted(api))
     code, out, _ = sync(site, api)
     assert code == 0
     assert states(out)["site-backup"] == "updated"
-    (update,) = api.posted()
+    (update,) = posted(api)[before:]
     assert update == {
         "name": "site backup",
         "slug": "site-backup",
         "schedule": "0 0 * * *",
         "tz": "Europe/Riga",
+        "methods": "POST",
         "unique": ["slug"],
     }
     assert (backup["schedule"], backup["tz"]) == ("0 0 * * *", "Europe/Riga")
 
 
+def test_a_check_that_takes_get_pings_too_is_set_to_post_only(site: Path, api: HCServer) -> None:
+    (site / "crontab.txt").write_text("0 2 * * * opskit backup\n")
+    api.add(name="site backup", slug="site-backup", schedule="0 2 * * *", tz="Europe/Riga")
+    code, out, _ = sync(site, api)
+    assert code == 0 and "methods '' -> 'POST'" in out
+    assert api.check("site-backup")["methods"] == "POST"
+
+
 def test_a_dry_run_on_an_empty_project_lists_missing_checks_and_writes_nothing(
-    site: Path, api: FakeApi
+    site: Path, api: HCServer
 ) -> None:
     code, out, err = sync(site, api, "--dry-run")
     assert code == 3
     assert set(states(out).values()) == {"missing"}
     assert "(dry run): 3 missing" in err
-    assert api.methods() == ["GET"] and api.checks == []
+    assert methods(api) == ["GET"] and api.checks == []
 
 
-def test_checks_of_this_project_without_a_crontab_job_are_reported(
-    site: Path, api: FakeApi
-) -> None:
-    api.add(name="site restore", slug="site-restore")
-    api.add(name="site-blog backup", slug="site-blog-backup")  # another project's
-    api.add(name="Website", slug="website")
+def test_only_checks_with_opskits_tags_can_be_orphans(site: Path, api: HCServer) -> None:
+    api.add(name="site restore", slug="site-restore", tags="opskit site")
+    api.add(name="site reports", slug="site-reports")  # made by hand: not opskit's
+    api.add(name="site-blog backup", slug="site-blog-backup", tags="opskit site-blog")
     code, out, _ = sync(site, api)
     assert code == 1
     found = states(out)
     assert found["site-restore"] == "orphan"
-    assert "site-blog-backup" not in found and "website" not in found
-    assert "delete or pause the check" in out
+    assert "site-reports" not in found and "site-blog-backup" not in found
+    assert "--prune pause or --prune delete" in out
 
 
-def test_grace_is_set_on_creation_kept_afterwards_and_enforced_when_given(
-    site: Path, api: FakeApi
+def test_a_paused_orphan_is_no_longer_a_failure(site: Path, api: HCServer) -> None:
+    api.add(name="site restore", slug="site-restore", tags="opskit site", status="paused")
+    code, out, _ = sync(site, api, "--dry-run")
+    assert states(out)["site-restore"] == "paused"
+    assert code == 3  # the three missing checks, not the paused orphan
+
+
+@pytest.mark.parametrize("mode", ["pause", "delete"])
+def test_prune_acts_on_orphans_only(site: Path, api: HCServer, mode: str) -> None:
+    orphan = api.add(name="site restore", slug="site-restore", tags="opskit site")
+    mine = api.add(name="site reports", slug="site-reports")
+    code, out, _ = sync(site, api, "--prune", mode, "--dry-run")
+    assert f"would {mode} it" in out and orphan in api.checks and orphan["status"] == "new"
+    code, out, _ = sync(site, api, "--prune", mode)
+    assert code == 0
+    assert states(out)["site-restore"] == {"pause": "paused", "delete": "deleted"}[mode]
+    if mode == "pause":
+        assert orphan["status"] == "paused"
+    else:
+        assert orphan not in api.checks
+    assert mine in api.checks and mine["status"] == "new"
+
+
+def test_grace_is_set_from_the_jobs_recorded_durations(site: Path, api: HCServer) -> None:
+    log_runs(site, "backup", 400.0, 1200.0, 900.0)  # the longest: 20 minutes
+    log_runs(site, "clear-sessions", 2.0)
+    code, out, err = sync(site, api)
+    assert code == 0, err
+    assert api.check("site-backup")["grace"] == 2400  # twice the longest
+    assert api.check("site-backup-2")["grace"] == 2400
+    assert api.check("site-clear-sessions")["grace"] == runs.GRACE_FLOOR
+    log_runs(site, "backup", *[700.0] * 7)  # faster now: 1500 s would do, 2400 still fits
+    code, out, _ = sync(site, api, "--dry-run")
+    assert code == 0 and set(states(out).values()) == {"unchanged"}
+    log_runs(site, "backup", 3000.0)  # much slower: the grace must grow
+    code, out, _ = sync(site, api)
+    assert "grace 2400 -> 6000 s" in out and api.check("site-backup")["grace"] == 6000
+
+
+def test_a_backup_without_logs_takes_its_durations_from_the_manifests(tmp_path: Path) -> None:
+    folder = tmp_path / "db_backups"
+    (folder / "reports").mkdir(parents=True)
+    for where, slot, seconds in [(folder, "1-Monday", 500), (folder / "reports", "1-Monday", 400)]:
+        archive = where / f"{slot}.sql.zst"
+        archive.write_bytes(b"x")
+        manifest = {"engine": "sqlite", "sha256": "0" * 64, "size": 1, "duration": seconds}
+        (where / f"{slot}.sql.zst.json").write_text(json.dumps(manifest))
+    assert runs.from_manifests(folder) == [900.0]
+    assert runs.grace_for([900.0]) == 1800
+
+
+def test_grace_given_is_enforced_and_without_runs_a_hand_tuned_one_is_kept(
+    site: Path, api: HCServer
 ) -> None:
-    api.add(name="site backup", slug="site-backup", schedule="0 0 * * *", tz="Europe/Riga")
+    api.add(
+        name="site backup", slug="site-backup", schedule="0 0 * * *", tz="Europe/Riga",
+        methods="POST", tags="opskit site",
+    )  # fmt: skip
     api.checks[0]["grace"] = 7200  # tuned by hand in the web UI
     code, out, _ = sync(site, api)
     assert code == 0 and states(out)["site-backup"] == "unchanged"
@@ -254,13 +303,56 @@ def test_grace_is_set_on_creation_kept_afterwards_and_enforced_when_given(
     assert all(c["grace"] == 600 for c in api.checks)
 
 
-def test_a_grace_below_a_minute_is_a_usage_error(site: Path, api: FakeApi) -> None:
+def test_a_grace_below_a_minute_is_a_usage_error(site: Path, api: HCServer) -> None:
     code, _, _ = sync(site, api, "--grace", "30")
     assert code == 64 and api.requests == []
 
 
+def test_a_long_project_name_is_shortened_to_the_servers_limits(site: Path, api: HCServer) -> None:
+    name = "the-" + "very-" * 30 + "long-project"
+    code, out, err = sync(site, api, "--name", name)
+    assert code == 0, err
+    assert all(len(c["name"]) <= 100 and len(c["slug"]) <= 100 for c in api.checks)
+    assert len({c["slug"] for c in api.checks}) == 3
+    assert all(c["name"].endswith(("clear-sessions", "backup", "backup-2")) for c in api.checks)
+    code, out, _ = sync(site, api, "--name", name, "--dry-run")
+    assert code == 0 and set(states(out).values()) == {"unchanged"}
+
+
+def test_an_api_url_at_the_site_root_finds_the_api(site: Path, api: HCServer) -> None:
+    code, _, err = sync(site, api, url=api.url)
+    assert code == 0, err
+    assert {path for _, path in api.api_calls()} == {"/api/v3/checks/"}
+
+
+def test_an_api_url_that_is_not_the_api_says_so(site: Path, api: HCServer) -> None:
+    code, _, err = sync(site, api, url=api.url + "dashboard/api/v3/")
+    assert code == 1
+    assert "HTTP 404 (no Healthchecks API there)" in err and "HEALTHCHECKS_API_URL" in err
+    with pytest.raises(ConfigError, match="older API version"):
+        hcapi.api_base("https://hc.example.com/api/v1/")
+    assert hcapi.api_base("https://hc.example.com/hc") == "https://hc.example.com/hc/api/v3/"
+
+
+def test_a_line_whose_hc_names_another_check_syncs_that_check(site: Path, api: HCServer) -> None:
+    code_check = api.add(name="hourly check", slug="", schedule="5 * * * *", tz="UTC")
+    (site / "crontab.txt").write_text(
+        "0 2 * * * opskit backup --hc pingkey/nightly-db\n"
+        f"0 * * * * opskit check --hc {code_check['uuid']}\n"
+        f"0 3 * * * opskit run --hc {UUID} -- true\n"
+    )
+    code, out, err = sync(site, api)
+    assert states(out) == {"nightly-db": "created", code_check["uuid"][:8] + "…": "updated"} | {
+        UUID[:8] + "…": "failed"
+    }
+    assert code == 1 and "not in this API key's project" in out
+    assert api.check("nightly-db")["schedule"] == "0 2 * * *"
+    assert (code_check["schedule"], code_check["name"]) == ("0 * * * *", "hourly check")
+    assert "note" not in err  # each line pings the check synced for it
+
+
 def test_a_wrong_api_key_fails_with_one_clear_line_and_never_shows_the_key(
-    site: Path, api: FakeApi
+    site: Path, api: HCServer
 ) -> None:
     wrong = secrets.token_hex(16)
     code, out, err = sync(site, api, key=wrong)
@@ -269,10 +361,10 @@ def test_a_wrong_api_key_fails_with_one_clear_line_and_never_shows_the_key(
     assert line.startswith("opskit: error: the Healthchecks API refused the API key")
     assert "wrong api key" in line and "OPSKIT_HEALTHCHECKS_API_KEY" in line
     assert wrong not in err
-    assert api.methods() == ["GET"]
+    assert methods(api) == ["GET"]
 
 
-def test_a_missing_api_key_is_a_one_line_error(site: Path, api: FakeApi) -> None:
+def test_a_missing_api_key_is_a_one_line_error(site: Path, api: HCServer) -> None:
     code, _, err = sync(site, api, key="")
     assert code == 1
     assert err.strip() == (
@@ -282,9 +374,9 @@ def test_a_missing_api_key_is_a_one_line_error(site: Path, api: FakeApi) -> None
     assert api.requests == []
 
 
-def test_the_api_key_never_reaches_output_or_logs(site: Path, api: FakeApi) -> None:
+def test_the_api_key_never_reaches_output_or_logs(site: Path, api: HCServer) -> None:
     outputs = [sync(site, api, before=("-v",)), sync(site, api, "--dry-run")]
-    outputs.append(sync(site, api, "--tz", "X/Y"))
+    outputs.append(sync(site, api, tz="X/Y"))
     api.checks[0]["schedule"] = "1 1 * * *"
     outputs.append(sync(site, api))
     for _, out, err in outputs:
@@ -294,13 +386,13 @@ def test_the_api_key_never_reaches_output_or_logs(site: Path, api: FakeApi) -> N
         assert KEY not in log.read_text()
 
 
-def test_an_unknown_time_zone_is_refused_before_any_request(site: Path, api: FakeApi) -> None:
-    code, _, err = sync(site, api, "--tz", "Mars/Olympus")
+def test_an_unknown_time_zone_is_refused_before_any_request(site: Path, api: HCServer) -> None:
+    code, _, err = sync(site, api, tz="Mars/Olympus")
     assert code == 1 and "unknown time zone 'Mars/Olympus'" in err
     assert api.requests == []
 
 
-def test_a_server_error_on_one_check_fails_that_row_only(site: Path, api: FakeApi) -> None:
+def test_a_server_error_on_one_check_fails_that_row_only(site: Path, api: HCServer) -> None:
     (site / "crontab.txt").write_text("0 1 * * * opskit clear-sessions\n0 2 * * * opskit backup\n")
     api.add(name="site backup", slug="site-backup", schedule="0 2 * * *", tz="Europe/Riga")
     api.add(name="site backup", slug="site-backup", schedule="0 2 * * *", tz="Europe/Riga")
@@ -311,7 +403,7 @@ def test_a_server_error_on_one_check_fails_that_row_only(site: Path, api: FakeAp
 
 
 def test_notes_say_which_jobs_will_not_ping_the_check_made_for_them(
-    site: Path, api: FakeApi
+    site: Path, api: HCServer
 ) -> None:
     _, _, err = sync(site, api, env={"OPSKIT_HC_BACKUP": "pingkey/site-backup"})
     notes = [line for line in err.splitlines() if line.startswith("opskit: note: ")]
@@ -327,7 +419,13 @@ def test_notes_say_which_jobs_will_not_ping_the_check_made_for_them(
     assert "note" not in err
 
 
-def test_run_lines_get_a_check_named_after_the_job_they_ping_as(site: Path, api: FakeApi) -> None:
+def test_a_job_configured_with_another_slug_gets_that_check(site: Path, api: HCServer) -> None:
+    (site / "crontab.txt").write_text("0 2 * * * opskit backup\n")
+    code, out, _ = sync(site, api, env={"OPSKIT_HC_BACKUP": "pingkey/db-nightly"})
+    assert code == 0 and states(out) == {"db-nightly": "created"}
+
+
+def test_run_lines_get_a_check_named_after_the_job_they_ping_as(site: Path, api: HCServer) -> None:
     (site / "crontab.txt").write_text(
         "15 4 * * * opskit run --timeout 600 -- /srv/bin/export.sh --full\n"
         "45 4 * * * opskit run --job mirror -- rsync -a /srv/media /mnt/media\n"
@@ -352,7 +450,7 @@ def line(schedule: str, *args: str) -> ScheduleLine:
 
 def test_wanted_checks_number_repeated_jobs_like_the_cron_tags_and_expand_macros() -> None:
     lines = [line("@hourly", "backup"), line("0 2  * * *", "backup"), line("@weekly", "check")]
-    wanted = hcapi.wanted_checks(lines, project="My.Site", tz="UTC", grace=None)
+    wanted = hcsync.wanted_checks(lines, project="My.Site", tz="UTC", grace=None)
     assert [(w.job, w.slug, w.name, w.schedule) for w in wanted] == [
         ("backup", "my-site-backup", "My.Site backup", "0 * * * *"),
         ("backup-2", "my-site-backup-2", "My.Site backup-2", "0 2 * * *"),
@@ -361,11 +459,19 @@ def test_wanted_checks_number_repeated_jobs_like_the_cron_tags_and_expand_macros
 
 
 def test_a_period_check_with_the_same_slug_counts_as_drift() -> None:
-    want = hcapi.Wanted("backup", "site-backup", "site backup", "0 2 * * *", "UTC", None)
+    want = hcsync.Wanted("backup", "site-backup", "site backup", "0 2 * * *", "UTC", None)
     check = {"name": "site backup", "slug": "site-backup", "timeout": 86400, "grace": 3600}
-    assert hcapi.differences(check, want) == [
+    assert hcsync.differences(check, want) == [
         "is a period check (every 86400 s), not a cron schedule"
     ]
+
+
+def test_the_grace_rule_has_a_floor_rounds_up_and_tolerates_twice() -> None:
+    assert runs.grace_for([]) is None
+    assert runs.grace_for([10.0]) == 600
+    assert runs.grace_for([301.0, 100.0]) == 900
+    assert runs.grace_fits(900, 900) and runs.grace_fits(1800, 900)
+    assert not runs.grace_fits(899, 900) and not runs.grace_fits(1801, 900)
 
 
 @pytest.mark.parametrize(
@@ -382,7 +488,7 @@ def test_cron_time_zone_comes_from_the_localtime_link(
 ) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "localtime").symlink_to(target)
-    assert hcapi.zone_name(tmp_path / "etc" / "localtime", tmp_path / "none") == expected
+    assert timezones.system_zone(tmp_path / "etc" / "localtime", tmp_path / "none") == expected
     ZoneInfo(expected)
 
 
@@ -390,14 +496,14 @@ def test_a_copied_localtime_falls_back_to_etc_timezone(tmp_path: Path) -> None:
     localtime, timezone = tmp_path / "localtime", tmp_path / "timezone"
     localtime.write_bytes(b"TZif")
     timezone.write_text("Europe/Riga\n")
-    assert hcapi.zone_name(localtime, timezone) == "Europe/Riga"
+    assert timezones.system_zone(localtime, timezone) == "Europe/Riga"
     timezone.unlink()
     with pytest.raises(ConfigError, match="pass --tz"):
-        hcapi.zone_name(localtime, timezone)
+        timezones.system_zone(localtime, timezone)
 
 
 def test_no_localtime_at_all_means_utc(tmp_path: Path) -> None:
-    assert hcapi.zone_name(tmp_path / "missing", tmp_path / "also-missing") == "UTC"
+    assert timezones.system_zone(tmp_path / "missing", tmp_path / "also-missing") == "UTC"
 
 
 def test_the_api_url_must_be_http_and_the_key_present() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -12,7 +14,16 @@ from hcserver import HCServer, Reply
 
 from opskit import __version__
 from opskit.errors import ConfigError
-from opskit.healthchecks import Pinger, PingTarget, parse_check, ping, tail_body
+from opskit.healthchecks import (
+    BodyLimits,
+    Pinger,
+    PingTarget,
+    limits_file,
+    parse_check,
+    ping,
+    quiet_success,
+    tail_body,
+)
 
 UUID = "5b8c1d2e-3f40-4a51-8b62-7c9d0e1f2a3b"
 KEY = "Xq3vT9bLmN2pR7sK4wYz1A"  # shaped like a Healthchecks ping key
@@ -69,19 +80,46 @@ def test_each_pinger_gets_its_own_rid(hc: HCServer) -> None:
 
 
 def test_finish_body_is_the_log_tail_then_the_summary_block(hc: HCServer) -> None:
-    pinger(hc).finish(0, "dumping default\ndumped 12 MB\n", SUMMARY)
+    pinger(hc).finish(3, "dumping default\ndumped 12 MB\n", {**SUMMARY, "errors": 3})
     body = hc.requests[0].body.decode()
     assert body.startswith("dumping default\ndumped 12 MB\n--- opskit summary ---\n")
     for line in [
         "job: backup",
         "databases: default, analytics",
-        "errors: 0",
+        "errors: 3",
         "duration: 1.50",
-        "exit_status: 0",
+        "exit_status: 3",
         f"host: {socket.gethostname()}",
         f"opskit: {__version__}",
     ]:
         assert line in body.splitlines()
+
+
+def test_a_good_runs_body_holds_no_failure_words_for_keyword_filters(hc: HCServer) -> None:
+    log = (
+        "level=info event=dump_started database=default\n"
+        "level=warning event=ping_failed kind=start reason='timed out'\n"
+        "level=info event=database_done database=default errors=0 bytes=12\n"
+        "level=info event=job_finished job=backup errors=0 duration=1.2\n"
+    )
+    pinger(hc).finish(0, log, SUMMARY)
+    body = hc.requests[0].body.decode()
+    assert not re.search("error|fail", body, re.I), body
+    assert "event=database_done database=default bytes=12" in body
+    assert "[1 log line of this good run left out; see the log files]" in body
+    assert "exit_status: 0" in body and "job: backup" in body
+
+
+def test_a_failed_runs_body_keeps_every_line(hc: HCServer) -> None:
+    log = "level=error event=step_failed step=dump\nlevel=info event=job_finished errors=1\n"
+    pinger(hc).finish(1, log, {**SUMMARY, "errors": 1})
+    body = hc.requests[0].body.decode()
+    assert body.startswith(log) and "errors: 1" in body
+
+
+def test_a_commands_own_output_is_kept_in_a_good_runs_body(hc: HCServer) -> None:
+    pinger(hc).finish(0, "0 errors found\n", {"job": "lint"}, own_log=False)
+    assert hc.requests[0].body.decode().startswith("0 errors found\n")
 
 
 def test_finish_body_redacts_database_password_and_ping_key(hc: HCServer) -> None:
@@ -130,6 +168,42 @@ def test_body_limit_learned_from_start_ping_cuts_log_at_a_character_boundary(
         assert "job: backup" in summary
         cut_mid_character |= len(body) < limit
     assert cut_mid_character
+
+
+def test_a_limit_announced_by_a_refusal_cuts_the_retry(hc: HCServer) -> None:
+    hc.script(Reply(503, headers={"Ping-Body-Limit": "100"}))
+    fake = FakeTime()
+    p = Pinger(parse_check(UUID, hc.url), sleep=fake.sleep, clock=fake.clock)
+    assert p.send("log", "x" * 5000 + "the end").ok
+    first, retry = hc.requests
+    assert len(first.body) == 5007 and retry.body == (b"x" * 93 + b"the end")
+
+
+def test_learned_limits_are_remembered_per_server(tmp_path: Path) -> None:
+    limits = BodyLimits(tmp_path / "cache" / "limits.json")
+    with HCServer(body_limit=3000) as small, HCServer(body_limit=50_000) as big:
+        for server in (small, big):
+            ping(parse_check(UUID, server.url), "start", limits=limits)
+        text = "".join(f"line {i}\n" for i in range(20_000)) + "THE END\n"
+        ping(parse_check(UUID, small.url), "fail", text, limits=limits)
+        ping(parse_check(UUID, big.url), "fail", text, limits=limits)
+        cut = small.requests[-1].body, big.requests[-1].body
+        assert small.kept[-1] == cut[0]  # the server kept it whole: nothing lost at its end
+    assert [len(b) for b in cut] == [3000, 50_000]
+    assert all(b.endswith(b"THE END\n") for b in cut)
+    assert (tmp_path / "cache" / "limits.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_limits_file_follows_the_cache_variables(tmp_path: Path) -> None:
+    assert limits_file({"OPSKIT_CACHE_DIR": "/c"}) == Path("/c/ping-body-limits.json")
+    assert limits_file({"XDG_CACHE_HOME": "/x"}) == Path("/x/opskit/ping-body-limits.json")
+
+
+def test_quiet_success_drops_zero_error_counts_and_failure_lines() -> None:
+    text = 'a errors=0 b\n{"event": "x", "errors": 0}\nwarn fail here\nplain\n'
+    assert quiet_success(text) == (
+        'a b\n{"event": "x"}\nplain\n[1 log line of this good run left out; see the log files]\n'
+    )
 
 
 def test_default_body_limit_is_10000_bytes(hc: HCServer) -> None:
@@ -184,22 +258,29 @@ def test_backoff_doubles_and_stops_before_the_budget_runs_out(hc: HCServer) -> N
     fake = FakeTime()
     result = Pinger(parse_check(UUID, hc.url), sleep=fake.sleep, clock=fake.clock).start()
     assert not result.ok and result.status == 503
-    assert fake.sleeps == [0.5, 1, 2, 4, 8]  # 16 more would pass 30 s
-    assert result.attempts == len(hc.requests) == 6
-    assert "30s ping budget" in result.message
+    assert fake.sleeps == [0.5, 1, 2, 4]  # 8 more would pass the start ping's 10 s
+    assert result.attempts == len(hc.requests) == 5
+    assert "10s bound of this ping" in result.message
 
 
-def test_budget_is_shared_by_start_and_final_pings(hc: HCServer) -> None:
+def test_the_final_ping_has_its_full_bound_whatever_the_start_ping_spent(hc: HCServer) -> None:
     hc.default = Reply(500)
     fake = FakeTime()
-    p = Pinger(parse_check(UUID, hc.url), budget=10, sleep=fake.sleep, clock=fake.clock)
-    assert p.start().attempts == 5  # sleeps 0.5 + 1 + 2 + 4; 8 more would pass 10 s
-    assert p.finish(0, "log", SUMMARY).attempts == 3  # 2.5 s left: sleeps 0.5 + 1
-    assert sum(fake.sleeps) == 9
+    p = Pinger(parse_check(UUID, hc.url), budget=30, sleep=fake.sleep, clock=fake.clock)
+    assert p.start().attempts == 5  # sleeps 0.5 + 1 + 2 + 4: within the start's 10 s
+    assert p.finish(2, "log", SUMMARY).attempts == 6  # its own 30 s: 0.5 + 1 + 2 + 4 + 8
+    assert sum(fake.sleeps) == 7.5 + 15.5
+
+
+def test_the_start_bound_is_never_longer_than_the_final_ones(hc: HCServer) -> None:
+    hc.default = Reply(500)
+    fake = FakeTime()
+    p = Pinger(parse_check(UUID, hc.url), budget=2, sleep=fake.sleep, clock=fake.clock)
+    assert p.start().attempts == 3 and fake.sleeps == [0.5, 1]  # 2 more would pass 2 s
 
 
 def test_no_budget_left_skips_the_ping_without_a_request(hc: HCServer) -> None:
-    result = pinger(hc, budget=0.01).start()
+    result = pinger(hc, start_budget=0.01).start()
     assert (result.ok, result.status, result.attempts) == (False, None, 0)
     assert "skipped" in result.message and hc.requests == []
 
@@ -207,7 +288,7 @@ def test_no_budget_left_skips_the_ping_without_a_request(hc: HCServer) -> None:
 def test_retries_stop_within_the_budget_in_real_time(hc: HCServer) -> None:
     hc.default = Reply(500)
     began = time.monotonic()
-    result = Pinger(parse_check(UUID, hc.url), budget=2).start()
+    result = Pinger(parse_check(UUID, hc.url), start_budget=2).start()
     elapsed = time.monotonic() - began
     assert not result.ok and result.attempts >= 2
     assert elapsed < 2 + 0.5
@@ -217,7 +298,7 @@ def test_hanging_server_times_out_each_attempt_and_retries(hc: HCServer) -> None
     hc.default = Reply(hang=30)
     target = parse_check(UUID, hc.url)
     began = time.monotonic()
-    result = Pinger(target, timeout=0.3, budget=1.5, sleep=lambda s: None).start()
+    result = Pinger(target, timeout=0.3, start_budget=1.5, sleep=lambda s: None).start()
     elapsed = time.monotonic() - began
     assert (result.ok, result.status, result.attempts) == (False, None, 2)
     assert "timed out after 0.3s" in result.message
@@ -227,7 +308,7 @@ def test_hanging_server_times_out_each_attempt_and_retries(hc: HCServer) -> None
 def test_hanging_server_is_cut_off_when_the_budget_runs_out(hc: HCServer) -> None:
     hc.default = Reply(hang=30)
     began = time.monotonic()
-    result = Pinger(parse_check(UUID, hc.url), timeout=10, budget=0.6).start()
+    result = Pinger(parse_check(UUID, hc.url), timeout=10, start_budget=0.6).start()
     elapsed = time.monotonic() - began
     assert not result.ok and result.attempts == 1
     assert elapsed < 0.6 + 0.4  # the 10 s timeout was clamped to the budget left
@@ -276,7 +357,9 @@ def test_failed_ping_logs_a_warning_without_the_ping_key(hc: HCServer) -> None:
         result = pinger(hc, f"{KEY}/backup").start()
     [event] = [e for e in logs if e["event"] == "ping_failed"]
     assert event["check"] == "…/backup" and event["status"] == 404
+    assert event["host"] == hc.url.split("/")[2]
     assert KEY not in repr(logs) and KEY not in result.message
+    assert f"start ping to …/backup at {hc.url.split('/')[2]}: HTTP 404" in result.message
 
 
 # --- addressing --------------------------------------------------------------------
@@ -373,6 +456,16 @@ def test_parse_check_rejects_garbage_with_a_one_line_fix(spec: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_check(spec)
     assert "\n" not in str(info.value) and "(" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "spec", [f"{KEY}/Backup", f"https://hc-ping.com/{KEY}/DB-Backup", f"{KEY}/MySite"]
+)
+def test_an_upper_case_slug_is_refused_saying_why(spec: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_check(spec)
+    assert "upper-case letters; Healthchecks slugs are lower case" in info.value.line()
+    assert repr(spec.rsplit("/", 1)[1].lower()) in info.value.line()
 
 
 def test_create_with_a_uuid_is_a_config_error() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -79,14 +81,14 @@ def test_backup_pings_start_then_0_with_the_log_tail_ending_in_the_summary(
         "job: backup",
         f"host: {socket.gethostname()}",
         "databases: default",
-        "errors: 0",
+        summary[4],
         summary[5],
-        summary[6],
         f"opskit: {__version__}",
         "exit_status: 0",
     ]
-    assert summary[5].startswith("bytes: ") and summary[6].startswith("duration: ")
+    assert summary[4].startswith("bytes: ") and summary[5].startswith("duration: ")
     assert body.endswith("exit_status: 0\n")
+    assert not re.search("error|fail", body, re.I)  # a failure keyword filter reads it right
 
 
 def test_a_failing_backup_pings_its_error_count(hc: HCServer, tmp_path: Path) -> None:
@@ -134,14 +136,15 @@ def test_a_dead_hanging_or_failing_server_never_changes_the_exit_status(tmp_path
 
         def timed(site: Path) -> tuple[subprocess.CompletedProcess[str], float]:
             began = time.monotonic()
-            return backup(site, OPSKIT_HEALTHCHECKS_BUDGET="5"), time.monotonic() - began
+            env = {"OPSKIT_HEALTHCHECKS_BUDGET": "5", "OPSKIT_HEALTHCHECKS_START_BUDGET": "2"}
+            return backup(site, **env), time.monotonic() - began
 
         with ThreadPoolExecutor(3) as pool:
             results = dict(zip(sites, pool.map(timed, sites.values()), strict=True))
         assert len(failing.requests) >= 2  # it retried on 500
     for name, (done, seconds) in results.items():
         assert done.returncode == 0, (name, done.stderr)
-        assert seconds < 15, name  # the budget bounds the delay the pings add
+        assert seconds < 15, name  # the bounds (2 s + 5 s) limit the delay the pings add
         assert "event=ping_failed" in done.stderr, name
         assert list((sites[name] / "db_backups").glob("latest.*")), name
 
@@ -167,3 +170,87 @@ def test_a_database_password_never_reaches_a_ping_body(hc: HCServer, tmp_path: P
     assert "event=step_failed" in body and "missing-********" in body
     assert all(PASSWORD.encode() not in r.body for r in hc.requests)
     assert PASSWORD not in done.stderr
+
+
+# Scaled down from a server that holds connections for its first 32 s, with opskit's
+# defaults of 10 s for the start ping, 10 s per attempt and 30 s for the final ping: the
+# same order of events, a tenth of the time. One real-length case is marked slow.
+SCALED = {
+    "OPSKIT_HEALTHCHECKS_START_BUDGET": "1",
+    "OPSKIT_HEALTHCHECKS_TIMEOUT": "1",
+    "OPSKIT_HEALTHCHECKS_BUDGET": "3",
+}
+
+
+def test_a_start_ping_that_hangs_never_silences_the_final_ping(tmp_path: Path) -> None:
+    with HCServer(stall=3.2) as hc:
+        site = project(tmp_path, hc.url)
+        began = time.monotonic()
+        done = backup(site, **SCALED)
+        seconds = time.monotonic() - began
+        pings = hc.requests
+    assert done.returncode == 0, done.stderr
+    assert "event=ping_failed" in done.stderr and "kind=start" in done.stderr
+    assert "timed out after 1.0s" in done.stderr
+    start, *tries = pings
+    assert start.path == f"/{UUID}/start" and start.time < hc.started + 3.2
+    assert {t.path for t in tries} == {f"/{UUID}/0"} and start.rid == tries[-1].rid
+    assert "kind=0" not in done.stderr  # the final ping arrived: no warning for it
+    assert seconds < 1 + 3 + 8  # the two bounds, plus the backup itself
+
+
+def test_run_reports_the_result_after_a_start_ping_that_hung(tmp_path: Path) -> None:
+    with HCServer(stall=3.2) as hc:
+        done = run_opskit(
+            "run", "--hc", UUID, "--ping-url", hc.url, "--", "true", env=clean_env(**SCALED)
+        )
+        paths = [r.path for r in hc.requests]
+    assert done.returncode == 0, done.stderr
+    assert paths[0] == f"/{UUID}/start" and paths[-1] == f"/{UUID}/0"
+    assert "kind=start" in done.stderr and "kind=0" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_32_second_hang_at_start_with_the_default_bounds_still_reports_the_result(
+    tmp_path: Path,
+) -> None:
+    """The real length, with opskit's default bounds (takes about 33 s)."""
+    with HCServer(stall=32) as hc:
+        done = backup(project(tmp_path, hc.url))
+        pings = hc.requests
+    assert done.returncode == 0, done.stderr
+    assert pings[0].path == f"/{UUID}/start" and pings[-1].path == f"/{UUID}/0"
+    assert pings[-1].time - pings[0].time >= 32
+
+
+def test_a_malformed_check_in_the_settings_is_an_error_and_the_backup_still_runs(
+    hc: HCServer, tmp_path: Path
+) -> None:
+    site = project(tmp_path, hc.url)
+    done = backup(site, OPSKIT_HC_BACKUP="Xq3vT9bLmN2pR7sK4wYz1A/Nightly")
+    assert done.returncode == 1
+    assert "upper-case letters" in done.stderr and "event=step_failed step=ping" in done.stderr
+    assert list((site / "db_backups").glob("latest.*")) and hc.requests == []
+
+
+@pytest.mark.parametrize("spec", ["not a check", "k/Upper", f"{UUID}x"])
+def test_a_malformed_hc_flag_is_a_usage_error_that_runs_nothing(
+    hc: HCServer, tmp_path: Path, spec: str
+) -> None:
+    site = project(tmp_path, hc.url)
+    done = run_opskit("backup", "--hc", spec, cwd=site, env=clean_env())
+    assert done.returncode == 64, done.stderr
+    assert "--hc" in done.stderr and not (site / "db_backups").exists()
+    assert hc.requests == []
+
+
+def test_every_log_timestamp_is_utc_with_its_offset(hc: HCServer, tmp_path: Path) -> None:
+    site = project(tmp_path, hc.url)
+    done = backup(site)
+    assert done.returncode == 0
+    stamps = re.findall(r"timestamp=(\S+)", done.stderr)
+    with (site / "logs" / "opskit.json.log").open() as fh:
+        stamps += [json.loads(line)["timestamp"] for line in fh]
+    assert stamps
+    for stamp in stamps:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", stamp), stamp

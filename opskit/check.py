@@ -10,8 +10,9 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from opskit import cron, django_project, files, healthchecks, rotation, space
+from opskit import cron, django_project, files, rotation, space
 from opskit import manifest as manifests
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for, vendor_of
@@ -20,6 +21,9 @@ from opskit.progress import human
 from opskit.report import Report, Step
 from opskit.verify import verify_one
 
+if TYPE_CHECKING:
+    from opskit.hcsync import Wanted
+
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 # The families --only selects by; a line's name is the family, or "family:detail".
 FAMILIES = (
@@ -27,6 +31,7 @@ FAMILIES = (
     "database",
     "folder",
     "latest",
+    "size",
     "restore",
     "cron",
     "healthchecks",
@@ -197,6 +202,28 @@ def _mtime(path: Path) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime).astimezone()
 
 
+def check_size(config: Config, alias: str) -> Result:
+    """The newest dump is not much smaller than the usual ones (or that was acknowledged)."""
+    from opskit import anomaly
+
+    name = f"size:{alias}"
+    entry = anomaly.newest(rotation.db_dir(config.backup_dir, alias), config.size_drop_ratio)
+    if entry is None:
+        return Result(name, OK, "no backup history yet")
+    size = human(int(entry["raw_size"]))
+    if not entry.get("anomaly"):
+        return Result(name, OK, f"the newest dump ({size}) is as large as usual")
+    if entry.get("acknowledged"):
+        return Result(name, OK, f"{entry['anomaly']} (acknowledged)")
+    fix = (
+        f"find out why (a failed import, a purge, a wrong database?); if it is expected,"
+        f" acknowledge it: opskit check --ack-size {alias}"
+    )
+    return Result(
+        name, FAIL, f"{entry.get('file') or 'the newest archive'}: {entry['anomaly']}", fix
+    )
+
+
 def check_restores(config: Config, db: DbParams) -> list[Result]:
     """No restore was left half-done, no scratch database orphaned; kept copies take space.
 
@@ -278,28 +305,32 @@ def check_cron(
     return [result, Result("cron:daemon", FAIL, "no cron daemon is running", fix)]
 
 
-def check_healthchecks(config: Config, secrets: Iterable[str] = ()) -> list[Result]:
-    """Each configured check answers a ``/log`` ping (which changes no check's state)."""
-    if not config.healthchecks:
-        return [Result("healthchecks", WARN, "no checks configured", "set OPSKIT['HEALTHCHECKS']")]
-    results = []
-    for job, spec in sorted(config.healthchecks.items()):
-        name = f"healthchecks:{job}"
-        try:
-            target = healthchecks.parse_check(spec, config.ping_url, config.ping_create)
-        except ConfigError as exc:
-            results.append(_fail(name, exc))
-            continue
-        timeout = min(config.ping_timeout, 5.0)
-        sent = healthchecks.ping(
-            target, "log", "opskit check", timeout=timeout, budget=timeout, secrets=secrets
-        )
-        if sent.ok:
-            results.append(Result(name, OK, f"{target.label} answered HTTP {sent.status}"))
-        else:
-            fix = f"fix OPSKIT['HEALTHCHECKS'][{job!r}] or HEALTHCHECKS_PING_URL"
-            results.append(Result(name, FAIL, sent.message, fix))
-    return results
+def check_healthchecks(
+    config: Config,
+    wanted: Sequence[Wanted],
+    durations: Callable[[str], list[float]],
+) -> list[Result]:
+    """Read the checks through the API (a read-only key is enough) and judge each one.
+
+    FAIL when a crontab job's check is missing, down, or differs from crontab.txt in
+    schedule, time zone or grace; WARN when it is paused or new, or when a recent run took
+    more than half its grace. Nothing is pinged, created or changed.
+    """
+    from opskit import hcapi, hcsync
+
+    scheduled = {w.command for w in wanted}
+    others = {job: spec for job, spec in config.healthchecks.items() if job not in scheduled}
+    if not config.api_key:
+        fix = "set OPSKIT_HEALTHCHECKS_API_KEY (a read-only API key is enough)"
+        return [Result("healthchecks", WARN, "no API key: the checks were not read", fix)]
+    try:
+        api = hcapi.Api(config.api_url, config.api_key, timeout=min(config.ping_timeout, 10.0))
+        findings = hcsync.audit(api, wanted, others, durations)
+    except OpsError as exc:
+        return [_fail("healthchecks", exc)]
+    if not findings:
+        return [Result("healthchecks", WARN, "no job has a check", "run opskit hc sync")]
+    return [Result(f"healthchecks:{f.job}", f.status, f.found, f.fix) for f in findings]
 
 
 def check_sessions(now: datetime) -> Result:
@@ -320,8 +351,7 @@ def run_checks(
     max_age: float = DEFAULT_MAX_AGE,
     only: Sequence[str] = (),
     cron_state: Callable[[], list[Result]] | None = None,
-    ping: bool = False,
-    secrets: Iterable[str] = (),
+    healthchecks: Callable[[], list[Result]] | None = None,
 ) -> list[Result]:
     """Run every selected check; ``cron_state`` (if given) checks the installed schedule."""
     aliases = [a for a in databases if not config.databases or a in config.databases]
@@ -341,13 +371,15 @@ def run_checks(
         results.append(check_folder("log", config.log_dir, mode=0o750))
     if want("latest"):
         results += [check_latest(config, databases[a], now, max_age) for a in aliases]
+    if want("size"):
+        results += [check_size(config, a) for a in aliases]
     if want("restore"):
         for alias in aliases:
             results += check_restores(config, databases[alias])
     if cron_state is not None and want("cron"):
         results += cron_state()
-    if ping and want("healthchecks"):
-        results += check_healthchecks(config, secrets)
+    if healthchecks is not None and want("healthchecks"):
+        results += healthchecks()
     if want("sessions"):
         results.append(check_sessions(now))
     return [r for r in results if selected(r.name, only)]
@@ -357,7 +389,7 @@ def to_report(results: Iterable[Result]) -> Report:
     """One step per check; a FAIL is a failed step, so the exit status counts FAIL lines."""
     report = Report("check")
     for r in results:
-        prefixes = ("database:", "latest:", "restore:")
+        prefixes = ("database:", "latest:", "size:", "restore:")
         database = r.name.split(":")[1] if r.name.startswith(prefixes) else None
         report.steps.append(Step(r.name, database, ok=r.status != FAIL, reason=r.found))
     return report

@@ -33,9 +33,23 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option("--cron", "with_cron", is_flag=True, help="Also check the installed cron jobs.")
 @click.option("--cron-user", metavar="NAME", help="With --cron: whose crontab to read.")
 @click.option("--cron-d", metavar="NAME", help="With --cron: read /etc/cron.d/NAME instead.")
-@click.option("--name", metavar="NAME", help="With --cron: project name in the job tags.")
 @click.option(
-    "--healthchecks", "with_hc", is_flag=True, help="Also send each configured check a /log ping."
+    "--name",
+    metavar="NAME",
+    help="With --cron or --healthchecks: project name in job tags and check names.",
+)
+@click.option(
+    "--healthchecks",
+    "with_hc",
+    is_flag=True,
+    help="Also read each job's Healthchecks check through the API (read-only key is enough).",
+)
+@click.option(
+    "--ack-size",
+    "ack_size",
+    multiple=True,
+    metavar="ALIAS",
+    help="Accept the newest dump of ALIAS as its usual size (after a purge, say).",
 )
 @click.option(
     "--only", metavar="NAMES", help="Comma-separated checks to run, e.g. database,latest."
@@ -51,6 +65,7 @@ def check_command(
     cron_d: str | None,
     name: str | None,
     with_hc: bool,
+    ack_size: tuple[str, ...],
     only: str | None,
     as_json: bool,
     check: str | None,
@@ -93,11 +108,16 @@ def check_command(
     g.tail = logs.LogTail()
     g.secrets = (*(db.password for db in dbs.values()), config.api_key, *config.signing_keys)
     logs.configure(log_dir=None, verbosity=g.verbosity, secrets=g.secrets, tail=g.tail)
+    for alias in ack_size:
+        _acknowledge(ctx, config, dbs, alias)
     run = start_job(ctx, "check", config, check)
     started = now()
 
     def cron_state() -> list[checks.Result]:
         return _cron_state(ctx, config, cron_user, cron_d, name)
+
+    def hc_state() -> list[checks.Result]:
+        return _hc_state(ctx, config, name)
 
     results = checks.run_checks(
         config,
@@ -106,11 +126,56 @@ def check_command(
         max_age=max_age,
         only=names,
         cron_state=cron_state if with_cron else None,
-        ping=with_hc,
-        secrets=g.secrets,
+        healthchecks=hc_state if with_hc else None,
     )
     _render(results, as_json)
+    run.body = "".join(r.line() + "\n" for r in results)  # the ping body is the table
     finish(ctx, run, checks.to_report(results))
+
+
+def _acknowledge(ctx: click.Context, config: Any, dbs: dict[str, Any], alias: str) -> None:
+    """Accept the newest dump's size under the backup lock (check's only other write)."""
+    from opskit import anomaly, locks, rotation
+
+    if alias not in dbs:
+        raise click.BadParameter(
+            f"no database {alias!r} in settings.DATABASES", param_hint="--ack-size"
+        )
+    folder = rotation.db_dir(config.backup_dir, alias)
+    try:
+        with locks.hold(locks.lock_path(folder, "backup"), what="check --ack-size"):
+            entry = anomaly.acknowledge(folder, now())
+    except (OpsError, OSError) as exc:
+        message = exc.line() if isinstance(exc, OpsError) else str(exc)
+        click.echo(f"opskit: error: {message}", err=True)
+        ctx.exit(1)
+    click.echo(
+        f"opskit check: {entry.get('file') or 'the newest dump'} of {alias} is now its usual size",
+        err=True,
+    )
+
+
+def _hc_state(ctx: click.Context, config: Any, name: str | None) -> list[Any]:
+    """The crontab's jobs and their checks, as hc sync would make them, read from the API."""
+    from opskit import cron, hcsync, timezones
+    from opskit.check import FAIL, Result, check_healthchecks
+    from opskit.cli_monitor import durations_of
+    from opskit.cli_schedule import project_name, schedule_file, subcommands
+
+    try:
+        with schedule_file(None, config) as (source, _):
+            lines = cron.parse_schedule(source, commands=subcommands(ctx))
+        wanted = hcsync.wanted_checks(
+            lines,
+            project=project_name(ctx, name),
+            tz=timezones.system_zone(),
+            grace=None,
+            checks=config.healthchecks,
+            durations=durations_of(config),
+        )
+    except OpsError as exc:
+        return [Result("healthchecks", FAIL, exc.message, exc.hint)]
+    return check_healthchecks(config, wanted, durations_of(config))
 
 
 def _render(results: list[Any], as_json: bool) -> None:

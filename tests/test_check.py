@@ -20,6 +20,8 @@ from opskit import manifest as manifests
 from opskit.engines import DbParams
 
 UUID = "5bf68b1e-8a94-4bb2-9a5b-1c8e0b6f3a11"
+API_KEY = "k" * 32
+PING_KEY = "Xq3vT9bLmN2pR7sK4wYz1A"
 # Runs the CLI with `check` added, for as long as opskit.cli does not register it itself.
 LINE = re.compile(r"^(OK|WARN|FAIL|SKIP)\s+(\S+): (.*)$")
 
@@ -122,16 +124,27 @@ def cron_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def test_every_check_passes_in_a_healthy_project(
-    tmp_path: Path, hc: HCServer, cron_env: dict[str, str]
-) -> None:
-    opskit = f"{{'HEALTHCHECKS': {{'backup': '{UUID}'}}, 'HEALTHCHECKS_PING_URL': '{hc.url}'}}"
-    site = make_site(tmp_path, opskit)
-    assert run_opskit("backup", cwd=site, env=clean_env()).returncode == 0
-    installed = run_opskit("cron", "install", "--cron-d", "opskit-site", cwd=site, env=cron_env)
-    assert installed.returncode == 0, installed.stderr
+def test_every_check_passes_in_a_healthy_project(tmp_path: Path, cron_env: dict[str, str]) -> None:
+    with HCServer(api_key=API_KEY, ping_key=PING_KEY) as hc:
+        opskit = (
+            f"{{'HEALTHCHECKS': {{'backup': '{PING_KEY}/site-backup',"
+            f" 'clear-sessions': '{PING_KEY}/site-clear-sessions'}},"
+            f" 'HEALTHCHECKS_PING_URL': '{hc.url}', 'HEALTHCHECKS_API_URL': '{hc.api_url}',"
+            f" 'HEALTHCHECKS_API_KEY': '{API_KEY}'}}"
+        )
+        site = make_site(tmp_path, opskit)
+        assert run_opskit("hc", "sync", cwd=site, env=clean_env()).returncode == 0
+        for job in ("backup", "clear-sessions"):
+            assert run_opskit(job, cwd=site, env=clean_env()).returncode == 0
+        # Again, now that the jobs ran: the grace follows their durations.
+        assert run_opskit("hc", "sync", cwd=site, env=clean_env()).returncode == 0
+        installed = run_opskit("cron", "install", "--cron-d", "opskit-site", cwd=site, env=cron_env)
+        assert installed.returncode == 0, installed.stderr
+        before = len(hc.requests)
 
-    done = check(site, "check", "--cron", "--cron-d", "opskit-site", "--healthchecks", env=cron_env)
+        args = ("check", "--cron", "--cron-d", "opskit-site", "--healthchecks")
+        done = check(site, *args, env=cron_env)
+        during = hc.requests[before:]
 
     found = lines(done)
     assert done.returncode == 0
@@ -141,17 +154,18 @@ def test_every_check_passes_in_a_healthy_project(
         "folder:backup",
         "folder:log",
         "latest:default",
+        "size:default",
         "restore:default",
         "cron:jobs",
         "cron:daemon",
+        "healthchecks:clear-sessions",
         "healthchecks:backup",
         "sessions",
     }
-    assert {status for status, _ in found.values()} == {"OK"}
+    assert {status for status, _ in found.values()} == {"OK"}, done.stdout
     assert "sha256 matches" in found["latest:default"][1]
     assert "has all 2 job(s)" in found["cron:jobs"][1]
-    log_pings = [r for r in hc.requests if r.path.endswith("/log")]
-    assert [r.body for r in log_pings] == [b"opskit check"]
+    assert [(r.method, r.api) for r in during] == [("GET", True)]  # read, never write
 
 
 def test_json_lists_every_check_with_its_status(site: Path) -> None:
@@ -163,6 +177,7 @@ def test_json_lists_every_check_with_its_status(site: Path) -> None:
         "folder:backup",
         "folder:log",
         "latest:default",
+        "size:default",
         "restore:default",
         "sessions",
     ]
@@ -328,16 +343,18 @@ def test_cron_jobs_not_installed_stale_or_no_daemon_fail(
     )
 
 
-def test_a_healthchecks_check_answering_404_fails(tmp_path: Path) -> None:
-    with HCServer(default=404) as hc:
-        opskit = f"{{'HEALTHCHECKS': {{'backup': '{UUID}'}}, 'HEALTHCHECKS_PING_URL': '{hc.url}'}}"
+def test_a_configured_check_missing_on_the_server_fails(tmp_path: Path) -> None:
+    with HCServer(api_key=API_KEY) as hc:
+        opskit = (
+            f"{{'HEALTHCHECKS': {{'restore': '{UUID}'}}, 'HEALTHCHECKS_PING_URL': '{hc.url}',"
+            f" 'HEALTHCHECKS_API_URL': '{hc.api_url}', 'HEALTHCHECKS_API_KEY': '{API_KEY}'}}"
+        )
         site = make_site(tmp_path, opskit)
         done = check(site, "check", "--only", "healthchecks", "--healthchecks")
-    status, text = lines(done)["healthchecks:backup"]
+    status, text = lines(done)["healthchecks:restore"]
     assert status == "FAIL"
-    assert "HTTP 404 unknown check" in text
-    assert UUID not in done.stdout + done.stderr
-    assert "fix: fix OPSKIT['HEALTHCHECKS']['backup']" in text
+    assert "no check 5bf68b1e… in Healthchecks" in text
+    assert UUID not in done.stdout + done.stderr and API_KEY not in done.stdout + done.stderr
 
 
 def test_signed_cookie_sessions_fail_with_a_fix(site: Path) -> None:

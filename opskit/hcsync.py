@@ -335,7 +335,8 @@ def audit(
             findings.append(Finding(want.job, FAIL, found, "run opskit hc sync"))
             continue
         state = _state(want.job, want.label, same[0], durations(want.command))
-        findings.append(_grace(want, same[0]) if state.status == OK else state)
+        grace = _grace(want, same[0])
+        findings.append(grace if grace.status == FAIL or state.status == OK else state)
     for job, spec in sorted(others.items()):
         try:
             target = parse_check(spec)

@@ -201,6 +201,7 @@ def test_sqlite_backup_writes_archive_link_manifest_and_logs_then_restores(site:
             latest.name,
             ".opskit-backup.lock",
             ".opskit-folder.json",
+            ".opskit-history.json",
         ]
     )
     assert latest.is_symlink() and os.readlink(latest) == archive.name  # relative link

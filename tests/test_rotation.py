@@ -100,6 +100,7 @@ def test_backup_files_are_0600_and_folders_0700(
         assert names == [
             ".opskit-backup.lock",
             ".opskit-folder.json",
+            ".opskit-history.json",
             "0-Sunday.sqlite3.zst",
             "0-Sunday.sqlite3.zst.json",
         ]

@@ -1,4 +1,12 @@
-"""SQLite: the file under a read lock, or a snapshot by the online backup API; no subprocess."""
+"""SQLite: the file under a read lock, or a snapshot by the online backup API; no subprocess.
+
+Every backup is one moment. One read transaction covers the check of the excluded tables
+and the copy: in rollback-journal mode the live file itself is compressed while that
+transaction's shared lock holds writers off (no descriptor of the file is closed before
+the copy is complete: closing any of them would drop the process's POSIX locks); in WAL
+mode, or when an excluded table holds rows, the backup API copies the transaction's
+snapshot into a file of opskit's, where the excluded rows are deleted.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,6 @@ import contextlib
 import dataclasses
 import errno
 import os
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -14,9 +21,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from opskit.archive import disk_error
+from opskit import logs
+from opskit.archive import CHUNK, disk_error
 from opskit.engines.base import DbParams, OpenArchive, RestoreContext
+from opskit.engines.sqlite_files import Scratch, connect, open_elsewhere, sweep_stale
 from opskit.errors import ArchiveError, CommandFailed, ConfigError, OpsError
+
+log = logs.get("engines")
+# Header bytes 24-27 (file change counter) and 92-95 (version-valid-for): any commit moves them.
+_COUNTERS = (slice(24, 28), slice(92, 96))
 
 
 def _path(db: DbParams) -> Path:
@@ -28,18 +41,19 @@ def _path(db: DbParams) -> Path:
     return Path(db.name)
 
 
+def _existing(db: DbParams) -> Path:
+    path = _path(db)
+    if not path.is_file():
+        raise CommandFailed(f"SQLite database {path} does not exist", "check DATABASES NAME")
+    return path
+
+
 def _quote(name: str) -> str:
-    return name.replace('"', '""')
-
-
-def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    return sqlite3.connect(path, timeout=30)
+    return '"' + name.replace('"', '""') + '"'
 
 
 class SQLite:
-    """SQLite files, copied page by page with Python's sqlite3 backup API."""
+    """SQLite files, copied under one read transaction, restored from a checked copy."""
 
     vendor = "sqlite"
     suffix = "sqlite3"
@@ -57,84 +71,59 @@ class SQLite:
 
     @contextlib.contextmanager
     def _dump(self, db: DbParams, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes]]:
-        source = _path(db)
-        if not source.is_file():
-            raise CommandFailed(f"SQLite database {source} does not exist", "check DATABASES NAME")
-        with self._frozen(source, exclude_data) as live:
-            if live is not None:
-                yield live
-                return
-        folder = self.work_dir or source.parent
-        snapshot = folder / f".{db.alias}.sqlite3.tmp-{os.getpid()}"
+        source = _existing(db)
+        real = Path(os.path.realpath(source))
+        _sweep(real, db.alias)
         try:
-            fd = os.open(snapshot, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.close(fd)
-            try:
-                src = _connect(source, readonly=True)
-                dst = _connect(snapshot)
-                with contextlib.closing(src), contextlib.closing(dst):
-                    # A throwaway copy needs no rollback journal beside it.
-                    dst.execute("PRAGMA journal_mode=OFF")
-                    src.backup(dst)
-                    self._drop_data(dst, exclude_data)
-            except sqlite3.Error as exc:
-                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                    raise disk_error(OSError(errno.ENOSPC, "full"), folder) from None
-                raise CommandFailed(f"SQLite backup of {source} failed: {exc}") from None
-            except OSError as exc:
-                raise disk_error(exc, folder) from None
-            with snapshot.open("rb") as fh:
-                yield fh
-        finally:
-            _remove(snapshot)
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _frozen(source: Path, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes] | None]:
-        """Yield the live file itself while a read transaction keeps writers out, if that is safe.
-
-        In rollback-journal mode the file changes only under an exclusive lock, which our
-        shared lock holds off: the file is then a consistent copy, with no snapshot to write
-        first. Not in WAL mode (committed pages may live in the -wal file), and not when an
-        excluded table holds rows (they must be left out): then None, and a snapshot is made.
-        """
-        try:
-            conn = _connect(source, readonly=True)
+            conn = connect(source)
         except sqlite3.Error as exc:
             raise CommandFailed(f"SQLite backup of {source} failed: {exc}") from None
         with contextlib.closing(conn):
             try:
-                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-                tables = {
-                    r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-                }
-                busy = any(
-                    conn.execute(f'SELECT 1 FROM "{_quote(t)}" LIMIT 1').fetchone()
-                    for t in exclude_data
-                    if t in tables
-                )
-                if mode == "wal" or busy:
-                    yield None
-                    return
                 conn.execute("BEGIN")
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the shared lock
+                # The first read takes the shared lock (WAL: fixes the snapshot) until rollback.
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                holding = [
+                    t
+                    for t in exclude_data
+                    if t in tables and conn.execute(f"SELECT 1 FROM {_quote(t)} LIMIT 1").fetchone()
+                ]
             except sqlite3.Error as exc:
                 raise CommandFailed(f"SQLite backup of {source} failed: {exc}") from None
-            with source.open("rb") as fh:
-                yield fh
+            if mode == "wal" or holding:
+                folder = self.work_dir or real.parent
+                final = folder / (f"{db.alias}.sqlite3" if self.work_dir else real.name)
+                with self._snapshot(conn, source, final, holding) as snapshot:
+                    yield snapshot
+            else:
+                with _locked_file(source) as live:
+                    yield live
             conn.rollback()
 
     @staticmethod
-    def _drop_data(conn: sqlite3.Connection, tables: tuple[str, ...]) -> None:
-        existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        skipped = [t for t in tables if t in existing]
-        if not skipped:
-            return
-        # secure_delete zeroes the freed pages, so excluded data is really gone from the copy.
-        conn.execute("PRAGMA secure_delete=ON")
-        for table in skipped:
-            conn.execute(f'DELETE FROM "{_quote(table)}"')
-        conn.commit()
+    @contextlib.contextmanager
+    def _snapshot(
+        conn: sqlite3.Connection, source: Path, final: Path, holding: list[str]
+    ) -> Iterator[IO[bytes]]:
+        """Copy the read transaction's moment into a new file and delete the excluded rows."""
+        with _scratch(final) as snapshot:
+            try:
+                dst = snapshot.connect("rw")
+                with contextlib.closing(dst):
+                    # A throwaway copy needs no rollback journal beside it.
+                    dst.execute("PRAGMA journal_mode=OFF")
+                    conn.backup(dst)  # in one step, inside conn's transaction
+                conn.rollback()  # the moment is copied: writers need not wait any more
+                if holding:
+                    _drop_rows(snapshot, holding)
+                fh = snapshot.reader()
+            except sqlite3.Error as exc:
+                raise _error(exc, f"SQLite backup of {source} failed", final.parent) from None
+            except OSError as exc:
+                raise disk_error(exc, final.parent) from None
+            with fh:
+                yield fh
 
     def size(self, db: DbParams) -> int:
         path = _path(db)
@@ -142,11 +131,10 @@ class SQLite:
 
     def table_counts(self, db: DbParams) -> dict[str, int]:
         """Return the exact row count of every table (SQLite's own tables left out)."""
-        path = _path(db)
-        if not path.is_file():
-            raise CommandFailed(f"SQLite database {path} does not exist", "check DATABASES NAME")
+        path = _existing(db)
         try:
-            with contextlib.closing(_connect(path, readonly=True)) as conn:
+            with contextlib.closing(connect(path)) as conn:
+                conn.execute("BEGIN")  # one moment for every table
                 names = [
                     r[0]
                     for r in conn.execute(
@@ -155,7 +143,7 @@ class SQLite:
                     )
                 ]
                 return {
-                    name: conn.execute(f'SELECT count(*) FROM "{_quote(name)}"').fetchone()[0]
+                    name: conn.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0]
                     for name in names
                 }
         except sqlite3.Error as exc:
@@ -172,40 +160,107 @@ class SQLite:
         self, db: DbParams, open_archive: OpenArchive, work_dir: Path
     ) -> Iterator[DbParams]:
         # Named like a temp file, so a killed run's leftover is swept by the next backup.
-        scratch = work_dir / f".{db.alias}.verify.sqlite3.tmp-{os.getpid()}"
-        try:
-            _write_scratch(scratch, open_archive)
-            self._check(scratch)
-            yield dataclasses.replace(db, name=str(scratch))
-        finally:
-            _remove(scratch)
+        with _scratch(work_dir / f"{db.alias}.verify.sqlite3") as scratch:
+            _fill(scratch, open_archive)
+            _check(scratch)
+            # Read by name as a rollback-journal file: no -wal or -shm beside it.
+            with scratch.without_wal():
+                yield dataclasses.replace(db, name=str(scratch.path))
 
     def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
+        """Decompress into a checked file beside the database, then copy it in.
+
+        The live file is not touched before the new one is complete, matched the archive's
+        manifest and passed ``PRAGMA integrity_check``; the copy is one transaction.
+        """
         target = _path(db)
-        scratch = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            _write_scratch(scratch, open_archive)
-            self._check(scratch)
+        _sweep(Path(os.path.realpath(target)), db.alias)
+        with _scratch(Path(os.path.realpath(target))) as scratch:
+            _fill(scratch, open_archive)
+            _check(scratch)
             try:
-                src = _connect(scratch, readonly=True)
-                dst = _connect(target)
+                src = scratch.connect("ro", immutable=True)
+                dst = connect(target, "rwc")
                 with contextlib.closing(src), contextlib.closing(dst):
                     # The backup API writes the target in one transaction: all or nothing.
                     src.backup(dst)
             except sqlite3.Error as exc:
                 raise _error(exc, f"copying into {target} failed", target.parent) from None
-        finally:
-            _remove(scratch)
 
-    @staticmethod
-    def _check(path: Path) -> None:
-        try:
-            with contextlib.closing(_connect(path, readonly=True)) as conn:
-                result = conn.execute("PRAGMA integrity_check").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise ArchiveError(f"the archive is not a usable SQLite database: {exc}") from None
-        if not result or result[0] != "ok":
-            raise ArchiveError(f"the archive fails PRAGMA integrity_check: {result}")
+
+def _sweep(db_file: Path, alias: str) -> None:
+    for stale in sweep_stale(db_file):
+        log.info("removed_stale_temp_file", database=alias, path=str(stale))
+
+
+@contextlib.contextmanager
+def _locked_file(source: Path) -> Iterator[IO[bytes]]:
+    """Yield the live file, which the caller's read transaction keeps still; check it did."""
+    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        # Our descriptor must be on the very file SQLite holds the lock on.
+        if open_elsewhere(fd) is False:
+            raise CommandFailed(f"{source} was replaced while it was opened", "back it up again")
+        before = os.pread(fd, 100, 0)
+        yield fh
+        if fh.closed:
+            raise CommandFailed(
+                f"the copy of {source} closed its descriptor early, so its read lock was lost",
+                "report this as a bug in opskit",
+            )
+        after = os.pread(fd, 100, 0)
+    if any(before[part] != after[part] for part in _COUNTERS):
+        raise CommandFailed(f"{source} changed while it was copied", "back it up again")
+
+
+def _drop_rows(snapshot: Scratch, tables: list[str]) -> None:
+    """Delete the excluded tables' rows from a copy; the freed pages are zeroed."""
+    with snapshot.without_wal(), contextlib.closing(snapshot.connect("rw")) as conn:
+        conn.execute("PRAGMA journal_mode=OFF")
+        # secure_delete zeroes the freed pages, so excluded data is really gone from the copy.
+        conn.execute("PRAGMA secure_delete=ON")
+        for table in tables:
+            conn.execute(f"DELETE FROM {_quote(table)}")
+
+
+@contextlib.contextmanager
+def _scratch(final: Path) -> Iterator[Scratch]:
+    try:
+        scratch = Scratch(final)
+    except OSError as exc:
+        raise _disk_error(exc, final.parent) from None
+    with scratch:
+        yield scratch
+
+
+def _fill(scratch: Scratch, open_archive: OpenArchive) -> None:
+    """Decompress the archive into the scratch file and prove the archive whole."""
+    try:
+        with open_archive() as content:
+            _copy(content, scratch.fd)
+            # Read to its end, decompressed cleanly, the manifest's sha256: before any use.
+            getattr(content, "check_end", lambda: None)()
+    except OSError as exc:
+        raise _disk_error(exc, scratch.path.parent) from None
+
+
+def _copy(content: IO[bytes], out: int) -> None:
+    while chunk := content.read(CHUNK):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(out, view) :]
+
+
+def _check(scratch: Scratch) -> None:
+    """Raise ArchiveError unless the file passes ``PRAGMA integrity_check``."""
+    try:
+        # immutable: read as it is, no locks, no -wal or -shm opened beside it.
+        with contextlib.closing(scratch.connect("ro", immutable=True)) as conn:
+            result = conn.execute("PRAGMA integrity_check").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise ArchiveError(f"the archive is not a usable SQLite database: {exc}") from None
+    if not result or result[0] != "ok":
+        raise ArchiveError(f"the archive fails PRAGMA integrity_check: {result}")
 
 
 def _disk_error(exc: OSError, folder: Path) -> ArchiveError:
@@ -219,19 +274,3 @@ def _error(exc: sqlite3.Error, what: str, folder: Path) -> OpsError:
     if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return ArchiveError(f"no space left on the device of {folder}", "free space there")
     return CommandFailed(f"{what}: {exc}")
-
-
-def _write_scratch(path: Path, open_archive: OpenArchive) -> None:
-    """Decompress an archive into a 0600 file; a full or read-only folder is one line."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out, open_archive() as content:
-            shutil.copyfileobj(content, out, 1 << 20)
-    except OSError as exc:
-        raise _disk_error(exc, path.parent) from None
-
-
-def _remove(path: Path) -> None:
-    """Delete a temporary database and any journal SQLite left beside it."""
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        path.with_name(path.name + suffix).unlink(missing_ok=True)

@@ -20,10 +20,12 @@ from conftest import SUNDAY, run_opskit, write_project
 from dbdata import adapter_for
 from test_roundtrip import backup
 
-from opskit import archive, files
+from opskit import archive, files, pipes
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams
+from opskit.engines.base import RestoreContext
+from opskit.engines.sqlite import SQLite
 from opskit.report import Report, StepFailed
 from opskit.restore import plan_restore, run_restore
 
@@ -435,6 +437,46 @@ def test_a_bad_archive_leaves_the_live_file_byte_for_byte_as_it_was(
     assert path.stat().st_ino == ino
 
 
+def test_a_restore_while_the_site_holds_the_file_open_copies_in_place_and_the_site_sees_it(
+    sqlite_db: DbParams, config: Config, tmp_path: Path
+) -> None:
+    """A connection open during the restore reads the restored data, not a renamed-away file."""
+    data = adapter_for(sqlite_db)
+    data.populate()
+    before = data.snapshot()
+    assert backup(config, sqlite_db).exit_code == 0
+    data.mutate()
+    path = Path(sqlite_db.name)
+    ino = path.stat().st_ino
+    latest = next(config.backup_dir.glob("latest.*")).resolve()
+    ctx = RestoreContext(work_dir=tmp_path, now=SUNDAY)
+    with contextlib.closing(sqlite3.connect(path)) as site:
+        assert site.execute("SELECT count(*) FROM item").fetchone() != (len(before["items"]),)
+        SQLite(swap_wait=0.2).restore(sqlite_db, pipes.opener(latest), ctx)
+        assert site.execute("SELECT count(*) FROM item").fetchone() == (len(before["items"]),)
+    assert path.stat().st_ino == ino
+    assert data.snapshot() == {**before, "sessions": 0}
+
+
+def test_a_restore_of_a_closed_file_renames_it_into_place_with_its_owner_and_mode(
+    sqlite_db: DbParams, config: Config
+) -> None:
+    """Nobody has the file open: the checked copy takes its place, same owner and mode."""
+    data = adapter_for(sqlite_db)
+    data.populate()
+    before = data.snapshot()
+    assert backup(config, sqlite_db).exit_code == 0
+    data.mutate()
+    path = Path(sqlite_db.name)
+    path.chmod(0o640)
+    old = path.stat()
+    assert restore(config, sqlite_db).exit_code == 0
+    new = path.stat()
+    assert new.st_ino != old.st_ino
+    assert (new.st_mode, new.st_uid, new.st_gid) == (old.st_mode, old.st_uid, old.st_gid)
+    assert data.snapshot() == {**before, "sessions": 0}
+
+
 CRASH = r"""
 import os, signal, sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -469,3 +511,15 @@ def test_a_journal_left_by_a_killed_writer_is_never_applied_to_the_restored_file
     assert restore(config, sqlite_db).exit_code == 0
     assert data.query("PRAGMA integrity_check") == [("ok",)]
     assert data.snapshot() == {**before, "sessions": 0}
+
+
+def test_the_restore_benchmark_prints_each_time_its_ratio_and_the_goal(tmp_path: Path) -> None:
+    """bench/sqlite_restore.py runs on a small dataset (its times are never asserted)."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "sqlite_restore.py"
+    done = subprocess.run(
+        [sys.executable, script, "--size", "10m", "--runs", "1", "--work", tmp_path], **TEXT
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    for label in ("limit: zstd -q -dc archive > file", "renamed in", "in place", "goal:"):
+        assert label in done.stdout
+    assert "PRAGMA integrity_check" in done.stdout

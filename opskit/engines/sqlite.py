@@ -15,14 +15,17 @@ import dataclasses
 import errno
 import os
 import sqlite3
+import stat
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from opskit import logs
+from opskit import files, logs
 from opskit.archive import CHUNK, disk_error
+from opskit.engines import sqlite_swap
 from opskit.engines.base import DbParams, OpenArchive, RestoreContext
 from opskit.engines.sqlite_files import Scratch, connect, open_elsewhere, sweep_stale
 from opskit.errors import ArchiveError, CommandFailed, ConfigError, OpsError
@@ -53,13 +56,15 @@ def _quote(name: str) -> str:
 
 
 class SQLite:
-    """SQLite files, copied under one read transaction, restored from a checked copy."""
+    """SQLite files, copied under one read transaction, restored by a checked swap."""
 
     vendor = "sqlite"
     suffix = "sqlite3"
 
-    def __init__(self, work_dir: Path | None = None) -> None:
+    def __init__(self, work_dir: Path | None = None, swap_wait: float = 2.0) -> None:
         self.work_dir = work_dir
+        # How long a restore waits for the site to close the file before copying in place.
+        self.swap_wait = swap_wait
 
     def versions(self, db: DbParams) -> dict[str, str]:
         return {"sqlite3": sqlite3.sqlite_version, "server": sqlite3.sqlite_version}
@@ -168,24 +173,72 @@ class SQLite:
                 yield dataclasses.replace(db, name=str(scratch.path))
 
     def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
-        """Decompress into a checked file beside the database, then copy it in.
+        """Decompress into a checked file beside the database, then put it in its place.
 
         The live file is not touched before the new one is complete, matched the archive's
-        manifest and passed ``PRAGMA integrity_check``; the copy is one transaction.
+        manifest, passed ``PRAGMA integrity_check`` and is on disk; any failure before the
+        swap leaves it exactly as it was, and the swap itself is atomic (see sqlite_swap).
         """
-        target = _path(db)
-        _sweep(Path(os.path.realpath(target)), db.alias)
-        with _scratch(Path(os.path.realpath(target))) as scratch:
+        # The file SQLite (and Django) opens for this NAME: symlinks resolved.
+        target = Path(os.path.realpath(_path(db)))
+        if not target.parent.is_dir():
+            raise CommandFailed(f"the folder of {target} does not exist", "check DATABASES NAME")
+        _sweep(target, db.alias)
+        with _scratch(target) as scratch:
             _fill(scratch, open_archive)
+            synced = _Sync(scratch.fd)
             _check(scratch)
-            try:
-                src = scratch.connect("ro", immutable=True)
-                dst = connect(target, "rwc")
-                with contextlib.closing(src), contextlib.closing(dst):
-                    # The backup API writes the target in one transaction: all or nothing.
-                    src.backup(dst)
-            except sqlite3.Error as exc:
-                raise _error(exc, f"copying into {target} failed", target.parent) from None
+            synced.wait(target.parent)
+            self._replace(db, scratch, target, ctx)
+
+    def _replace(self, db: DbParams, scratch: Scratch, target: Path, ctx: RestoreContext) -> None:
+        if not os.path.lexists(target):
+            self._create(db, scratch, target)
+            return
+        try:
+            renamed, why = sqlite_swap.rename_over(scratch, target, self.swap_wait)
+        except OSError as exc:
+            raise disk_error(exc, target.parent) from None
+        if renamed:
+            log.info("sqlite_restored", database=db.alias, how="rename", path=str(target))
+            if why:
+                ctx.notes.append(why)
+            return
+        log.info("sqlite_copying_in_place", database=db.alias, path=str(target), reason=why)
+        try:
+            src = scratch.connect("ro", immutable=True)
+            dst = connect(target, "rw")
+            with contextlib.closing(src), contextlib.closing(dst):
+                # The backup API writes the target in one transaction: all or nothing.
+                src.backup(dst)
+        except sqlite3.Error as exc:
+            raise _error(exc, f"copying into {target} failed", target.parent) from None
+        log.info("sqlite_restored", database=db.alias, how="in place", path=str(target))
+
+    @staticmethod
+    def _create(db: DbParams, scratch: Scratch, target: Path) -> None:
+        """Put the scratch file where no database is yet, as the folder's owner and group."""
+        leftover = sqlite_swap.leftovers_beside(target)
+        if leftover:
+            raise CommandFailed(
+                f"{leftover} lies beside {target}, which does not exist: SQLite would apply"
+                " it to the restored file",
+                f"remove {target.parent / leftover} if it is not needed",
+            )
+        try:
+            folder = target.parent.stat()
+            # The site must be able to open it: the folder's owner and group may read and write.
+            os.fchmod(scratch.fd, 0o660)
+            if (folder.st_uid, folder.st_gid) != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(PermissionError):
+                    os.fchown(scratch.fd, folder.st_uid, folder.st_gid)
+            scratch.check_name()
+            os.rename(scratch.path, target)
+            scratch.renamed = True
+            files.fsync(target.parent)
+        except OSError as exc:
+            raise disk_error(exc, target.parent) from None
+        log.info("sqlite_restored", database=db.alias, how="new file", path=str(target))
 
 
 def _sweep(db_file: Path, alias: str) -> None:
@@ -245,10 +298,53 @@ def _fill(scratch: Scratch, open_archive: OpenArchive) -> None:
 
 
 def _copy(content: IO[bytes], out: int) -> None:
+    """Copy the content to ``out``: a pipe moves inside the kernel (splice), else by reads."""
+    fd = _pipe_of(content)
+    moved = 0
+    if fd is not None:
+        try:
+            while n := os.splice(fd, out, 1 << 20):
+                moved += n
+            return
+        except OSError as exc:
+            if moved or exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
     while chunk := content.read(CHUNK):
         view = memoryview(chunk)
         while view:
             view = view[os.write(out, view) :]
+
+
+def _pipe_of(content: object) -> int | None:
+    fileno = getattr(content, "fileno", None)
+    if fileno is None or not hasattr(os, "splice"):
+        return None
+    try:
+        fd = int(fileno())
+        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError):
+        return None
+
+
+class _Sync(threading.Thread):
+    """fsync a file on a thread of its own, while the integrity check reads it."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(daemon=True)
+        self.fd = fd
+        self.error: OSError | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            self.error = exc
+
+    def wait(self, folder: Path) -> None:
+        self.join()
+        if self.error is not None:
+            raise _disk_error(self.error, folder)
 
 
 def _check(scratch: Scratch) -> None:

@@ -523,3 +523,26 @@ def test_the_restore_benchmark_prints_each_time_its_ratio_and_the_goal(tmp_path:
     for label in ("limit: zstd -q -dc archive > file", "renamed in", "in place", "goal:"):
         assert label in done.stdout
     assert "PRAGMA integrity_check" in done.stdout
+
+
+# --- no file created ----------------------------------------------------------------------------
+
+
+def test_check_and_clear_sessions_fail_on_a_missing_file_and_never_create_it(
+    tmp_path: Path,
+) -> None:
+    """A NAME that does not exist is one FAIL line naming it, and stays missing."""
+    site = tmp_path / "site"
+    missing = site / "data" / "typo.sqlite3"
+    missing.parent.mkdir(parents=True)
+    write_project(site, {"default": db_at(missing)})
+    checked = run_opskit("check", cwd=site)
+    assert checked.returncode != 0
+    lines = [line for line in checked.stdout.splitlines() if str(missing) in line]
+    assert [line.split(":")[0] for line in lines] == ["FAIL  database", "FAIL  sessions"]
+    assert all("does not exist" in line and "fix:" in line for line in lines)
+    cleared = run_opskit("clear-sessions", cwd=site)
+    assert cleared.returncode == 1
+    failed = [line for line in cleared.stderr.splitlines() if "step_failed" in line]
+    assert len(failed) == 1 and str(missing) in failed[0] and "does not exist" in failed[0]
+    assert entries(missing.parent) == []

@@ -272,7 +272,12 @@ def open_content(archive: Path, compress: str | None = None) -> Iterator[IO[byte
     """Yield a reader of the archive's decompressed content."""
     compress = compress or compression_of(archive)
     with archive.open("rb") as fh:
-        yield _Decompressing(fh, compress, archive.name)  # type: ignore[misc]
+        yield decompressing(fh, compress, archive.name)
+
+
+def decompressing(fh: IO[bytes], compress: str, name: str) -> IO[bytes]:
+    """Return a reader of ``fh``'s decompressed content that fails loudly when it is cut."""
+    return _Decompressing(fh, compress, name)  # type: ignore[return-value]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,16 +7,17 @@ which is several times smaller, to hash it, check it and report progress.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import os
-import shutil
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from opskit import archive, codec, pgdir, proc
-from opskit.engines.base import ArchiveDir, OpenArchive
+from opskit.engines.base import ArchiveDir, Content, OpenArchive, Transform
 from opskit.errors import ArchiveError, CommandFailed, OpsError
 from opskit.progress import ProgressFn, counting
 
@@ -162,53 +163,150 @@ def compress_to_temp(
     return written
 
 
+@dataclasses.dataclass(frozen=True)
+class Expect:
+    """What the archive must turn out to be once read: its manifest's size and sha256."""
+
+    size: int
+    sha256: str
+
+
+class _HashingFile:
+    """The opened archive, hashed and counted as it is read (and reported as progress)."""
+
+    def __init__(self, fh: IO[bytes], label: str, progress: ProgressFn | None) -> None:
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.total = os.fstat(fh.fileno()).st_size
+        self.label = label
+        self.progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        self.sha.update(data)
+        self.size += len(data)
+        if self.progress:
+            self.progress(self.label, self.size, self.total, not data)
+        return data
+
+
+class ArchiveContent:
+    """An archive's decompressed content, read from the one descriptor that is hashed.
+
+    ``check_end`` is the proof a loader waits for before it commits: the decompressor ended
+    cleanly, the whole file was read, and its size and sha256 are the manifest's.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        hashing: _HashingFile,
+        reader: IO[bytes],
+        child: proc.Child | None,
+        feeder: _Feeder | None,
+        expect: Expect | None,
+    ) -> None:
+        self.path = path
+        self.hashing = hashing
+        self.reader = reader
+        self.child = child
+        self.feeder = feeder
+        self.expect = expect
+        self.checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.reader.read(size if size > 0 else archive.CHUNK)
+        except ArchiveError as exc:
+            raise ArchiveError(f"{self.path.name} is truncated or corrupt: {exc.message}") from None
+
+    def fileno(self) -> int:
+        return self.reader.fileno()
+
+    def check_end(self) -> None:
+        if self.checked:
+            return
+        if self.feeder is not None:
+            self.feeder.join()
+        if self.child is not None:
+            try:
+                self.child.wait()
+            except CommandFailed as exc:
+                raise _unreadable(self.path, exc) from None
+        else:
+            while self.hashing.read(archive.CHUNK):  # the rest, e.g. after a gzip trailer
+                pass
+        if self.expect is not None:
+            size, sha = self.hashing.size, self.hashing.sha.hexdigest()
+            if size != self.expect.size or sha != self.expect.sha256:
+                raise ArchiveError(
+                    f"{self.path.name} changed while it was read: {size:,} bytes with another"
+                    " sha256 than its manifest's; nothing was committed",
+                    "find who writes in the backup folder; use another backup",
+                )
+        self.checked = True
+
+    def abandon(self) -> None:
+        """Stop reading early (the loader failed, or a signal): stop the decompressor."""
+        if self.child is not None:
+            self.child.kill()
+        if self.feeder is not None:
+            self.feeder.join(timeout=5)
+
+
 @contextlib.contextmanager
 def decompressed(
     path: Path,
     compress: str | None = None,
     progress: ProgressFn | None = None,
     label: str = "",
-) -> Iterator[IO[bytes]]:
-    """Yield the archive's content as a pipe a loader can read directly (where possible).
-
-    The decompressor program reads the archive from this process, which reports progress
-    by the compressed bytes; its output goes straight to whoever reads the pipe.
-    """
+    expect: Expect | None = None,
+) -> Iterator[ArchiveContent]:
+    """Open the archive once and yield its content; the decompressor program (if any) reads
+    the archive from this process, which hashes it on the way and reports progress."""
     compress = compress or archive.compression_of(path)
     found = codec.find(compress)
-    total = path.stat().st_size
-    if found.program is None:
-        with archive.open_content(path, compress) as content:
-            yield counting(content, label, total, progress)
-        return
-    child = proc.Child(
-        found.decompress_argv(),
-        os.environ,
-        what=f"{found.tool} decompressing {path.name}",
-        stdin=proc.PIPE,
-        stdout=proc.PIPE,
-    )
-    with path.open("rb") as fh:
-        feeder = _Feeder(child.stdin, source=fh, progress=progress, label=label, total=total)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        hashing = _HashingFile(fh, label, progress)
+        if compress == "none" or found.program is None:
+            reader = cast(IO[bytes], hashing)
+            if compress != "none":
+                reader = archive.decompressing(reader, compress, path.name)
+            content = ArchiveContent(path, hashing, reader, None, None, expect)
+            yield content
+            return
+        child = proc.Child(
+            found.decompress_argv(),
+            os.environ,
+            what=f"{found.tool} decompressing {path.name}",
+            stdin=proc.PIPE,
+            stdout=proc.PIPE,
+        )
+        feeder = _Feeder(child.stdin, source=cast(IO[bytes], hashing))
         feeder.start()
+        content = ArchiveContent(
+            path, hashing, proc.interruptible(child.stdout), child, feeder, expect
+        )
         try:
-            with _blaming(child, lambda failure: _unreadable(path, failure)):
-                yield child.stdout
+            yield content
         finally:
-            feeder.join()
-    try:
-        child.wait()
-    except CommandFailed as exc:
-        raise _unreadable(path, exc) from None
+            if not content.checked:
+                content.abandon()
 
 
 def opener(
-    path: Path, compress: str | None = None, progress: ProgressFn | None = None, label: str = ""
+    path: Path,
+    compress: str | None = None,
+    progress: ProgressFn | None = None,
+    label: str = "",
+    expect: Expect | None = None,
 ) -> OpenArchive:
     """Return what an engine loads: a directory archive's folder, else its content's stream."""
     if path.is_dir():
         return ArchiveDir(path, pgdir.jobs())
-    return lambda: decompressed(path, compress, progress, label)
+    return lambda: decompressed(path, compress, progress, label, expect)
 
 
 def _unreadable(path: Path, exc: CommandFailed) -> ArchiveError:
@@ -217,23 +315,50 @@ def _unreadable(path: Path, exc: CommandFailed) -> ArchiveError:
 
 def load(
     argv: Sequence[str | Path],
-    env: dict[str, str],
-    content: IO[bytes],
+    env: Mapping[str, str],
+    content: Content,
     *,
     what: str,
     secrets: Sequence[str] = (),
+    prologue: bytes = b"",
+    epilogue: bytes = b"",
+    transform: Transform | None = None,
 ) -> None:
-    """Run a loader with ``content`` as its stdin: the pipe itself when it has one."""
-    fds = source_fds(content)
-    if fds is None or len(fds) != 1:
-        with proc.writing(argv, env, what=what, secrets=secrets) as stdin:
-            shutil.copyfileobj(content, stdin, archive.CHUNK)
-        return
-    child = proc.Child(argv, env, what=what, secrets=secrets, stdin=fds[0], stdout=proc.DEVNULL)
-    # If the loader stops reading, the decompressor must see a broken pipe, not wait.
-    content.close()
+    """Run a loader fed ``prologue``, the content (through ``transform``), then ``epilogue``.
+
+    The epilogue (a COMMIT, say) is written only after ``content.check_end()`` proved the
+    archive whole and unchanged; on any failure the loader's input ends without it. When
+    the loader fails, its own error is the one raised; when the archive fails, the archive's.
+    """
+    child = proc.Child(argv, env, what=what, secrets=secrets, stdin=proc.PIPE, stdout=proc.DEVNULL)
+    out = child.stdin.fileno()
     try:
+        _write(out, prologue)
+        while chunk := content.read(archive.CHUNK):
+            _write(out, transform.feed(chunk) if transform else chunk)
+        if transform is not None:
+            _write(out, transform.finish())
+        content.check_end()
+        _write(out, epilogue)
+    except BrokenPipeError:
+        # The loader stopped reading: it failed, and its message says why.
+        _abandon(content)
         child.wait()
+        raise CommandFailed(f"{what} stopped reading its input", "see its log") from None
     except BaseException:
+        _abandon(content)
         child.kill()
         raise
+    child.wait()
+
+
+def _abandon(content: Content) -> None:
+    stop = getattr(content, "abandon", None)
+    if stop is not None:
+        stop()
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import fcntl
 import os
@@ -15,10 +16,10 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 from opskit import signals
 from opskit.errors import CommandFailed, ToolNotFound
@@ -75,11 +76,52 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_DETAIL = re.compile(r"^(?:[\w.-]+: )?(?:DETAIL|HINT|LINE \d+|CONTEXT|detail|hint):", re.I)
+
+
 def _last_line(text: str) -> str:
-    """Return the line of a tool's stderr that says what went wrong."""
+    """Return what a tool's stderr says went wrong: its error line and the detail lines after.
+
+    pg_dump and psql put the server's reason on a "detail:" or "DETAIL:" line after the
+    error ("invalid byte sequence ..."); without it the message names no cause.
+    """
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if re.search(r"error|fatal|denied|refused", line, re.I)]
-    return (errors or lines or [""])[-1 if not errors else 0]
+    for n, line in enumerate(lines):
+        if re.search(r"error|fatal|denied|refused", line, re.I):
+            details = []
+            for more in lines[n + 1 : n + 4]:
+                if not _DETAIL.match(more):
+                    break
+                details.append(more)
+            return " | ".join([line, *details])
+    return (lines or [""])[-1]
+
+
+# A child that outlives a killed opskit could go on loading a database nobody watches.
+_PR_SET_PDEATHSIG = 1
+_prctl: Any
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when opskit dies, even by SIGKILL."""
+    parent = _PARENT[0]
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # opskit died before the line above took effect
+        os._exit(1)
+
+
+_PARENT = [os.getpid()]
+
+
+def _preexec() -> Callable[[], None]:
+    _PARENT[0] = os.getpid()
+    return _die_with_parent
 
 
 def run(
@@ -100,6 +142,7 @@ def run(
             env=dict(env),
             timeout=timeout,
             check=False,
+            preexec_fn=_preexec(),  # only prctl(2) and getppid(2) run in the child
         )
     except FileNotFoundError:
         raise ToolNotFound(f"{argv[0]} not found", "install it or fix PATH") from None
@@ -145,6 +188,7 @@ class Child:
                 stdout=stdout,
                 stderr=subprocess.PIPE,
                 env=dict(env),
+                preexec_fn=_preexec(),  # only prctl(2) and getppid(2) run in the child
             )
         except FileNotFoundError:
             raise ToolNotFound(f"{argv[0]} not found", "install it or fix PATH") from None

@@ -91,7 +91,29 @@ def test_a_cut_stream_is_refused_when_loaded(tmp_path: Path) -> None:
     cut = tmp_path / "cut.sql.zst"
     cut.write_bytes(written.path.read_bytes()[:-1000])
     with pytest.raises(ArchiveError, match="truncated or corrupt"), pipes.decompressed(cut) as out:
-        out.read()
+        while out.read(1 << 16):
+            pass
+        out.check_end()
+
+
+def test_content_that_differs_from_its_manifest_is_refused_at_the_end(tmp_path: Path) -> None:
+    """A loader's proof of the end fails when the bytes read are not the manifest's."""
+    source = tmp_path / "dump.sql"
+    source.write_bytes(b"SELECT 1;\n" * 1000)
+    with source.open("rb") as stream:
+        written = pipes.compress_to_temp(stream, tmp_path / "a.sql.zst", "zstd", 3)
+    wrong = pipes.Expect(written.size, "0" * 64)
+    with (
+        pytest.raises(ArchiveError, match="changed while it was read"),
+        pipes.decompressed(written.path, "zstd", expect=wrong) as out,
+    ):
+        while out.read(1 << 16):
+            pass
+        out.check_end()
+    right = pipes.Expect(written.size, written.sha256)
+    with pipes.decompressed(written.path, "zstd", expect=right) as out:
+        assert b"".join(iter(lambda: out.read(1 << 16), b"")) == source.read_bytes()
+        out.check_end()
 
 
 def test_without_compressor_programs_backup_and_restore_still_work(

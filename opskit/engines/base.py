@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from opskit import killpoints
 from opskit.errors import ArchiveError
+
+if TYPE_CHECKING:
+    from opskit.journal import Journal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +46,53 @@ class Tools:
     mysql_bin_dir: Path | None = None
 
 
+class Content(Protocol):
+    """An archive's decompressed content, as a loader reads it."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Return the next bytes (fewer than ``size`` is fine); b"" at the end."""
+        ...
+
+    def check_end(self) -> None:
+        """Raise ArchiveError unless the archive was read to its end, decompressed cleanly
+        and matched its manifest's size and sha256. Call it before anything is committed."""
+        ...
+
+
 # Opens the archive's decompressed content afresh each time it is called.
-OpenArchive = Callable[[], AbstractContextManager[IO[bytes]]]
+OpenArchive = Callable[[], AbstractContextManager[Content]]
+
+
+class Transform(Protocol):
+    """Rewrites a loader's input on its way (e.g. psql's sandbox lines, MySQL definers)."""
+
+    def feed(self, data: bytes) -> bytes:
+        """Return what may be passed on so far (it may hold bytes back)."""
+        ...
+
+    def finish(self) -> bytes:
+        """Return what was held back, at the verified end of the content."""
+        ...
+
+
+class ContentObserver(Protocol):
+    """Sees a dump's content as it is written (e.g. to measure the longest statement)."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def result(self) -> dict[str, Any]:
+        """Facts for the manifest's ``properties``."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Leftover:
+    """Something a restore keeps or left behind: a previous database, a scratch one."""
+
+    kind: str  # "previous" (kept on purpose), "scratch" (a killed run's), "safety-copy"
+    name: str
+    drop: str  # the command that removes it
+    size: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +102,7 @@ class ArchiveDir:
     path: Path
     jobs: int = 1
 
-    def __call__(self) -> AbstractContextManager[IO[bytes]]:
+    def __call__(self) -> AbstractContextManager[Content]:
         raise ArchiveError(
             f"{self.path.name} is a PostgreSQL directory archive, not a stream",
             "restore it into a PostgreSQL database",
@@ -67,9 +116,28 @@ class RestoreContext:
     work_dir: Path
     now: datetime
     drop_old: bool = False
-    # Writes a safety copy of the database and returns its path (engines without transactional DDL).
+    # Writes a safety copy of the database and returns its path (MySQL --in-place).
     save_safety_copy: Callable[[DbParams], Path] | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    # Each step of the swap is recorded here before it runs (None: no journal, e.g. tests).
+    journal: Journal | None = None
+    # The archive's checked manifest: ``properties`` holds what the engine recorded.
+    manifest: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    in_place: bool = False  # load into the live database itself (explicit flag only)
+    no_owner: bool = False  # PostgreSQL: leave out ownership (ALTER ... OWNER TO)
+    no_privileges: bool = False  # PostgreSQL: leave out GRANT/REVOKE
+    definer: str = ""  # MySQL: "current-user" rewrites DEFINER clauses to the restoring account
+
+    @property
+    def properties(self) -> Mapping[str, Any]:
+        value = self.manifest.get("properties")
+        return value if isinstance(value, Mapping) else {}
+
+    def step(self, name: str) -> None:
+        """Record that a swap step completed (and stop here if a fault test asked to)."""
+        if self.journal is not None:
+            self.journal.done(name)
+        killpoints.reached(f"{self.manifest.get('engine', 'restore')}:{name}")
 
 
 class Engine(Protocol):
@@ -106,8 +174,19 @@ class Engine(Protocol):
         """Load an archive into a new scratch database, yield it, and always drop it after."""
         ...
 
+    def properties(self, db: DbParams) -> dict[str, Any]:
+        """Facts recorded in the manifest at backup time and applied or checked at restore
+        (charset and collation, database-level settings, owners, definers...)."""
+        ...
 
-def chunks(stream: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
-    """Yield a stream's content in chunks."""
-    while chunk := stream.read(size):
-        yield chunk
+    def observer(self) -> ContentObserver | None:
+        """Something to watch the dump's content as it is written, or None."""
+        ...
+
+    def recover(self, db: DbParams, journal: Journal) -> str:
+        """Finish or undo the restore a killed opskit left; return what was done, in words."""
+        ...
+
+    def leftovers(self, db: DbParams) -> list[Leftover]:
+        """Previous databases kept by restores, and scratch ones left by killed runs."""
+        ...

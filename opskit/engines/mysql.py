@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from opskit import logs, pipes, proc
 from opskit.engines import tooling
-from opskit.engines.base import DbParams, OpenArchive, RestoreContext
+from opskit.engines.base import ContentObserver, DbParams, Leftover, OpenArchive, RestoreContext
 from opskit.engines.diagnose import connecting
 from opskit.errors import CommandFailed, OpsError
+from opskit.journal import Journal, JournalError
 
 log = logs.get("engines")
 _MAX_IDENT = 64  # MySQL's limit on a database name, in characters
@@ -193,6 +194,20 @@ class MySQL:
                 f"could not drop the scratch database {scratch}: {exc.message}",
                 f"drop it by hand: DROP DATABASE {_ident(scratch)}",
             ) from None
+
+    def properties(self, db: DbParams) -> dict[str, Any]:
+        return {}
+
+    def observer(self) -> ContentObserver | None:
+        return None
+
+    def recover(self, db: DbParams, journal: Journal) -> str:
+        raise JournalError(
+            f"cannot finish or undo {journal.describe()}", "inspect the database by hand"
+        )
+
+    def leftovers(self, db: DbParams) -> list[Leftover]:
+        return []
 
     def _supports_ignore_table_data(self, tool: Path) -> bool:
         return "--ignore-table-data" in proc.run([tool, "--help"], proc.child_env({}), what="help")

@@ -9,13 +9,21 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from opskit import logs, pipes, proc
 from opskit.engines import tooling
-from opskit.engines.base import ArchiveDir, DbParams, OpenArchive, RestoreContext
+from opskit.engines.base import (
+    ArchiveDir,
+    ContentObserver,
+    DbParams,
+    Leftover,
+    OpenArchive,
+    RestoreContext,
+)
 from opskit.engines.diagnose import connecting
 from opskit.errors import CommandFailed, OpsError
+from opskit.journal import Journal, JournalError
 
 log = logs.get("engines")
 
@@ -288,6 +296,20 @@ class PostgreSQL:
             self._drop(db, scratch, admin)
             raise
         self._drop_database(db, scratch, admin)
+
+    def properties(self, db: DbParams) -> dict[str, Any]:
+        return {}
+
+    def observer(self) -> ContentObserver | None:
+        return None
+
+    def recover(self, db: DbParams, journal: Journal) -> str:
+        raise JournalError(
+            f"cannot finish or undo {journal.describe()}", "inspect the database by hand"
+        )
+
+    def leftovers(self, db: DbParams) -> list[Leftover]:
+        return []
 
     def _drop_database(self, db: DbParams, name: str, admin: str) -> None:
         """Drop a database even if a killed client's session still lingers on it."""

@@ -21,14 +21,22 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from opskit import files, logs
 from opskit.archive import CHUNK, disk_error
 from opskit.engines import sqlite_swap
-from opskit.engines.base import DbParams, OpenArchive, RestoreContext
+from opskit.engines.base import (
+    Content,
+    ContentObserver,
+    DbParams,
+    Leftover,
+    OpenArchive,
+    RestoreContext,
+)
 from opskit.engines.sqlite_files import Scratch, connect, open_elsewhere, sweep_stale
 from opskit.errors import ArchiveError, CommandFailed, ConfigError, OpsError
+from opskit.journal import Journal, JournalError
 
 log = logs.get("engines")
 # Header bytes 24-27 (file change counter) and 92-95 (version-valid-for): any commit moves them.
@@ -215,6 +223,20 @@ class SQLite:
             raise _error(exc, f"copying into {target} failed", target.parent) from None
         log.info("sqlite_restored", database=db.alias, how="in place", path=str(target))
 
+    def properties(self, db: DbParams) -> dict[str, Any]:
+        return {}
+
+    def observer(self) -> ContentObserver | None:
+        return None
+
+    def recover(self, db: DbParams, journal: Journal) -> str:
+        raise JournalError(
+            f"cannot finish or undo {journal.describe()}", "inspect the database by hand"
+        )
+
+    def leftovers(self, db: DbParams) -> list[Leftover]:
+        return []
+
     @staticmethod
     def _create(db: DbParams, scratch: Scratch, target: Path) -> None:
         """Put the scratch file where no database is yet, as the folder's owner and group."""
@@ -297,7 +319,7 @@ def _fill(scratch: Scratch, open_archive: OpenArchive) -> None:
         raise _disk_error(exc, scratch.path.parent) from None
 
 
-def _copy(content: IO[bytes], out: int) -> None:
+def _copy(content: Content, out: int) -> None:
     """Copy the content to ``out``: a pipe moves inside the kernel (splice), else by reads."""
     fd = _pipe_of(content)
     moved = 0
@@ -322,8 +344,8 @@ def _pipe_of(content: object) -> int | None:
     try:
         fd = int(fileno())
         return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
-    except (OSError, ValueError):
-        return None
+    except (AttributeError, OSError, ValueError):
+        return None  # no descriptor of its own (decompressed in this process)
 
 
 class _Sync(threading.Thread):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SUNDAY, run_opskit, write_project
+from conftest import OPSKIT, SUNDAY, run_opskit, write_project
 from dbdata import adapter_for
 from test_roundtrip import backup
 
@@ -26,10 +26,12 @@ from opskit.config import Config
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.sqlite import SQLite
+from opskit.journal import Journal
 from opskit.report import Report, StepFailed
 from opskit.restore import plan_restore, run_restore
 
 TEXT: dict[str, Any] = {"capture_output": True, "text": True, "check": False}
+QUIET: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 
 # A site under load: each transaction moves the counter and the ledger together (one row,
 # one amount, a random tag under a unique index), rewrites an old row somewhere in the file,
@@ -523,6 +525,39 @@ def test_the_restore_benchmark_prints_each_time_its_ratio_and_the_goal(tmp_path:
     for label in ("limit: zstd -q -dc archive > file", "renamed in", "in place", "goal:"):
         assert label in done.stdout
     assert "PRAGMA integrity_check" in done.stdout
+
+
+def test_a_restore_killed_half_way_leaves_the_live_file_and_its_scratch_is_cleared_after(
+    tmp_path: Path,
+) -> None:
+    """kill -9 while the checked copy is made: the live file is as it was, and the leftover
+    is listed, then removed by the recovery (or swept by the next run)."""
+    site = tmp_path / "site"
+    path = site / "db.sqlite3"
+    make_ledger(path, "delete", rows=60000)
+    write_project(site, {"default": db_at(path)})
+    assert run_opskit("backup", cwd=site).returncode == 0
+    adapter_for(db_at(path)).execute("UPDATE counter SET n = n + 1")
+    live = path.read_bytes()
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    scratch: list[str] = []
+    for _ in range(5):
+        restore_run = subprocess.Popen([OPSKIT, "restore", "--yes"], cwd=site, env=env, **QUIET)
+        while restore_run.poll() is None and not scratch:
+            scratch = [e.name for e in os.scandir(site) if e.name.startswith(".db.sqlite3.tmp-")]
+        restore_run.kill()
+        restore_run.wait()
+        if scratch:
+            break
+        path.write_bytes(live)  # it finished first: put the changed file back, try again
+    assert scratch, "the restore was never caught half-way"
+    assert path.read_bytes() == live
+    engine = SQLite()
+    assert [Path(left.name).name for left in engine.leftovers(db_at(path))] == scratch
+    said = engine.recover(db_at(path), Journal(tmp_path / "journal", {"engine": "sqlite"}))
+    assert "removed 1 scratch file" in said
+    assert not [e for e in os.scandir(site) if e.name.startswith(".db.sqlite3.tmp-")]
+    assert path.read_bytes() == live
 
 
 # --- no file created ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import errno
 import os
+import shlex
 import sqlite3
 import stat
 import threading
@@ -34,7 +35,7 @@ from opskit.engines.base import (
     OpenArchive,
     RestoreContext,
 )
-from opskit.engines.sqlite_files import Scratch, connect, open_elsewhere, sweep_stale
+from opskit.engines.sqlite_files import Scratch, connect, open_elsewhere, stale, sweep_stale
 from opskit.errors import ArchiveError, CommandFailed, ConfigError, OpsError
 from opskit.journal import Journal, JournalError
 
@@ -197,7 +198,9 @@ class SQLite:
             synced = _Sync(scratch.fd)
             _check(scratch)
             synced.wait(target.parent)
+            ctx.step("loaded")  # complete, checked, on disk; the live file is untouched
             self._replace(db, scratch, target, ctx)
+            ctx.step("replaced")
 
     def _replace(self, db: DbParams, scratch: Scratch, target: Path, ctx: RestoreContext) -> None:
         if not os.path.lexists(target):
@@ -230,12 +233,31 @@ class SQLite:
         return None
 
     def recover(self, db: DbParams, journal: Journal) -> str:
-        raise JournalError(
-            f"cannot finish or undo {journal.describe()}", "inspect the database by hand"
+        """Nothing is half-done: the swap is one rename, or one SQLite transaction whose hot
+        journal SQLite rolls back on the next open (done here); scratch files are removed."""
+        target = Path(os.path.realpath(_path(db)))
+        if target.is_file():
+            try:
+                with contextlib.closing(connect(target, "rw")) as conn:
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.Error as exc:
+                raise JournalError(
+                    f"cannot open {target} to finish {journal.describe()}: {exc}",
+                    "open it with sqlite3 to see why",
+                ) from None
+        removed = sweep_stale(target)
+        done = f"{target} is whole (an SQLite restore replaces it in one step)"
+        return done + (
+            f"; removed {len(removed)} scratch file(s) left beside it" if removed else ""
         )
 
     def leftovers(self, db: DbParams) -> list[Leftover]:
-        return []
+        """Scratch files that killed restores or backups left beside the database."""
+        target = Path(os.path.realpath(_path(db)))
+        return [
+            Leftover("scratch", str(p), f"rm -- {shlex.quote(str(p))}", p.stat().st_size)
+            for p in stale(target)
+        ]
 
     @staticmethod
     def _create(db: DbParams, scratch: Scratch, target: Path) -> None:
@@ -264,8 +286,8 @@ class SQLite:
 
 
 def _sweep(db_file: Path, alias: str) -> None:
-    for stale in sweep_stale(db_file):
-        log.info("removed_stale_temp_file", database=alias, path=str(stale))
+    for path in sweep_stale(db_file):
+        log.info("removed_stale_temp_file", database=alias, path=str(path))
 
 
 @contextlib.contextmanager

@@ -141,14 +141,14 @@ def stale_pattern(db_file: Path) -> re.Pattern[str]:
     )
 
 
-def sweep_stale(db_file: Path) -> list[Path]:
-    """Delete opskit's files beside ``db_file`` that a process now gone left behind."""
+def stale(db_file: Path) -> list[Path]:
+    """Return opskit's files beside ``db_file`` that a process now gone left behind."""
     pattern = stale_pattern(db_file)
-    removed: list[Path] = []
+    found: list[Path] = []
     try:
         entries = list(os.scandir(db_file.parent))
     except OSError:
-        return removed
+        return found
     for entry in entries:
         match = pattern.match(entry.name)
         if not match:
@@ -157,6 +157,13 @@ def sweep_stale(db_file: Path) -> list[Path]:
         path = Path(entry.path)
         # Only dead writers' files, and only plain files of ours (not what others planted).
         if pid != os.getpid() and not pid_alive(pid) and files.is_own_regular(path):
-            path.unlink(missing_ok=True)
-            removed.append(path)
+            found.append(path)
+    return found
+
+
+def sweep_stale(db_file: Path) -> list[Path]:
+    """Delete opskit's files beside ``db_file`` that a process now gone left behind."""
+    removed = stale(db_file)
+    for path in removed:
+        path.unlink(missing_ok=True)
     return removed

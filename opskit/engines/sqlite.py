@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import os
 import shlex
 import sqlite3
-import stat
-import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -25,10 +22,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from opskit import files, logs
-from opskit.archive import CHUNK, disk_error
-from opskit.engines import sqlite_swap
+from opskit.archive import disk_error
+from opskit.engines import sqlite_load, sqlite_swap
 from opskit.engines.base import (
-    Content,
     ContentObserver,
     DbParams,
     Leftover,
@@ -121,7 +117,7 @@ class SQLite:
         conn: sqlite3.Connection, source: Path, final: Path, holding: list[str]
     ) -> Iterator[IO[bytes]]:
         """Copy the read transaction's moment into a new file and delete the excluded rows."""
-        with _scratch(final) as snapshot:
+        with sqlite_load.scratch(final) as snapshot:
             try:
                 dst = snapshot.connect("rw")
                 with contextlib.closing(dst):
@@ -174,9 +170,9 @@ class SQLite:
         self, db: DbParams, open_archive: OpenArchive, work_dir: Path
     ) -> Iterator[DbParams]:
         # Named like a temp file, so a killed run's leftover is swept by the next backup.
-        with _scratch(work_dir / f"{db.alias}.verify.sqlite3") as scratch:
-            _fill(scratch, open_archive)
-            _check(scratch)
+        with sqlite_load.scratch(work_dir / f"{db.alias}.verify.sqlite3") as scratch:
+            sqlite_load.fill(scratch, open_archive)
+            sqlite_load.check(scratch)
             # Read by name as a rollback-journal file: no -wal or -shm beside it.
             with scratch.without_wal():
                 yield dataclasses.replace(db, name=str(scratch.path))
@@ -193,10 +189,10 @@ class SQLite:
         if not target.parent.is_dir():
             raise CommandFailed(f"the folder of {target} does not exist", "check DATABASES NAME")
         _sweep(target, db.alias)
-        with _scratch(target) as scratch:
-            _fill(scratch, open_archive)
-            synced = _Sync(scratch.fd)
-            _check(scratch)
+        with sqlite_load.scratch(target) as scratch:
+            sqlite_load.fill(scratch, open_archive)
+            synced = sqlite_load.Sync(scratch.fd)
+            sqlite_load.check(scratch)
             synced.wait(target.parent)
             ctx.step("loaded")  # complete, checked, on disk; the live file is untouched
             self._replace(db, scratch, target, ctx)
@@ -318,95 +314,6 @@ def _drop_rows(snapshot: Scratch, tables: list[str]) -> None:
         conn.execute("PRAGMA secure_delete=ON")
         for table in tables:
             conn.execute(f"DELETE FROM {_quote(table)}")
-
-
-@contextlib.contextmanager
-def _scratch(final: Path) -> Iterator[Scratch]:
-    try:
-        scratch = Scratch(final)
-    except OSError as exc:
-        raise _disk_error(exc, final.parent) from None
-    with scratch:
-        yield scratch
-
-
-def _fill(scratch: Scratch, open_archive: OpenArchive) -> None:
-    """Decompress the archive into the scratch file and prove the archive whole."""
-    try:
-        with open_archive() as content:
-            _copy(content, scratch.fd)
-            # Read to its end, decompressed cleanly, the manifest's sha256: before any use.
-            getattr(content, "check_end", lambda: None)()
-    except OSError as exc:
-        raise _disk_error(exc, scratch.path.parent) from None
-
-
-def _copy(content: Content, out: int) -> None:
-    """Copy the content to ``out``: a pipe moves inside the kernel (splice), else by reads."""
-    fd = _pipe_of(content)
-    moved = 0
-    if fd is not None:
-        try:
-            while n := os.splice(fd, out, 1 << 20):
-                moved += n
-            return
-        except OSError as exc:
-            if moved or exc.errno not in (errno.EINVAL, errno.ENOSYS):
-                raise
-    while chunk := content.read(CHUNK):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(out, view) :]
-
-
-def _pipe_of(content: object) -> int | None:
-    fileno = getattr(content, "fileno", None)
-    if fileno is None or not hasattr(os, "splice"):
-        return None
-    try:
-        fd = int(fileno())
-        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
-    except (AttributeError, OSError, ValueError):
-        return None  # no descriptor of its own (decompressed in this process)
-
-
-class _Sync(threading.Thread):
-    """fsync a file on a thread of its own, while the integrity check reads it."""
-
-    def __init__(self, fd: int) -> None:
-        super().__init__(daemon=True)
-        self.fd = fd
-        self.error: OSError | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            os.fsync(self.fd)
-        except OSError as exc:
-            self.error = exc
-
-    def wait(self, folder: Path) -> None:
-        self.join()
-        if self.error is not None:
-            raise _disk_error(self.error, folder)
-
-
-def _check(scratch: Scratch) -> None:
-    """Raise ArchiveError unless the file passes ``PRAGMA integrity_check``."""
-    try:
-        # immutable: read as it is, no locks, no -wal or -shm opened beside it.
-        with contextlib.closing(scratch.connect("ro", immutable=True)) as conn:
-            result = conn.execute("PRAGMA integrity_check").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise ArchiveError(f"the archive is not a usable SQLite database: {exc}") from None
-    if not result or result[0] != "ok":
-        raise ArchiveError(f"the archive fails PRAGMA integrity_check: {result}")
-
-
-def _disk_error(exc: OSError, folder: Path) -> ArchiveError:
-    if exc.errno == errno.ENOSPC:
-        return ArchiveError(f"no space left on the device of {folder}", "free space there")
-    return ArchiveError(f"cannot write in {folder}: {exc.strerror or exc}", "check the folder")
 
 
 def _error(exc: sqlite3.Error, what: str, folder: Path) -> OpsError:

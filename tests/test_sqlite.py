@@ -204,6 +204,7 @@ def roundtrip(config: Config, db: DbParams, journal: str, sessions: bool) -> Non
     report = restore(config, db)
     assert report.exit_code == 0, report.failed()
     assert data.snapshot() == {**before, "sessions": 0}
+    assert data.query("PRAGMA journal_mode") == [(journal,)]
     assert entries(folder) == files_before  # the file NAME names was replaced, nothing else made
 
 
@@ -227,6 +228,21 @@ def test_a_path_with_uri_characters_round_trips_every_row_in_that_very_file(
     assert sorted(p.name for p in tmp_path.rglob("*odd*")) == sorted(
         {folder.name, Path(db.name).name} - {"data", "db.sqlite3"}
     )
+
+
+def test_a_name_that_is_a_symlink_restores_into_the_file_it_points_to(
+    config: Config, tmp_path: Path
+) -> None:
+    """NAME may be a symlink to the real file (as for SQLite itself): the link stays a link."""
+    real = tmp_path / "data" / "real.sqlite3"
+    real.parent.mkdir()
+    link = tmp_path / "site" / "app" / "db.sqlite3"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(real)
+    real.touch()  # an empty file is an empty SQLite database
+    roundtrip(config, db_at(link), "delete", False)
+    assert link.is_symlink() and link.resolve() == real
+    assert entries(real.parent) == ["real.sqlite3"]
 
 
 def test_the_cli_backs_up_and_restores_a_project_in_an_odd_folder(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from dbdata import adapter_for
 from test_roundtrip import backup
 
 from opskit import archive, files, pipes
+from opskit import manifest as manifests
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams
@@ -28,8 +29,9 @@ from opskit.engines.base import RestoreContext
 from opskit.engines.sqlite import SQLite
 from opskit.journal import Journal
 from opskit.report import Report, StepFailed
-from opskit.restore import plan_restore, run_restore
+from opskit.restore import restore_archive
 
+KEYS = ("test-only",)  # the conftest config's signing key
 TEXT: dict[str, Any] = {"capture_output": True, "text": True, "check": False}
 QUIET: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 
@@ -179,8 +181,7 @@ def restore(config: Config, db: DbParams, source: str = "latest") -> Report:
     """Restore ``source`` as ``opskit restore --yes`` does; a failed step is in the report."""
     report = Report("restore")
     with contextlib.suppress(StepFailed):
-        plan = plan_restore(config, {db.alias: db}, db.alias, source, report)
-        run_restore(config, plan, SUNDAY, report)
+        restore_archive(config, {db.alias: db}, db.alias, source, SUNDAY, report)
     return report
 
 
@@ -411,9 +412,9 @@ def archive_holding(like: Path, folder: Path, content: bytes, cut: int = 0) -> P
         with written.path.open("r+b") as fh:
             fh.truncate(written.size - cut)
     files.commit(written.path, final)
-    manifest = archive.read_manifest(like)
+    manifest = manifests.read(like)
     manifest.update(size=final.stat().st_size, sha256=archive.sha256_file(final))
-    archive.write_json(manifest, archive.manifest_path(final))
+    manifests.write(manifests.sign(manifest, KEYS), manifests.path_of(final))
     return final
 
 

@@ -28,8 +28,9 @@ from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.sqlite import SQLite
 from opskit.journal import Journal
+from opskit.killpoints import ENV as KILL_AT
 from opskit.report import Report, StepFailed
-from opskit.restore import restore_archive
+from opskit.restore import RestoreOptions, restore_archive
 
 KEYS = ("test-only",)  # the conftest config's signing key
 TEXT: dict[str, Any] = {"capture_output": True, "text": True, "check": False}
@@ -496,6 +497,24 @@ def test_a_restore_of_a_closed_file_renames_it_into_place_with_its_owner_and_mod
     assert data.snapshot() == {**before, "sessions": 0}
 
 
+def test_in_place_copies_into_the_live_file_even_when_nobody_has_it_open(
+    sqlite_db: DbParams, config: Config
+) -> None:
+    """``--in-place``: the backup API writes the restored data into the same inode."""
+    data = adapter_for(sqlite_db)
+    data.populate()
+    before = data.snapshot()
+    assert backup(config, sqlite_db).exit_code == 0
+    data.mutate()
+    inode = Path(sqlite_db.name).stat().st_ino
+    report = Report("restore")
+    dbs = {"default": sqlite_db}
+    restore_archive(config, dbs, "default", "latest", SUNDAY, report, RestoreOptions(in_place=True))
+    assert report.exit_code == 0, report.failed()
+    assert Path(sqlite_db.name).stat().st_ino == inode
+    assert data.snapshot() == {**before, "sessions": 0}
+
+
 CRASH = r"""
 import os, signal, sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -575,6 +594,32 @@ def test_a_restore_killed_half_way_leaves_the_live_file_and_its_scratch_is_clear
     assert "removed 1 scratch file" in said
     assert not [e for e in os.scandir(site) if e.name.startswith(".db.sqlite3.tmp-")]
     assert path.read_bytes() == live
+
+
+@pytest.mark.parametrize("point", ["loaded", "replaced"])
+def test_a_restore_killed_at_each_step_of_the_swap_is_old_or_new_and_recovered(
+    tmp_path: Path, point: str
+) -> None:
+    """SIGKILL at a kill point: the file is the old one (loaded) or the new one (replaced),
+    whole, and the next run's recovery says so and clears what was left."""
+    site = tmp_path / "site"
+    db = db_at(site / "db.sqlite3")
+    write_project(site, {"default": db})
+    data = adapter_for(db)
+    data.populate()
+    restored = data.snapshot()
+    assert run_opskit("backup", cwd=site).returncode == 0
+    data.mutate()
+    changed = data.snapshot()
+    killed = run_opskit("restore", "--yes", cwd=site, env={KILL_AT: f"sqlite:{point}"})
+    assert killed.returncode == -9, killed.stderr
+    assert data.snapshot() == (changed if point == "loaded" else {**restored, "sessions": 0})
+    recovered = run_opskit("restore", "--recover", cwd=site)
+    assert recovered.returncode == 0, recovered.stderr
+    said = "nothing had been changed yet" if point == "loaded" else "it was done"
+    assert said in recovered.stdout + recovered.stderr
+    assert run_opskit("backup", cwd=site).returncode == 0  # sweeps the scratch file
+    assert [p.name for p in site.iterdir() if ".tmp-" in p.name] == []
 
 
 # --- no file created ----------------------------------------------------------------------------

@@ -195,17 +195,24 @@ class SQLite:
             sqlite_load.check(scratch)
             synced.wait(target.parent)
             ctx.step("loaded")  # complete, checked, on disk; the live file is untouched
+            if ctx.journal is not None:
+                ctx.journal.record(phase="swap", file=str(target))
             self._replace(db, scratch, target, ctx)
+            if ctx.journal is not None:
+                ctx.journal.record(phase="done")
             ctx.step("replaced")
 
     def _replace(self, db: DbParams, scratch: Scratch, target: Path, ctx: RestoreContext) -> None:
         if not os.path.lexists(target):
             self._create(db, scratch, target)
             return
-        try:
-            renamed, why = sqlite_swap.rename_over(scratch, target, self.swap_wait)
-        except OSError as exc:
-            raise disk_error(exc, target.parent) from None
+        if ctx.in_place:
+            renamed, why = False, "asked for --in-place"
+        else:
+            try:
+                renamed, why = sqlite_swap.rename_over(scratch, target, self.swap_wait)
+            except OSError as exc:
+                raise disk_error(exc, target.parent) from None
         if renamed:
             log.info("sqlite_restored", database=db.alias, how="rename", path=str(target))
             if why:

@@ -320,8 +320,10 @@ def check_healthchecks(
     more than half its grace. Nothing is pinged, created or changed.
     """
     from opskit import hcapi, hcsync
+    from opskit.runner import as_config_key
 
-    scheduled = {w.command for w in wanted}
+    # OPSKIT_HC_EXPORT_SH is filed as 'export-sh': the same job as a line running export.sh.
+    scheduled = {name for w in wanted for name in (w.command, as_config_key(w.command))}
     others = {job: spec for job, spec in config.healthchecks.items() if job not in scheduled}
     if not config.api_key:
         fix = "set OPSKIT_HEALTHCHECKS_API_KEY (a read-only API key is enough)"

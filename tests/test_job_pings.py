@@ -220,7 +220,8 @@ def test_a_32_second_hang_at_start_with_the_default_bounds_still_reports_the_res
         pings = hc.requests
     assert done.returncode == 0, done.stderr
     assert pings[0].path == f"/{UUID}/start" and pings[-1].path == f"/{UUID}/0"
-    assert pings[-1].time - pings[0].time >= 32
+    assert "kind=start" in done.stderr and "timed out after 10.0s" in done.stderr
+    assert "kind=0" not in done.stderr  # the final ping got through once the server answered
 
 
 def test_a_malformed_check_in_the_settings_is_an_error_and_the_backup_still_runs(

@@ -293,12 +293,11 @@ class RestoreSwitch:
     def on(self) -> None:
         if self.held or not self.enabled:
             return
+        self.held = True  # first: a signal during the write still ends in a release
         try:
             hold(self.state_dir, self.alias, self.journal)
         except OpsError as exc:
             log.error("maintenance_not_turned_on", database=self.alias, reason=exc.line())
-            return
-        self.held = True
 
     def end(self) -> None:
         """Off, unless the restore left its journal: then the site stays in maintenance."""

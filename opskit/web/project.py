@@ -26,9 +26,14 @@ def project_dir(settings_module: str) -> Path:
 
 
 def settings_module() -> str:
+    """The settings module's name, also under override_settings (whose holder has none)."""
     from django.conf import settings
 
-    return str(getattr(settings, "SETTINGS_MODULE", "") or "")
+    holder = getattr(settings, "_wrapped", settings)
+    while getattr(holder, "SETTINGS_MODULE", None) is None and hasattr(holder, "default_settings"):
+        holder = holder.default_settings
+    name = getattr(holder, "SETTINGS_MODULE", None) or os.environ.get("DJANGO_SETTINGS_MODULE")
+    return str(name or "")
 
 
 def config() -> Config:

@@ -17,7 +17,7 @@ from typing import Any
 from opskit import catalog, chart, maintenance, runlog
 from opskit import manifest as manifests
 from opskit.config import Config
-from opskit.engines import DbParams, Tools, engine_for
+from opskit.engines import DbParams, Tools, engine_for, vendor_of
 from opskit.errors import ArchiveError, OpsError
 
 
@@ -65,7 +65,10 @@ def collect(config: Config, databases: Mapping[str, DbParams], now: datetime) ->
         kept, problem = _kept(config, db, Path(entry["folder"]), now)
         dumps = runlog.dumps(events, alias)
         svg = chart.render(dumps, f"Dump size and duration of {alias}, last {len(dumps)} runs")
-        vendor = db.django_engine.rsplit(".", 1)[-1]
+        try:
+            vendor = vendor_of(db.django_engine)
+        except OpsError:
+            vendor = db.django_engine
         views.append(
             DatabaseView(alias, db.name, vendor, entry["folder"], rows, kept, problem, dumps, svg)
         )

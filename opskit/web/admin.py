@@ -133,6 +133,9 @@ def _database(view: overview.DatabaseView) -> dict[str, Any]:
                 "age": _age(row.get("age_seconds")),
                 "size_h": human(row["size"]),
                 "raw_h": human(raw) if isinstance(raw, int) else "?",
+                "checked_at": str((row.get("last_check") or {}).get("timestamp", ""))[:16].replace(
+                    "T", " "
+                ),
             }
         )
     kept = [

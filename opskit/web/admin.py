@@ -45,12 +45,12 @@ class BackupsAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
-            path("", wrap(self.page), name="opskit_backups_changelist"),
-            path("verify/", wrap(require_POST(self.verify)), name="opskit_backups_verify"),
-            path("check/", wrap(require_POST(self.check)), name="opskit_backups_check"),
+            path("", wrap(self.page_view), name="opskit_backups_changelist"),
+            path("verify/", wrap(require_POST(self.verify_view)), name="opskit_backups_verify"),
+            path("check/", wrap(require_POST(self.check_view)), name="opskit_backups_check"),
         ]
 
-    def page(self, request: HttpRequest) -> HttpResponse:
+    def page_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
         config = project.config()
@@ -70,7 +70,7 @@ class BackupsAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "opskit/backups.html", context)
 
-    def verify(self, request: HttpRequest) -> HttpResponse:
+    def verify_view(self, request: HttpRequest) -> HttpResponse:
         if not request.user.has_perm(RUN):
             raise PermissionDenied
         config = project.config()
@@ -84,7 +84,8 @@ class BackupsAdmin(admin.ModelAdmin):
         args = ["verify", "--database", alias, "--json", known[(alias, name)]]
         return self._start(request, config, "verify", args, f"opskit verify of {name}")
 
-    def check(self, request: HttpRequest) -> HttpResponse:
+    def check_view(self, request: HttpRequest) -> HttpResponse:
+        # Not "check": ModelAdmin.check() is Django's system check.
         if not request.user.has_perm(RUN):
             raise PermissionDenied
         config = project.config()

@@ -124,5 +124,9 @@ class BackupsPageTests(TestCase):
         assert 'id="check-results"' in html and "latest:shop" in html
 
 
+def test_the_system_checks_pass_with_the_app_installed() -> None:
+    call_command("check", fail_level="WARNING", verbosity=0)
+
+
 def test_the_app_needs_no_new_migration() -> None:
     call_command("makemigrations", "opskit", "--check", "--dry-run", verbosity=0)

@@ -1,5 +1,6 @@
-"""Maintenance around real restores that are stopped: SIGTERM turns it off on the way out, a
-SIGKILL leaves it on until the restore's journal is resolved."""
+"""Maintenance around real SQLite restores: on for the swap (the whole load with --in-place),
+off at the end and after SIGTERM; a SIGKILL (mid-load, or at the swap's kill points) leaves it
+on until the restore's journal is resolved by ``opskit restore --recover``."""
 
 from __future__ import annotations
 
@@ -105,3 +106,30 @@ def test_a_killed_restore_keeps_maintenance_on_until_recover(
     assert journal.load(site / "db_backups") is None
     assert maintenance.read(site / ".opskit").empty
     assert maintenance.Watcher(site / ".opskit").state().empty
+
+
+def test_a_restore_by_swap_holds_maintenance_for_the_swap_only(
+    site: Path, sqlite_db: DbParams
+) -> None:
+    done = run_opskit("restore", "--yes", cwd=site, env=clean_env())
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in (site / "logs" / "opskit.json.log").open()]
+    mine = [e["event"] for e in events if e.get("database") == "default"]
+    start = max(i for i, e in enumerate(mine) if e == "restore_started")
+    after = mine[start:]
+    assert after.index("maintenance_on") < after.index("maintenance_released")
+    assert maintenance.read(site / ".opskit").empty
+
+
+@pytest.mark.parametrize("point", ["sqlite:loaded", "sqlite:replaced"])
+def test_killed_at_a_swap_step_maintenance_stays_on_until_recover(
+    site: Path, sqlite_db: DbParams, point: str
+) -> None:
+    done = run_opskit("restore", "--yes", cwd=site, env=clean_env(OPSKIT_TEST_KILL_AT=point))
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert set(holds(site)) == {"default"}
+    assert journal.load(site / "db_backups") is not None
+    assert not maintenance.Watcher(site / ".opskit").state().empty
+    done = run_opskit("restore", "--recover", cwd=site, env=clean_env())
+    assert done.returncode == 0, done.stderr
+    assert maintenance.read(site / ".opskit").empty

@@ -469,7 +469,7 @@ class MySQL:
             swap.prepare()
             _record(ctx, phase="swapping")
             swap.rename()
-            swap.replace_objects()
+            swap.replace_objects(fresh=True)
         except BaseException:
             if swap is not None and not swap.facts.exact_undo and self._past_rename(swap):
                 # Undoing would define old objects as this account: finish the swap instead.
@@ -574,13 +574,13 @@ class MySQL:
         source = str(ctx.manifest.get("database") or db.name)
         try:
             self._wipe(db)
+            charset = _charset(props)
+            if all(charset):  # first: routines and triggers take the schema's collation
+                run(f"ALTER DATABASE{_charset_clause(charset)}", db.name)
             ctx.step("wiped")
             self._load_into(
                 db, db.name, open_archive, Rewrite(source, db.name, rewrite), server.packet
             )
-            charset = _charset(props)
-            if all(charset):
-                run(f"ALTER DATABASE{_charset_clause(charset)}", db.name)
             ctx.step("loaded")
         except BaseException as exc:
             try:

@@ -79,6 +79,8 @@ class Facts:
     old_charset: tuple[str, str]
     current_user_fallback: bool  # may objects be created as this account when theirs fails
     exact_undo: bool = True  # could an undo create every dropped object with its definer
+    # [table, column, default] of restored columns whose default names a scratch sequence
+    new_defaults: list[list[str]] = dataclasses.field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -125,6 +127,7 @@ def gather(
         current_user_fallback=fallback,
     )
     facts.exact_undo = all(may_define(d.definer) for d in facts.old_triggers + old_objects)
+    facts.new_defaults = sequence_defaults(run, scratch, scratch)
     problems = [f"{w} in the archive" for w in unreadable_new]
     problems += [f"{w} in {live}" for w in unreadable_old]
     return facts, problems
@@ -171,18 +174,27 @@ class Swap:
         self._mark()
         self.step("renamed")
 
-    def replace_objects(self) -> None:
-        """Give the live schema the archive's charset, triggers, views, routines and events."""
+    def replace_objects(self, fresh: bool = False) -> None:
+        """Give the live schema the archive's charset, triggers, views, routines and events.
+
+        ``fresh``: right after the RENAME of this run, the live schema holds what the facts
+        say (no query needed inside the swap window); otherwise it is looked at.
+        """
         f = self.facts
         statements = [_WAIT]
         if all(f.charset):
             statements.append(f"ALTER DATABASE{_charset_clause(f.charset)}")
-        defaults = sequence_defaults(self.run, f.live, f.scratch)
+        if fresh:
+            defaults = f.new_defaults
+            present = [d.drop() for d in f.old_objects]  # old triggers went with the RENAME
+        else:
+            defaults = sequence_defaults(self.run, f.live, f.scratch)
+            # The old views, routines and events, or part of the archive's after an
+            # interrupted attempt.
+            present = [d.drop() for d in triggers(self.run, f.live)]
+            present += [drop(kind, n) for kind, n in names(self.run, f.live) if kind != "table"]
         statements += point_defaults(defaults, f.scratch, f.live)
-        # What is there now: the old views, routines and events (and after an interrupted
-        # attempt, part of the archive's objects).
-        statements += [d.drop() for d in triggers(self.run, f.live)]
-        statements += [drop(kind, n) for kind, n in names(self.run, f.live) if kind != "table"]
+        statements += present
         collation = f.charset[1] or f.old_charset[1]
         statements += create_all(f.new_triggers, collation)
         statements += create_all(f.new_objects, collation)

@@ -28,6 +28,8 @@ from typing import Any
 
 _DATA = (b"INSERT ", b"REPLACE ")
 _STATEMENT_END = b";\n"
+# re finds it with memchr on ";" (C all the way): bytes.find of a 2-byte needle is ~3x slower.
+_END = re.compile(re.escape(_STATEMENT_END))
 
 # A DEFINER clause at the start of a DDL line, as mariadb-dump and mysqldump write them:
 # routines "CREATE DEFINER=", views "/*!50013 DEFINER=", triggers "/*!50003 CREATE*/
@@ -114,49 +116,53 @@ class DumpScanner:
     # --- the stream ------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> bytes:
-        out: list[bytes] = []
-        if self.in_data and self.after_semicolon and data[:1] == b"\n":
-            self._emit(out, data[:1])
-            self._end_statement(1)
-            self.in_data = False
-            data = data[1:]
         buf = self.pending + data if self.pending else data
         self.pending = b""
-        i, size = 0, len(buf)
+        edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement) of DDL lines
+        i, size, cut = 0, len(buf), len(buf)
+        if self.in_data and self.after_semicolon and buf[:1] == b"\n":
+            self._end_statement(1)
+            self.in_data = False
+            i = 1
+        self.after_semicolon = False
         while i < size:
             if self.in_data:
-                j = buf.find(_STATEMENT_END, i)
-                if j < 0:
-                    self._emit(out, buf[i:] if i else buf)
+                found = _END.search(buf, i)
+                if found is None:
                     self.statement += size - i
                     self.after_semicolon = buf.endswith(b";")
                     break
-                end = j + 2
-                self._emit(out, buf[i:end])
-                self._end_statement(end - i)
+                self._end_statement(found.end() - i)
                 self.in_data = False
-                i = end
+                i = found.end()
                 continue
-            newline = buf.find(b"\n", i)
-            if newline < 0:
-                rest = buf[i:]
-                if rest.startswith(_DATA):
-                    self.in_data = True
-                    continue
-                self.pending = bytes(rest)
-                break
             if buf.startswith(_DATA, i):
                 self.in_data = True
                 continue
+            newline = buf.find(b"\n", i)
+            if newline < 0:
+                cut = i
+                self.pending = bytes(buf[i:])
+                break
             line = buf[i : newline + 1]
-            self._emit(out, self._line(line))
+            new = self._line(line)
+            if new != line:
+                edits.append((i, newline + 1, new))
             if line.endswith(_STATEMENT_END):
                 self._end_statement(len(line))
             else:
                 self.statement += len(line)
             i = newline + 1
-        self.after_semicolon = self.in_data and self.after_semicolon
-        return b"".join(out)
+        if not self.emit:
+            return b""
+        if not edits:  # nearly always: the rows go on as they came, without a copy
+            return buf if cut == size else buf[:cut]
+        pieces, at = [], 0
+        for start, end, new in edits:
+            pieces += [buf[at:start], new]
+            at = end
+        pieces.append(buf[at:cut])
+        return b"".join(pieces)
 
     def finish(self) -> bytes:
         rest, self.pending = self.pending, b""
@@ -172,10 +178,6 @@ class DumpScanner:
         return {"longest_statement": self.longest, "definers": self.definers}
 
     # --- pieces ----------------------------------------------------------------------------
-
-    def _emit(self, out: list[bytes], piece: bytes) -> None:
-        if self.emit and piece:
-            out.append(piece)
 
     def _end_statement(self, tail: int) -> None:
         self.longest = max(self.longest, self.statement + tail)

@@ -298,6 +298,7 @@ class MySQL:
         """Flags that keep the client from doing anything but send SQL to the server."""
         client = str(self._client())
         flags = ["--binary-mode"]  # no client commands (\\!, system, source) in piped input
+        flags.append("--skip-reconnect")  # after a lost connection, never go on half-way
         if "--sandbox" in _help(client):
             flags.append("--sandbox")  # and none at all, whatever the input says
         return flags
@@ -519,13 +520,20 @@ class MySQL:
         ctx.notes.append(f"restore failed; {db.name} was left as it was")
 
     def _finish(self, db: DbParams, ctx: RestoreContext, swap: Swap) -> None:
-        """The live schema holds the archive: move the old tables out, clean up, say so."""
+        """The live schema holds the archive: fill the previous schema, clean up, say so."""
         if swap.window:
             seconds = round(swap.window[1] - swap.window[0], 3)
             log.info("swap_window", database=db.alias, seconds=seconds)
-        if not ctx.drop_old:
-            swap.fill_previous()
-        swap.drop_scratch()
+        try:
+            if not ctx.drop_old:
+                swap.fill_previous()
+            swap.drop_scratch()
+        except OpsError as exc:
+            ctx.notes += swap.notes
+            raise CommandFailed(
+                f"{db.name} is restored, but cleaning up after the swap failed: {exc.message}",
+                f"the next opskit run on {db.alias!r} finishes it (or: opskit restore --recover)",
+            ) from None
         ctx.notes += swap.notes
         self._drop_or_keep(db, ctx.notes, swap.facts.previous, ctx.drop_old)
         _record(ctx, phase="done")

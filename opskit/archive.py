@@ -6,20 +6,22 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
-import json
 import os
 import shutil
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import zstandard
 
+from opskit import files
 from opskit.codec import Decoder
 from opskit.errors import ArchiveError
-from opskit.files import commit
 from opskit.progress import ProgressFn, counting
+
+if TYPE_CHECKING:
+    from opskit.engines.base import ContentObserver
 
 EXTENSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 CHUNK = 1 << 20
@@ -33,15 +35,6 @@ def compression_of(path: Path) -> str:
         if ext and path.name.endswith(ext):
             return name
     return "none"
-
-
-def manifest_path(archive: Path) -> Path:
-    return archive.with_name(archive.name + ".json")
-
-
-def tmp_path(final: Path) -> Path:
-    """Return the temporary name a file is written under before it is renamed to ``final``."""
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,10 +74,9 @@ def write_stream(
     source: IO[bytes], final: Path, compress: str, level: int = 1, *, threads: int = -1
 ) -> Written:
     """Compress ``source`` into a 0600 temp file beside ``final``, fsynced; remove it on failure."""
-    tmp = tmp_path(final)
     raw = 0
+    tmp, fd = files.create_temp(final)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             out = _HashingWriter(fh)
             if compress == "zstd":
@@ -118,31 +110,37 @@ def write_verified(
     compress: str,
     progress: ProgressFn | None = None,
     label: str = "",
+    observer: ContentObserver | None = None,
 ) -> Written:
     """Write an already compressed stream to a 0600 temp file beside ``final``, fsynced.
 
     Each piece is hashed and decompressed on its way to the disk (the content is counted
     and dropped), so the file is proven to decompress to its end without reading it again.
     """
-    tmp = tmp_path(final)
     decoder = Decoder(compress, final.name)
     raw = 0
+    tmp, fd = files.create_temp(final)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             out = _HashingWriter(fh)
             if progress:
                 progress(label, 0, None, False)
             while chunk := compressed.read(CHUNK if compress == "none" else VERIFY_CHUNK):
                 out.write(chunk)
-                content = len(decoder.feed(chunk))
+                plain = decoder.feed(chunk)
+                if observer is not None and plain:
+                    observer.feed(plain)
+                content = len(plain)
                 raw += content
                 if progress and content:
                     progress(label, raw, None, False)
             fh.flush()
             os.fsync(fh.fileno())
             size = os.fstat(fh.fileno()).st_size
-        raw += len(decoder.finish())
+        rest = decoder.finish()
+        if observer is not None and rest:
+            observer.feed(rest)
+        raw += len(rest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise disk_error(exc, final.parent) from None
@@ -162,39 +160,6 @@ def write_verified(
             f"{final.name} is {size} bytes on disk, {out.size} were written", "check the disk"
         )
     return Written(tmp, out.size, raw, out.sha.hexdigest())
-
-
-def write_json(data: dict[str, Any], final: Path) -> None:
-    """Write a JSON file atomically with mode 0600."""
-    tmp = tmp_path(final)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        commit(tmp, final)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise disk_error(exc, final.parent) from None
-
-
-def read_manifest(archive: Path) -> dict[str, Any]:
-    """Return an archive's manifest, or raise ArchiveError if it is missing or unreadable."""
-    path = manifest_path(archive)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArchiveError(
-            f"{archive.name} has no manifest {path.name}",
-            "restore only archives written by opskit backup, with their .json beside them",
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise ArchiveError(f"manifest {path} is unreadable: {exc}", "run a new backup") from None
-    if not isinstance(data, dict) or not {"sha256", "size", "engine"} <= data.keys():
-        raise ArchiveError(f"manifest {path} is incomplete", "run a new backup")
-    return data
 
 
 def sha256_file(path: Path) -> str:

@@ -1,19 +1,20 @@
-"""The backup job: per database dump → compress → verify → rotate → link latest."""
+"""The backup job: per database dump → compress → verify → commit → link latest."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import __version__, archive, codec, files, locks, logs, pgdir, pipes, rotation, space
+from opskit import __version__, archive, codec, locks, logs, manifest, pgdir, pipes, rotation, space
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, Tools, engine_for
-from opskit.errors import OpsError
+from opskit.errors import ConfigError, OpsError
 from opskit.progress import ProgressFn
 from opskit.report import Report, StepFailed
 from opskit.restoretest import restore_test
@@ -23,8 +24,6 @@ log = logs.get("backup")
 
 def select(config: Config, databases: Mapping[str, DbParams], wanted: tuple[str, ...]) -> list[str]:
     """Return the aliases to work on: the flags', else OPSKIT DATABASES, else all."""
-    from opskit.errors import ConfigError
-
     chosen = wanted or config.databases or tuple(databases)
     unknown = [a for a in chosen if a not in databases]
     if unknown:
@@ -67,6 +66,21 @@ def run_backup(
     return report
 
 
+@contextlib.contextmanager
+def locked_folder(
+    config: Config, db: DbParams, report: Report, jobs: tuple[str, ...], what: str
+) -> Iterator[Path]:
+    """Create the database's backup folder if needed and hold the jobs' locks in it."""
+    folder = rotation.db_dir(config.backup_dir, db.alias)
+    with contextlib.ExitStack() as stack:
+        with report.step("lock", db.alias):
+            rotation.ensure_dir(folder)
+            for job in jobs:
+                path = locks.lock_path(folder, job)
+                stack.enter_context(locks.hold(path, what=what, wait=config.lock_wait))
+        yield folder
+
+
 def backup_one(
     config: Config,
     db: DbParams,
@@ -75,136 +89,224 @@ def backup_one(
     progress: ProgressFn | None = None,
 ) -> int:
     """Back up one database under its lock; a failed step raises StepFailed and ends it."""
-    folder = rotation.db_dir(config.backup_dir, db.alias)
-    with contextlib.ExitStack() as stack:
-        with report.step("lock", db.alias):
-            try:
-                rotation.ensure_dir(folder)
-            except OSError as exc:
-                msg = f"cannot create {folder}: {exc.strerror}"
-                raise OpsError(msg, "check --backup-dir") from None
-            stack.enter_context(
-                locks.hold(
-                    locks.lock_path(folder, "backup"),
-                    what=f"opskit backup of {db.alias!r}",
-                    wait=config.lock_wait,
-                )
-            )
-        return _backup_locked(config, db, now, report, folder, progress)
-    raise AssertionError("unreachable")  # pragma: no cover - ExitStack never swallows
+    what = f"opskit backup of {db.alias!r}"
+    with locked_folder(config, db, report, ("backup",), what) as folder:
+        with report.step("engine", db.alias):
+            # SQLite's snapshot goes beside the archives, where stale temp files are swept.
+            engine = engine_for(db, tools_of(config), work_dir=folder)
+        with report.step("recover", db.alias):
+            recover_folder(config, db, engine, folder)
+        job = _Backup(config, db, engine, folder, now, report, progress)
+        return job.run()
+    raise AssertionError("unreachable")  # pragma: no cover - the with block returns
 
 
-def _backup_locked(
-    config: Config,
-    db: DbParams,
-    now: datetime,
-    report: Report,
-    folder: Path,
-    progress: ProgressFn | None,
-) -> int:
-    alias = db.alias
+def recover_folder(config: Config, db: DbParams, engine: Engine, folder: Path) -> list[str]:
+    """Finish what killed runs left in a folder (a commit, a restore); say what was done."""
+    from opskit import journal
+
+    done = []
+    for line in rotation.recover_commits(folder):
+        log.warning("interrupted_commit", database=db.alias, action=line)
+        done.append(line)
     for stale in rotation.remove_stale_tmp(folder):
-        log.info("removed_stale_temp_file", database=alias, path=str(stale))
-    with report.step("engine", alias):
-        # SQLite's snapshot goes beside the archives, where stale temp files are swept.
-        engine = engine_for(db, tools_of(config), work_dir=folder)
-    slot = rotation.slot_for(now)
-    directory = config.format == "directory" and engine.vendor == "postgresql"
-    if directory:
-        final = folder / f"{slot}.{pgdir.SUFFIX}"
-    else:
-        final = folder / rotation.archive_name(slot, engine.suffix, config.compress)
-        if config.format == "directory":
-            log.info("format_plain", database=alias, reason="the directory format is PostgreSQL's")
-    with report.step("space", alias):
-        previous = space.expected_size(folder, final)
-        if previous:
-            space.check(folder, previous, "the previous archive")
-        else:
-            # No archive yet: the size of the tables is the only (generous) yardstick. A
-            # server that cannot say is the dump step's to report, with its own message.
+        log.info("removed_stale_temp_file", database=db.alias, path=str(stale))
+    left = journal.load(folder)
+    if left is not None:
+        what = left.describe()
+        try:
+            if left.phase in ("started", "done"):
+                action = (
+                    "nothing had been changed yet" if left.phase == "started" else "it was done"
+                )
+            else:
+                action = engine.recover(db, left)
+        except OpsError as exc:
+            raise OpsError(
+                f"{what}, and it cannot be finished or undone now: {exc.message}",
+                exc.hint or f"run opskit restore --recover --database {db.alias}",
+            ) from None
+        left.finish()
+        log.warning("restore_recovered", database=db.alias, found=what, action=action)
+        done.append(f"{what}: {action}")
+    return done
+
+
+@dataclasses.dataclass
+class _Backup:
+    """One database's backup, step by step, inside its locked folder."""
+
+    config: Config
+    db: DbParams
+    engine: Engine
+    folder: Path
+    now: datetime
+    report: Report
+    progress: ProgressFn | None
+
+    @property
+    def alias(self) -> str:
+        return self.db.alias
+
+    @property
+    def directory(self) -> bool:
+        return self.config.format == "directory" and self.engine.vendor == "postgresql"
+
+    def run(self) -> int:
+        final = self._final()
+        with self.report.step("space", self.alias):
+            self._check_space(final)
+        with self.report.step("dump", self.alias):
+            written, facts = self._dump(final)
+        try:
+            with self.report.step("verify", self.alias):
+                # Checked as it was written: it decompressed to its end and fsync found it whole.
+                archive.check_size(written)
+            record = self._manifest(final, written, facts)
+            if self.config.verify_restore:
+                # On the temp file: a failed restore test leaves the slot and latest untouched.
+                with self.report.step("verify-restore", self.alias):
+                    result = restore_test(self.config, self.db, written.path, self.now, record)
+                log.info(
+                    "restore_tested",
+                    database=self.alias,
+                    tables=len(result.tables),
+                    rows=result.rows,
+                )
+            with self.report.step("rotate", self.alias):
+                # Checked last, so that a wrong NAME says what the server says, not this.
+                rotation.claim(self.folder, record["identity"])
+                rotation.commit_archive(written.path, final, record)
+                for old in rotation.drop_other_formats(final):
+                    log.info("removed_other_format", database=self.alias, path=str(old))
+        finally:
+            archive.remove(written.path)
+        with self.report.step("link-latest", self.alias):
             try:
-                size = engine.size(db)
-            except OpsError:
-                size = 0
-            space.check(folder, size, "the database's size, as no archive exists yet")
-    with report.step("dump", alias):
+                link = rotation.link_latest(final)
+            except OSError as exc:
+                msg = f"cannot update latest in {self.folder}: {exc}"
+                raise OpsError(msg, "check the folder") from None
+        self.report.details[self.alias] = {
+            "archive": str(final),
+            "bytes": written.size,
+            "raw_bytes": written.raw_size,
+            "ratio": record["ratio"],
+        }
+        log.info("latest_linked", database=self.alias, link=str(link), target=final.name)
+        return written.size
+
+    def _final(self) -> Path:
+        slot = rotation.slot_for(self.now)
+        if self.directory:
+            return self.folder / f"{slot}.{pgdir.SUFFIX}"
+        if self.config.format == "directory":
+            log.info(
+                "format_plain", database=self.alias, reason="the directory format is PostgreSQL's"
+            )
+        return self.folder / rotation.archive_name(slot, self.engine.suffix, self.config.compress)
+
+    def _check_space(self, final: Path) -> None:
+        previous = space.expected_size(self.folder, final)
+        if previous:
+            space.check(self.folder, previous, "the previous archive")
+            return
+        # No archive yet: the size of the tables is the only (generous) yardstick. A server
+        # that cannot say is the dump step's to report, with its own message.
+        try:
+            size = self.engine.size(self.db)
+        except OpsError:
+            size = 0
+        space.check(self.folder, size, "the database's size, as no archive exists yet")
+
+    def _dump(self, final: Path) -> tuple[archive.Written, dict[str, Any]]:
+        config, db, engine = self.config, self.db, self.engine
         log.info(
             "dump_started",
-            database=alias,
+            database=self.alias,
             target=str(final),
             engine=engine.vendor,
-            compressor=_compressor(config, directory),
+            compressor=_compressor(config, self.directory),
         )
-        if not directory and config.compress == "gzip" and codec.find("gzip").tool != "pigz":
+        if not self.directory and config.compress == "gzip" and codec.find("gzip").tool != "pigz":
             log.warning("gzip_on_one_core", hint="install pigz to compress on every core")
-        started = time.time()
-        versions = engine.versions(db)
+        facts: dict[str, Any] = {"started": time.time(), "versions": engine.versions(db)}
+        facts["properties"] = engine.properties(db)
         # Exact counts scan every table (and wait on locked ones): only when asked for.
-        want_counts = config.count_rows or config.verify_restore
-        tables = engine.table_counts(db) if want_counts else None
-        listing = None
-        if directory:
-            written, listing = pgdir.dump_to_temp(
-                engine,
-                db,
-                final,
-                config.exclude_table_data,
-                pgdir.level(config.compress, config.gzip_level),
+        if config.count_rows or config.verify_restore:
+            facts["tables"] = engine.table_counts(db)
+        if self.directory:
+            level = pgdir.level(config.compress, config.gzip_level)
+            written, facts["files"] = pgdir.dump_to_temp(
+                engine, db, final, config.exclude_table_data, level
             )
-        else:
-            written = dump_to_temp(
-                engine,
-                db,
-                final,
-                config.exclude_table_data,
-                config.compress,
-                config.level,
-                progress,
+            return written, facts
+        watcher = engine.observer()
+        written = dump_to_temp(
+            engine,
+            db,
+            final,
+            config.exclude_table_data,
+            config.compress,
+            config.level,
+            self.progress,
+            watcher,
+        )
+        if watcher is not None:
+            facts["properties"].update(watcher.result())
+        return written, facts
+
+    def _manifest(
+        self, final: Path, written: archive.Written, facts: dict[str, Any]
+    ) -> dict[str, Any]:
+        config, db = self.config, self.db
+        started = facts["started"]
+        finished = time.time()
+        versions = facts["versions"]
+        record: dict[str, Any] = {
+            "format": manifest.FORMAT,
+            "opskit_version": __version__,
+            "engine": self.engine.vendor,
+            "django_engine": db.django_engine,
+            "alias": db.alias,
+            "database": db.name,
+            "host": db.host,
+            "port": db.port,
+            "user": db.user,
+            "identity": manifest.identity(db, config.settings_module, config.project_dir),
+            "file": final.name,
+            "archive_format": "directory" if "files" in facts else "plain",
+            "compression": pgdir.COMPRESSION[config.compress]
+            if "files" in facts
+            else config.compress,
+            "size": written.size,
+            "raw_size": written.raw_size,
+            "ratio": round(written.raw_size / written.size, 2) if written.size else None,
+            "sha256": written.sha256,
+            "excluded_table_data": list(config.exclude_table_data),
+            "tools": versions,
+            "server_version": versions.get("server", ""),
+            "properties": facts["properties"],
+            "started_at": _iso(started),
+            "finished_at": _iso(finished),
+            "duration": round(finished - started, 3),
+            "verified": True,
+            "hostname": socket.gethostname(),
+        }
+        for key in ("files", "tables"):
+            if key in facts:
+                record[key] = facts[key]
+        if not config.signing_keys:
+            log.warning(
+                "manifest_unsigned",
+                database=db.alias,
+                fix="set SECRET_KEY (or OPSKIT['SIGNING_KEY']) so restores can trust archives",
             )
-    try:
-        with report.step("verify", alias):
-            # Checked as it was written: it decompressed to its end and fsync found it whole.
-            archive.check_size(written)
-        manifest = _manifest(db, engine, config, final, written, versions, started)
-        if listing is not None:
-            manifest["archive_format"] = "directory"
-            manifest["compression"] = pgdir.COMPRESSION[config.compress]
-            manifest["files"] = listing
-        if tables is not None:
-            manifest["tables"] = tables
-        if config.verify_restore:
-            # On the temp file: a failed restore test leaves the slot and latest untouched.
-            with report.step("verify-restore", alias):
-                result = restore_test(config, db, written.path, now, manifest)
-            log.info("restore_tested", database=alias, tables=len(result.tables), rows=result.rows)
-        with report.step("rotate", alias):
-            try:
-                if directory:
-                    pgdir.commit(written.path, final)
-                else:
-                    files.commit(written.path, final)
-                archive.write_json(manifest, archive.manifest_path(final))
-            except OSError as exc:
-                msg = f"cannot rename into {final}: {exc.strerror}"
-                raise OpsError(msg, "check the disk") from None
-            for old in rotation.drop_other_formats(final):
-                log.info("removed_other_format", database=alias, path=str(old))
-    finally:
-        archive.remove(written.path)
-    with report.step("link-latest", alias):
-        try:
-            link = rotation.link_latest(final)
-        except OSError as exc:
-            raise OpsError(f"cannot update latest in {folder}: {exc}", "check the folder") from None
-    report.details[alias] = {
-        "archive": str(final),
-        "bytes": written.size,
-        "raw_bytes": written.raw_size,
-        "ratio": manifest["ratio"],
-    }
-    log.info("latest_linked", database=alias, link=str(link), target=final.name)
-    return written.size
+        return manifest.sign(record, config.signing_keys)
+
+
+def _iso(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp).astimezone().isoformat()
 
 
 def _compressor(config: Config, directory: bool) -> str:
@@ -223,53 +325,17 @@ def dump_to_temp(
     compress: str,
     level: int,
     progress: ProgressFn | None = None,
+    observer: Any = None,
 ) -> archive.Written:
     """Stream a dump into a verified temp file beside ``final``; the dump's exit is checked last."""
     written = None
     try:
         with engine.dump(db, exclude) as stream:
             written = pipes.compress_to_temp(
-                stream, final, compress, level, progress, f"dump {db.alias}"
+                stream, final, compress, level, progress, f"dump {db.alias}", observer
             )
     except BaseException:
         if written is not None:
             written.path.unlink(missing_ok=True)
         raise
     return written
-
-
-def _manifest(
-    db: DbParams,
-    engine: Engine,
-    config: Config,
-    final: Path,
-    written: archive.Written,
-    versions: dict[str, str],
-    started: float,
-) -> dict[str, Any]:
-    finished = time.time()
-    return {
-        "format": 1,
-        "opskit_version": __version__,
-        "engine": engine.vendor,
-        "django_engine": db.django_engine,
-        "alias": db.alias,
-        "database": db.name,
-        "host": db.host,
-        "port": db.port,
-        "user": db.user,
-        "file": final.name,
-        "compression": config.compress,
-        "size": written.size,
-        "raw_size": written.raw_size,
-        "ratio": round(written.raw_size / written.size, 2) if written.size else None,
-        "sha256": written.sha256,
-        "excluded_table_data": list(config.exclude_table_data),
-        "tools": versions,
-        "server_version": versions.get("server", ""),
-        "started_at": datetime.fromtimestamp(started).astimezone().isoformat(),
-        "finished_at": datetime.fromtimestamp(finished).astimezone().isoformat(),
-        "duration": round(finished - started, 3),
-        "verified": True,
-        "hostname": socket.gethostname(),
-    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -9,9 +10,9 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from opskit import archive, cron, django_project, healthchecks, rotation, space
+from opskit import cron, django_project, files, healthchecks, rotation, space
+from opskit import manifest as manifests
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for, vendor_of
 from opskit.errors import ArchiveError, ConfigError, OpsError
@@ -21,8 +22,18 @@ from opskit.verify import verify_one
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 # The families --only selects by; a line's name is the family, or "family:detail".
-FAMILIES = ("settings", "database", "folder", "latest", "cron", "healthchecks", "sessions")
+FAMILIES = (
+    "settings",
+    "database",
+    "folder",
+    "latest",
+    "restore",
+    "cron",
+    "healthchecks",
+    "sessions",
+)
 DEFAULT_MAX_AGE = 26 * 3600.0
+FUTURE_SLACK = 120.0  # seconds a finished_at may be ahead (clocks of two hosts, rounding)
 _AGE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", re.I)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -98,14 +109,20 @@ def check_database(config: Config, db: DbParams) -> Result:
     return Result(name, OK, f"{db.describe()}: connected, server {server}; {tools}")
 
 
-def check_folder(label: str, folder: Path, needed: int = 0, basis: str = "") -> Result:
-    """The folder exists (created if missing: check's only write), is writable and has room."""
+def check_folder(
+    label: str, folder: Path, needed: int = 0, basis: str = "", mode: int = 0o700
+) -> Result:
+    """The folder exists (created if missing: check's only write), is writable and has room.
+
+    The same rules as the jobs: a folder opskit did not create is never chmodded, and one
+    that others can write is a WARN (backup logs the same warning).
+    """
     name = f"folder:{label}"
     fix = f"create {folder} writable by this user, or set --{label}-dir"
     created = ""
     if not folder.is_dir():
         try:
-            folder.mkdir(mode=0o700, parents=True)
+            files.make_dirs(folder, mode)
         except OSError as exc:
             return Result(name, FAIL, f"cannot create {folder}: {exc.strerror or exc}", fix)
         created = " (created now)"
@@ -117,6 +134,10 @@ def check_folder(label: str, folder: Path, needed: int = 0, basis: str = "") -> 
         return _fail(name, exc)
     free = human(_free(folder))
     room = f", room for {human(needed)} ({basis})" if needed else ""
+    who = files.writable_by_others(folder)
+    if who:
+        found = f"{folder} is writable{created}, and {who} can write it too; {free} free{room}"
+        return Result(name, WARN, found, f"chmod go-w {folder}, or use a folder only you can write")
     return Result(name, OK, f"{folder} is writable{created}; {free} free{room}")
 
 
@@ -146,11 +167,20 @@ def check_latest(
         return Result(name, FAIL, f"no latest backup in {folder}", again)
     path = max((link.resolve() for link in links), key=lambda p: p.stat().st_mtime)
     try:
-        manifest = archive.read_manifest(path)
+        manifest = manifests.read(path)
+        # The age below is the manifest's word: believe it only if the manifest is ours.
+        manifests.check_signature(path, manifest, config.signing_keys)
     except ArchiveError as exc:
         return _fail(name, exc)
-    finished = _finished(manifest, path)
+    finished = manifests.finished_at(manifest) or _mtime(path)
     age = (now - finished).total_seconds()
+    if age < -FUTURE_SLACK:
+        found = (
+            f"{path.name} says it finished {finished:%Y-%m-%d %H:%M %z}, {human_age(-age)} from"
+            " now: clock moved back, or archive from the future"
+        )
+        fix = "check the clock (timedatectl, NTP), then run opskit backup"
+        return Result(name, FAIL, found, f"{fix} --database {db.alias}")
     if age > max_age:
         found = (
             f"{path.name} is {human_age(age)} old (finished {finished:%Y-%m-%d %H:%M}),"
@@ -163,16 +193,57 @@ def check_latest(
     return Result(name, OK, f"{path.name}, {human_age(max(age, 0))} old: {verdict.found}")
 
 
-def _finished(manifest: Mapping[str, Any], path: Path) -> datetime:
-    """When the archive was made: the manifest says; the file's mtime if it does not."""
-    text = manifest.get("finished_at")
+def _mtime(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime).astimezone()
+
+
+def check_restores(config: Config, db: DbParams) -> list[Result]:
+    """No restore was left half-done, no scratch database orphaned; kept copies take space.
+
+    A journal left by a killed restore is finished or undone here (under the locks), and
+    the line FAILs saying what was done, so that CI notices; while a restore runs, it WARNs.
+    """
+    from opskit import journal, locks
+    from opskit.backup import recover_folder
+
+    name = f"restore:{db.alias}"
+    folder = rotation.db_dir(config.backup_dir, db.alias)
+    results: list[Result] = []
+    engine = engine_for(db, Tools(config.pg_bin_dir, config.mysql_bin_dir), work_dir=folder)
+    running = False
+    if folder.is_dir():
+        try:
+            with contextlib.ExitStack() as stack:
+                for job in ("restore", "backup"):
+                    stack.enter_context(locks.hold(locks.lock_path(folder, job), what="check"))
+                left = journal.load(folder)
+                done = recover_folder(config, db, engine, folder) if left is not None else []
+        except locks.LockBusy:
+            running, done = True, []
+        except OpsError as exc:
+            return [_fail(name, exc)]
+        if running and journal.path_in(folder).exists():
+            results.append(Result(name, WARN, "a restore is running now", "let it finish"))
+        for line in done:
+            fix = "nothing left to do; see why the restore was killed (logs/opskit.log)"
+            results.append(Result(name, FAIL, f"an unfinished restore was found: {line}", fix))
     try:
-        when = datetime.fromisoformat(str(text)) if text else None
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
-        return datetime.fromtimestamp(path.stat().st_mtime).astimezone()
-    return when
+        kept = engine.leftovers(db)
+    except OpsError as exc:
+        return [*results, _fail(name, exc)]
+    for item in kept:
+        size = f", {human(item.size)}" if item.size else ""
+        if item.kind == "scratch" and not running:
+            found = f"{item.name} was left by a killed run{size}"
+            results.append(Result(f"{name}:{item.name}", FAIL, found, f"drop it: {item.drop}"))
+        elif item.kind != "scratch":
+            found = f"{item.name} is kept by an earlier restore{size}"
+            results.append(
+                Result(f"{name}:{item.name}", WARN, found, f"when satisfied: {item.drop}")
+            )
+    if not results:
+        results.append(Result(name, OK, "no unfinished restore, no leftover databases"))
+    return results
 
 
 def check_cron(
@@ -267,9 +338,12 @@ def run_checks(
         needed = expected_backup(config, aliases)
         basis = "the newest archives" if needed else ""
         results.append(check_folder("backup", config.backup_dir, needed, basis))
-        results.append(check_folder("log", config.log_dir))
+        results.append(check_folder("log", config.log_dir, mode=0o750))
     if want("latest"):
         results += [check_latest(config, databases[a], now, max_age) for a in aliases]
+    if want("restore"):
+        for alias in aliases:
+            results += check_restores(config, databases[alias])
     if cron_state is not None and want("cron"):
         results += cron_state()
     if ping and want("healthchecks"):
@@ -283,6 +357,7 @@ def to_report(results: Iterable[Result]) -> Report:
     """One step per check; a FAIL is a failed step, so the exit status counts FAIL lines."""
     report = Report("check")
     for r in results:
-        database = r.name.split(":", 1)[1] if r.name.startswith(("database:", "latest:")) else None
+        prefixes = ("database:", "latest:", "restore:")
+        database = r.name.split(":")[1] if r.name.startswith(prefixes) else None
         report.steps.append(Step(r.name, database, ok=r.status != FAIL, reason=r.found))
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -159,9 +160,48 @@ def backup(
 
 @cli.command()
 @click.argument("source", default="latest")
-@click.option("--database", "-d", "alias", default="default", show_default=True, metavar="ALIAS")
+@click.option(
+    "--database",
+    "-d",
+    "alias",
+    default="default",
+    show_default=True,
+    metavar="ALIAS",
+    help="Which database of settings.DATABASES to replace.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--drop-old", is_flag=True, help="PostgreSQL: drop the replaced database.")
+@click.option("--drop-old", is_flag=True, help="Drop the replaced database instead of keeping it.")
+@click.option(
+    "--in-place",
+    is_flag=True,
+    help="Load into the live database itself (PostgreSQL: one transaction; MySQL: behind a"
+    " safety copy) instead of a scratch database and a swap.",
+)
+@click.option("--no-owner", is_flag=True, help="PostgreSQL: leave out the objects' owners.")
+@click.option("--no-privileges", is_flag=True, help="PostgreSQL: leave out GRANT and REVOKE.")
+@click.option(
+    "--definer",
+    type=click.Choice(["keep", "current-user"]),
+    default="keep",
+    show_default=True,
+    help="MySQL: current-user rewrites DEFINER clauses to the restoring account.",
+)
+@click.option(
+    "--trust-unsigned",
+    is_flag=True,
+    help="Restore an archive whose manifest is unsigned or signed with another key.",
+)
+@click.option(
+    "--from-other-database",
+    is_flag=True,
+    help="Restore an archive taken from another database (e.g. production into staging).",
+)
+@click.option(
+    "--recover",
+    "recover_only",
+    is_flag=True,
+    help="Only finish or undo what a killed restore left, then exit.",
+)
 @lock_wait_option
 @hc_option
 @click.pass_context
@@ -171,37 +211,65 @@ def restore(
     alias: str,
     yes: bool,
     drop_old: bool,
+    in_place: bool,
+    no_owner: bool,
+    no_privileges: bool,
+    definer: str,
+    trust_unsigned: bool,
+    from_other_database: bool,
+    recover_only: bool,
     lock_wait: float | None,
     check: str | None,
 ) -> None:
     """Restore SOURCE (latest, a weekday like 1-Monday, or an archive path)."""
     from opskit.report import StepFailed
-    from opskit.restore import plan_restore, run_restore
+    from opskit.restore import RestoreOptions, RestorePlan, restore_archive
 
+    options = RestoreOptions(
+        drop_old=drop_old,
+        in_place=in_place,
+        no_owner=no_owner,
+        no_privileges=no_privileges,
+        definer="" if definer == "keep" else definer,
+        trust_unsigned=trust_unsigned,
+        from_other_database=from_other_database,
+    )
     config, dbs = load_project(ctx, apps=False, LOCK_WAIT=lock_wait)
     run = start_job(ctx, "restore", config, check)
     report = Report("restore")
-    try:
-        plan = plan_restore(config, dbs, alias, source, report)
-    except StepFailed:
-        finish(ctx, run, report)
-    click.echo(f"About to {plan.describe()}.", err=True)
-    if not yes:
-        if not sys.stdin.isatty():
-            report.fail("confirm", alias, "no terminal to confirm on; pass --yes to restore")
-            finish(ctx, run, report)
-        if not click.confirm("Replace it?", default=False, err=True):
-            report.fail("confirm", alias, "cancelled; nothing was changed")
-            finish(ctx, run, report)
-    try:
-        notes = run_restore(
-            config, plan, now(), report, drop_old=drop_old, progress=progress_of(ctx)
+
+    def confirm(plan: RestorePlan) -> None:
+        click.echo(f"About to {plan.describe()}.", err=True)
+        if not yes:
+            _confirm(ctx, run, report, alias)
+
+    notes: list[str] = []
+    with contextlib.suppress(StepFailed):
+        notes = restore_archive(
+            config,
+            dbs,
+            alias,
+            source,
+            now(),
+            report,
+            options,
+            confirm=confirm,
+            recover_only=recover_only,
+            progress=progress_of(ctx),
         )
-    except StepFailed:
-        notes = []
     for note in notes:
         click.echo(note, err=True)
     finish(ctx, run, report)
+
+
+def _confirm(ctx: click.Context, run: Any, report: Report, alias: str) -> None:
+    """Ask on the terminal; without one (cron, a pipe) refuse unless --yes was given."""
+    if not sys.stdin.isatty():
+        report.fail("confirm", alias, "no terminal to confirm on; pass --yes to restore")
+        finish(ctx, run, report)
+    if not click.confirm("Replace it?", default=False, err=True):
+        report.fail("confirm", alias, "cancelled; nothing was changed")
+        finish(ctx, run, report)
 
 
 @cli.command("list")
@@ -218,7 +286,7 @@ def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None
         aliases = select(config, dbs, databases)
     except OpsError as exc:
         fail_early(ctx, exc)
-    entries = catalog(config.backup_dir, dbs, aliases, now())
+    entries = catalog(config, dbs, aliases, now())
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -233,6 +301,9 @@ def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None
 def _human_age(seconds: int | None) -> str:
     if seconds is None:
         return "?"
+    if seconds < -120:
+        return "in the future"  # the clock moved back, or the archive came from elsewhere
+    seconds = max(seconds, 0)
     if seconds < 3600:
         return f"{seconds // 60}m ago"
     if seconds < 86400 * 2:
@@ -245,7 +316,8 @@ def _row(row: dict[str, Any]) -> str:
     name = Path(row["file"]).name
     ratio = f"x{row['ratio']}" if row.get("ratio") else ""
     age = _human_age(row.get("age_seconds"))
-    return f"{mark} {name:<24} {age:>8} {human(row['size']):>9} {ratio:>7}  {row['status']}"
+    text = f"{mark} {name:<24} {age:>13} {human(row['size']):>9} {ratio:>7}  {row['status']}"
+    return text + (f": {row['problem']}" if row.get("problem") else "")
 
 
 def _register() -> None:

@@ -77,9 +77,14 @@ def load_project(
                 "MAIL_ADMINS_ON_ERROR": g.mail_admins,
                 **flags,
             },
+            secret_keys=django_project.secret_keys(),
         )
         g.tail = logs.LogTail()
-        g.secrets = (*(db.password for db in databases.values()), config.api_key)
+        g.secrets = (
+            *(db.password for db in databases.values()),
+            config.api_key,
+            *config.signing_keys,
+        )
         g.console = logs.configure(
             log_dir=config.log_dir,
             verbosity=g.verbosity,

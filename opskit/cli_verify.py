@@ -25,6 +25,9 @@ from opskit.errors import OpsError
 @click.option(
     "--restore-test", is_flag=True, help="Also restore into a scratch database and count rows."
 )
+@click.option(
+    "--trust-unsigned", is_flag=True, help="Accept unsigned manifests (after inspecting them)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @hc_option
 @click.pass_context
@@ -34,6 +37,7 @@ def verify_command(
     every: bool,
     databases: tuple[str, ...],
     restore_test: bool,
+    trust_unsigned: bool,
     as_json: bool,
     check: str | None,
 ) -> None:
@@ -60,6 +64,7 @@ def verify_command(
         targets,
         restore_at=started if restore_test else None,
         progress=progress_of(ctx),
+        trust_unsigned=trust_unsigned,
     )
     if as_json:
         click.echo(json.dumps([v.as_dict() for v in verdicts], indent=2))

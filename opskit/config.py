@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "HEALTHCHECKS_API_KEY": None,
     "STRICT_PING": False,
     "MAIL_ADMINS_ON_ERROR": False,
+    # Signs manifests; default: the project's SECRET_KEY (and SECRET_KEY_FALLBACKS).
+    "SIGNING_KEY": None,
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -75,6 +77,8 @@ class Config:
     strict_ping: bool = False
     # Send Django's ADMINS a mail when a job ends with errors.
     mail_admins_on_error: bool = False
+    # Manifests are signed with the first and checked against all (SECRET_KEY_FALLBACKS).
+    signing_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
     def check_for(self, job: str) -> str | None:
         """Return the Healthchecks check configured for a job, if any."""
@@ -106,6 +110,7 @@ def build_config(
     settings_opskit: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
+    secret_keys: tuple[str, ...] = (),
 ) -> Config:
     """Merge defaults, ``settings.OPSKIT``, ``OPSKIT_*`` variables and flags, in that order."""
     merged: dict[str, Any] = dict(DEFAULTS)
@@ -172,6 +177,7 @@ def build_config(
         api_key=str(merged["HEALTHCHECKS_API_KEY"] or ""),
         strict_ping=_bool(merged["STRICT_PING"]),
         mail_admins_on_error=_bool(merged["MAIL_ADMINS_ON_ERROR"]),
+        signing_keys=((str(merged["SIGNING_KEY"]),) if merged["SIGNING_KEY"] else ()) + secret_keys,
     )
 
 

@@ -250,3 +250,39 @@ def send_admin_mail(subject: str, text: str, html: str) -> int:
     message = EmailMultiAlternatives(subject, text, settings.SERVER_EMAIL, admins)
     message.attach_alternative(html, "text/html")
     return int(message.send(fail_silently=False))
+
+
+def secret_keys() -> tuple[str, ...]:
+    """Return SECRET_KEY and SECRET_KEY_FALLBACKS (empty when the project has no key)."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        key = str(settings.SECRET_KEY or "")
+    except ImproperlyConfigured:
+        key = ""
+    fallbacks = [str(k) for k in getattr(settings, "SECRET_KEY_FALLBACKS", []) or [] if k]
+    return (key, *fallbacks) if key else ()
+
+
+def sign(value: str, keys: tuple[str, ...], salt: str) -> str:
+    """Return Django's signature of ``value`` with the first key (HMAC-SHA256, salted)."""
+    from django.core import signing
+
+    signer = signing.Signer(key=keys[0], salt=salt, algorithm="sha256", fallback_keys=[])
+    signed = str(signer.sign(value))
+    return signed.rsplit(":", 1)[1]
+
+
+def signature_ok(value: str, signature: str, keys: tuple[str, ...], salt: str) -> bool:
+    """Whether ``signature`` signs ``value`` with any of ``keys`` (the current, or a fallback)."""
+    from django.core import signing
+
+    signer = signing.Signer(
+        key=keys[0], salt=salt, algorithm="sha256", fallback_keys=list(keys[1:])
+    )
+    try:
+        signer.unsign(f"{value}:{signature}")
+    except signing.BadSignature:
+        return False
+    return True

@@ -10,6 +10,7 @@ they are and never chmodded.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -133,7 +134,15 @@ def writable_by_others(folder: Path) -> str:
 
 def open_lock(path: Path) -> int:
     """Open (or create) a lock file; refuse one that is not a plain file of ours."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise UnsafeFile(
+            f"{path} is not a lock file opskit made (a symlink)",
+            "remove it and check who else writes in that folder",
+        ) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
@@ -145,6 +154,18 @@ def open_lock(path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def open_append(path: Path, mode: int = 0o640) -> int:
+    """Open a log file for appending, never through a symlink; a new one gets ``mode``."""
+    try:
+        return create(path, mode) if not path.exists() else _append(path)
+    except FileExistsError:  # created meanwhile by another run
+        return _append(path)
+
+
+def _append(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
 def is_own_regular(path: Path) -> bool:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from opskit import files
 from opskit.errors import OpsError
 
 
@@ -40,7 +41,7 @@ def hold(
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[None]:
     """Hold an exclusive flock on ``path``; the kernel drops it if this process dies."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = files.open_lock(path)
     try:
         deadline = clock() + wait
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import io
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
@@ -11,11 +12,20 @@ from typing import Any, TextIO
 
 import structlog
 
+from opskit import files
 from opskit.progress import Console
 from opskit.redact import redact
 
 LOGGER = "opskit"
 _KEY_ORDER = ["timestamp", "level", "event"]
+
+
+class _LogFile(logging.FileHandler):
+    """A log file opened without following a symlink, created 0640 whatever the umask."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = files.open_append(Path(self.baseFilename))
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 class LogTail(logging.Handler):
@@ -102,13 +112,13 @@ def configure(
     console.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG))
     logger.addHandler(console)
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(log_dir, 0o750)
         level = logging.DEBUG if verbosity > 0 else logging.INFO
         for name, renderer in (
             ("opskit.json.log", structlog.processors.JSONRenderer(sort_keys=False)),
             ("opskit.log", keyvalue),
         ):
-            handler = _handler(logging.FileHandler(log_dir / name, encoding="utf-8"), renderer, pre)
+            handler = _handler(_LogFile(log_dir / name, encoding="utf-8"), renderer, pre)
             handler.setLevel(level)
             logger.addHandler(handler)
     if tail is not None:

@@ -101,7 +101,7 @@ def dump_to_temp(
     engine: Any, db: DbParams, final: Path, exclude: tuple[str, ...], compress_level: int
 ) -> tuple[archive.Written, dict[str, list[Any]]]:
     """Dump into a temp folder beside ``final``, check every file, fsync it all."""
-    tmp = archive.tmp_path(final)
+    tmp = files.temp_name(final)
     try:
         engine.dump_directory(db, exclude, tmp, compress_level, jobs())
         checks = check_files(tmp)
@@ -123,16 +123,6 @@ def dump_to_temp(
         tmp, sum(c.size for c in checks), sum(c.raw_size for c in checks), digest(checks)
     )
     return written, {c.name: [c.size, c.sha256] for c in checks}
-
-
-def commit(tmp: Path, final: Path) -> None:
-    """Put the folder ``tmp`` in place of ``final``; the old one is removed only after."""
-    old = final.with_name(f".{final.name}.old.tmp-{os.getpid()}")
-    if final.exists():
-        os.rename(final, old)
-    os.rename(tmp, final)
-    files.fsync(final.parent)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def check_checksum(folder: Path, manifest: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, cast
 
 from opskit import archive, codec, pgdir, proc
-from opskit.engines.base import ArchiveDir, Content, OpenArchive, Transform
+from opskit.engines.base import ArchiveDir, Content, ContentObserver, OpenArchive, Transform
 from opskit.errors import ArchiveError, CommandFailed, OpsError
 from opskit.progress import ProgressFn, counting
 
@@ -125,6 +125,20 @@ def _blaming(child: proc.Child, name: Callable[[CommandFailed], OpsError]) -> It
         raise
 
 
+class _Observed:
+    """A reader that shows each piece of content to an observer on its way."""
+
+    def __init__(self, source: IO[bytes], observer: ContentObserver) -> None:
+        self.source = source
+        self.observer = observer
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        if data:
+            self.observer.feed(data)
+        return data
+
+
 def compress_to_temp(
     source: IO[bytes],
     final: Path,
@@ -132,6 +146,7 @@ def compress_to_temp(
     level: int,
     progress: ProgressFn | None = None,
     label: str = "",
+    observer: ContentObserver | None = None,
 ) -> archive.Written:
     """Compress ``source`` into a verified temp file beside ``final``.
 
@@ -141,11 +156,12 @@ def compress_to_temp(
     """
     if compress == "none":
         # Nothing to decompress: written once and hashed on the way, like the others.
-        return archive.write_verified(source, final, "none", progress, label)
+        return archive.write_verified(source, final, "none", progress, label, observer)
     found = codec.find(compress)
     if found.program is None:
+        plain = source if observer is None else cast(IO[bytes], _Observed(source, observer))
         written = archive.write_stream(
-            counting(source, label, None, progress), final, compress, level
+            counting(plain, label, None, progress), final, compress, level
         )
         try:
             archive.check_written(written, compress, final.name)
@@ -155,7 +171,7 @@ def compress_to_temp(
         return written
     what = f"{found.tool} compressing into {final.name}"
     with through(source, found.compress_argv(level), what=what) as compressed:
-        written = archive.write_verified(compressed, final, compress, progress, label)
+        written = archive.write_verified(compressed, final, compress, progress, label, observer)
     return written
 
 
@@ -242,6 +258,17 @@ class ArchiveContent:
                     "find who writes in the backup folder; use another backup",
                 )
         self.checked = True
+
+    def settle(self) -> ArchiveError | None:
+        """After the loader stopped early: read the rest (unused) and say if the archive
+        was the cause, so that a corrupt archive is named as such and a good one is not."""
+        try:
+            while self.read(archive.CHUNK):
+                pass
+            self.check_end()
+        except ArchiveError as exc:
+            return exc
+        return None
 
     def abandon(self) -> None:
         """Stop reading early (the loader failed, or a signal): stop the decompressor."""
@@ -337,9 +364,19 @@ def load(
         content.check_end()
         _write(out, epilogue)
     except BrokenPipeError:
-        # The loader stopped reading: it failed, and its message says why.
+        # The loader stopped reading. Its message says why, unless the archive was the cause
+        # (a corrupt byte in the middle makes bad SQL): the rest of the archive tells which.
+        settle = getattr(content, "settle", None)
+        damaged = settle() if settle is not None else None
         _abandon(content)
-        child.wait()
+        try:
+            child.wait()
+        except CommandFailed:
+            if damaged is not None:
+                raise ArchiveError(
+                    f"{damaged.message}; {what} stopped on it", damaged.hint
+                ) from None
+            raise
         raise CommandFailed(f"{what} stopped reading its input", "see its log") from None
     except BaseException:
         _abandon(content)

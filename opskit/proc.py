@@ -135,23 +135,32 @@ def run(
 ) -> str:
     """Run a program to completion and return its stdout; a failure raises CommandFailed."""
     try:
-        done = subprocess.run(
-            [str(a) for a in argv],
-            input=stdin,
-            capture_output=True,
-            env=dict(env),
-            timeout=timeout,
-            check=False,
-            preexec_fn=_preexec(),  # only prctl(2) and getppid(2) run in the child
-        )
+        with signals.deferred():
+            child = subprocess.Popen(
+                [str(a) for a in argv],
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=dict(env),
+                preexec_fn=_preexec(),  # only prctl(2) and getppid(2) run in the child
+            )
     except FileNotFoundError:
         raise ToolNotFound(f"{argv[0]} not found", "install it or fix PATH") from None
-    except subprocess.TimeoutExpired:
-        raise CommandFailed(f"{what} did not finish in {timeout} s", "check the server") from None
-    if done.returncode != 0:
-        err = redact(_last_line(done.stderr.decode("utf-8", "replace")), secrets)
-        raise CommandFailed(f"{what} failed (exit status {done.returncode}): {err}")
-    return done.stdout.decode("utf-8", "replace")
+    with child:
+        try:
+            out, err = child.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            msg = f"{what} did not finish in {timeout} s"
+            raise CommandFailed(msg, "check the server") from None
+        except BaseException:
+            child.kill()
+            raise
+    if child.returncode != 0:
+        detail = redact(_last_line(err.decode("utf-8", "replace")), secrets)
+        raise CommandFailed(f"{what} failed (exit status {child.returncode}): {detail}")
+    return out.decode("utf-8", "replace")
 
 
 PIPE = subprocess.PIPE
@@ -182,14 +191,15 @@ class Child:
         self.secrets = tuple(secrets)
         self._stderr = bytearray()
         try:
-            self.proc = subprocess.Popen(
-                [str(a) for a in argv],
-                stdin=stdin,
-                stdout=stdout,
-                stderr=subprocess.PIPE,
-                env=dict(env),
-                preexec_fn=_preexec(),  # only prctl(2) and getppid(2) run in the child
-            )
+            with signals.deferred():
+                self.proc = subprocess.Popen(
+                    [str(a) for a in argv],
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=subprocess.PIPE,
+                    env=dict(env),
+                    preexec_fn=_preexec(),  # only prctl(2) and getppid(2) run in the child
+                )
         except FileNotFoundError:
             raise ToolNotFound(f"{argv[0]} not found", "install it or fix PATH") from None
         _widen(self.proc.stdout)

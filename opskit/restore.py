@@ -1,24 +1,57 @@
-"""The restore job: check the archive, then replace the database or leave it as it was."""
+"""The restore job: lock, finish what a killed run left, check the archive, then replace.
+
+Order matters: the locks come first (no backup can replace the archive meanwhile), then the
+journal of a killed restore is finished or undone, then the manifest is checked (fields,
+signature, which database it is of), and the archive is loaded from the one descriptor
+that is hashed as it streams; nothing is committed or swapped unless the hash matched.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, files, locks, logs, pipes, rotation
-from opskit.backup import dump_to_temp, tools_of
+from opskit import archive, files, logs, pipes, rotation
+from opskit import manifest as manifests
+from opskit.backup import dump_to_temp, locked_folder, recover_folder, tools_of
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, engine_for, vendor_of
 from opskit.engines.base import RestoreContext
 from opskit.errors import RestoreRefused
+from opskit.journal import Journal
 from opskit.progress import ProgressFn
 from opskit.report import Report
 
 log = logs.get("restore")
+_ENDINGS = (".zst", ".gz", ".sql", ".sqlite3", ".pgdir")
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreOptions:
+    """What the user asked for beyond the archive (all off by default)."""
+
+    drop_old: bool = False
+    in_place: bool = False
+    no_owner: bool = False
+    no_privileges: bool = False
+    definer: str = ""
+    trust_unsigned: bool = False
+    from_other_database: bool = False
+
+
+@dataclasses.dataclass
+class Session:
+    """A database whose restore and backup locks are held, with nothing left unfinished."""
+
+    db: DbParams
+    engine: Engine
+    folder: Path
+    recovered: list[str]
 
 
 @dataclasses.dataclass
@@ -29,6 +62,7 @@ class RestorePlan:
     engine: Engine
     archive: Path
     manifest: dict[str, Any]
+    folder: Path
 
     def describe(self) -> str:
         m = self.manifest
@@ -39,41 +73,88 @@ class RestorePlan:
         )
 
 
+def looks_like_path(source: str) -> bool:
+    """Whether SOURCE names a file rather than ``latest`` or a weekday."""
+    return "/" in source or source.rstrip("/").endswith(_ENDINGS)
+
+
 def resolve_source(config: Config, alias: str, source: str) -> Path:
     """Turn ``latest``, a weekday or a path into an archive path."""
     folder = rotation.db_dir(config.backup_dir, alias)
     as_path = Path(source).expanduser()
-    ends = (".zst", ".gz", ".sql", ".sqlite3", ".pgdir")
-    looks_like_path = "/" in source or source.rstrip("/").endswith(ends)
-    if looks_like_path or (as_path.exists() and source != "latest"):
+    if looks_like_path(source) or (as_path.exists() and source != "latest"):
+        if not as_path.exists():
+            raise RestoreRefused(f"{source} does not exist", "run opskit list to see the archives")
         if not (as_path.is_file() or (as_path / "toc.dat").is_file()):
             raise RestoreRefused(f"{source} is not an archive", "run opskit list")
         return as_path.resolve()
     return rotation.find_archive(folder, source)
 
 
-def plan_restore(
-    config: Config, databases: Mapping[str, DbParams], alias: str, source: str, report: Report
-) -> RestorePlan:
-    """Check everything that can be checked before the database is touched."""
-    with report.step("verify", alias):
-        if alias not in databases:
+@contextlib.contextmanager
+def locked(
+    config: Config, databases: Mapping[str, DbParams], alias: str, report: Report
+) -> Iterator[Session]:
+    """Hold the database's restore and backup locks; first finish what a killed run left."""
+    if alias not in databases:
+        with report.step("lock", alias):
             raise RestoreRefused(
                 f"no database {alias!r} in settings.DATABASES", f"use one of {', '.join(databases)}"
             )
-        db = databases[alias]
-        path = resolve_source(config, alias, source)
-        manifest = archive.read_manifest(path)
-        archive.check_checksum(path, manifest)
+    db = databases[alias]
+    what = f"opskit restore of {alias!r}"
+    # The backup lock too: a backup of a half-loaded database must never become latest.
+    with locked_folder(config, db, report, ("restore", "backup"), what) as folder:
+        with report.step("engine", alias):
+            engine = engine_for(db, tools_of(config), work_dir=folder)
+        with report.step("recover", alias):
+            recovered = recover_folder(config, db, engine, folder)
+        yield Session(db, engine, folder, recovered)
+
+
+def plan_restore(
+    config: Config, session: Session, source: str, report: Report, options: RestoreOptions
+) -> RestorePlan:
+    """Check everything that can be checked before the database is touched."""
+    db = session.db
+    with report.step("verify", db.alias):
+        path = resolve_source(config, db.alias, source)
+        record = manifests.read(path)
+        if not options.trust_unsigned:
+            manifests.check_signature(path, record, config.signing_keys)
         target_vendor = vendor_of(db.django_engine)
-        if manifest["engine"] != target_vendor:
+        if record["engine"] != target_vendor:
             raise RestoreRefused(
-                f"{path.name} is a {manifest['engine']} backup but {alias!r} is {target_vendor}",
+                f"{path.name} is a {record['engine']} backup but {db.alias!r} is {target_vendor}",
                 "pick an archive of the same engine",
             )
-        engine = engine_for(db, tools_of(config))
-    log.info("restore_checked", database=alias, archive=str(path), sha256=manifest["sha256"])
-    return RestorePlan(db, engine, path, manifest)
+        if not options.from_other_database:
+            ident = manifests.identity(db, config.settings_module, config.project_dir)
+            other = manifests.other_database(record, ident)
+            if other:
+                raise RestoreRefused(
+                    f"{path.name}: {other}",
+                    f"pass --from-other-database to restore it into {db.alias!r} anyway",
+                )
+        _check_size(path, record, whole=options.in_place)
+    log.info("restore_checked", database=db.alias, archive=str(path), sha256=record["sha256"])
+    return RestorePlan(db, session.engine, path, record, session.folder)
+
+
+def _check_size(path: Path, record: Mapping[str, Any], whole: bool) -> None:
+    """The archive is its manifest's size; a folder archive (or an in-place load) is hashed now.
+
+    A stream archive's sha256 is checked as it is loaded, from the descriptor that is read.
+    """
+    size = archive.size_of(path)
+    if size != record["size"]:
+        raise RestoreRefused(
+            f"{path.name} is {size:,} bytes but its manifest says {record['size']:,}"
+            " (truncated or replaced)",
+            "use another backup",
+        )
+    if whole or path.is_dir():
+        archive.check_checksum(path, dict(record))
 
 
 def run_restore(
@@ -81,63 +162,125 @@ def run_restore(
     plan: RestorePlan,
     now: datetime,
     report: Report,
-    *,
-    drop_old: bool = False,
+    options: RestoreOptions,
     progress: ProgressFn | None = None,
 ) -> list[str]:
     """Load the planned archive; on any failure the database is left as it was."""
     db = plan.db
-    ctx = RestoreContext(
-        work_dir=rotation.db_dir(config.backup_dir, db.alias),
-        now=now,
-        drop_old=drop_old,
-        save_safety_copy=lambda target: _safety_copy(config, plan.engine, target, now),
+    journal = Journal.begin(
+        plan.folder,
+        alias=db.alias,
+        engine=plan.engine.vendor,
+        database=db.name,
+        archive=str(plan.archive),
     )
-    folder = rotation.db_dir(config.backup_dir, db.alias)
-    with contextlib.ExitStack() as stack:
-        with report.step("lock", db.alias):
-            rotation.ensure_dir(folder)
-            what = f"opskit restore of {db.alias!r}"
-            # The backup lock too: a backup of a half-loaded database must never become latest.
-            for job in ("restore", "backup"):
-                path = locks.lock_path(folder, job)
-                stack.enter_context(locks.hold(path, what=what, wait=config.lock_wait))
-        log.info("restore_started", database=db.alias, archive=str(plan.archive))
+    ctx = RestoreContext(
+        work_dir=plan.folder,
+        now=now,
+        drop_old=options.drop_old,
+        save_safety_copy=lambda target: _safety_copy(config, plan.engine, target, now),
+        journal=journal,
+        manifest=plan.manifest,
+        in_place=options.in_place,
+        no_owner=options.no_owner,
+        no_privileges=options.no_privileges,
+        definer=options.definer,
+    )
+    log.info("restore_started", database=db.alias, archive=str(plan.archive))
+    expect = pipes.Expect(plan.manifest["size"], plan.manifest["sha256"])
+    compress = str(plan.manifest.get("compression") or "") or None
+    try:
         with report.step("load", db.alias):
-            load = pipes.opener(plan.archive, None, progress, f"restore {db.alias}")
+            load = pipes.opener(plan.archive, compress, progress, f"restore {db.alias}", expect)
             plan.engine.restore(db, load, ctx)
+    except BaseException:
+        if journal.phase in ("started", "done"):
+            journal.finish()
+        else:
+            log.error(
+                "restore_unfinished",
+                database=db.alias,
+                journal=str(journal.path),
+                found=journal.describe(),
+                fix=f"run opskit restore --recover --database {db.alias}",
+            )
+        raise
+    journal.finish()
     for note in ctx.notes:
         log.info("restore_note", database=db.alias, note=note)
-    report.bytes += plan.manifest.get("raw_size", 0)
+    report.bytes += int(plan.manifest.get("raw_size") or 0)
     return ctx.notes
 
 
+def restore_archive(
+    config: Config,
+    databases: Mapping[str, DbParams],
+    alias: str,
+    source: str,
+    now: datetime,
+    report: Report,
+    options: RestoreOptions = RestoreOptions(),
+    *,
+    confirm: Callable[[RestorePlan], None] | None = None,
+    recover_only: bool = False,
+    progress: ProgressFn | None = None,
+) -> list[str]:
+    """The whole restore job: lock, recover, check, ``confirm`` (it may end the run), load.
+
+    A failed step raises StepFailed (recorded in ``report``); returns the notes for the user.
+    """
+    with locked(config, databases, alias, report) as session:
+        notes = list(session.recovered)
+        if recover_only:
+            return notes or [f"nothing to recover for {alias!r}"]
+        plan = plan_restore(config, session, source, report, options)
+        if confirm is not None:
+            confirm(plan)
+        return notes + run_restore(config, plan, now, report, options, progress)
+
+
 def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) -> Path:
-    """Dump the current database to a verified archive beside the backups."""
+    """Dump the current database to a verified archive beside the backups (a new name)."""
     folder = rotation.db_dir(config.backup_dir, db.alias)
     rotation.ensure_dir(folder)
-    final = folder / f"pre-restore-{now:%Y%m%d%H%M%S}.{engine.suffix}.zst"
+    stem = f"pre-restore-{now:%Y%m%d%H%M%S}"
+    final = folder / f"{stem}.{engine.suffix}.zst"
     written = dump_to_temp(engine, db, final, (), "zstd", config.zstd_level)  # always .zst
     try:
         archive.check_size(written)
-        files.commit(written.path, final)
+        final = _commit_new(written.path, folder, stem, f".{engine.suffix}.zst")
     except BaseException:
         written.path.unlink(missing_ok=True)
         raise
-    archive.write_json(
-        {
-            "engine": engine.vendor,
-            "database": db.name,
-            "alias": db.alias,
-            "file": final.name,
-            "compression": "zstd",
-            "size": written.size,
-            "raw_size": written.raw_size,
-            "sha256": written.sha256,
-            "finished_at": now.isoformat(),
-            "safety_copy": True,
-        },
-        archive.manifest_path(final),
-    )
+    record = {
+        "format": manifests.FORMAT,
+        "engine": engine.vendor,
+        "database": db.name,
+        "alias": db.alias,
+        "identity": manifests.identity(db, config.settings_module, config.project_dir),
+        "file": final.name,
+        "compression": "zstd",
+        "size": written.size,
+        "raw_size": written.raw_size,
+        "sha256": written.sha256,
+        "finished_at": datetime.now().astimezone().isoformat(),
+        "safety_copy": True,
+        "verified": True,
+    }
+    manifests.write(manifests.sign(record, config.signing_keys), manifests.path_of(final))
     log.info("safety_copy_written", database=db.alias, path=str(final))
     return final
+
+
+def _commit_new(tmp: Path, folder: Path, stem: str, suffix: str) -> Path:
+    """Give ``tmp`` the first free name ``<stem>[-N]<suffix>``; never replace a file."""
+    for n in range(1, 1000):
+        final = folder / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
+        try:
+            os.link(tmp, final)  # fails if the name is taken, where a rename would replace
+        except FileExistsError:
+            continue
+        tmp.unlink()
+        files.fsync(folder)
+        return final
+    raise RestoreRefused(f"no free name for a safety copy in {folder}", "clean up old copies")

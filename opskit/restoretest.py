@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit import archive, logs, pipes, rotation
+from opskit import manifest as manifests
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for, vendor_of
 from opskit.errors import ArchiveError, RestoreRefused
@@ -81,7 +82,7 @@ def restore_test(
     ``manifest`` defaults to the archive's sidecar; pass it for a temp file that has none yet.
     The archive's checksum is the caller's to check first. Raises OpsError on any failure.
     """
-    manifest = manifest if manifest is not None else archive.read_manifest(archive_path)
+    manifest = manifest if manifest is not None else manifests.read(archive_path)
     vendor = vendor_of(db.django_engine)
     if manifest.get("engine") != vendor:
         raise RestoreRefused(
@@ -95,7 +96,10 @@ def restore_test(
     folder = rotation.db_dir(config.backup_dir, db.alias)
     work_dir = folder if folder.is_dir() else archive_path.parent
     started = time.monotonic()
-    with engine.scratch_copy(db, pipes.opener(archive_path, compress), now, work_dir) as scratch:
+    size, sha = manifest.get("size"), manifest.get("sha256")
+    expect = pipes.Expect(size, sha) if isinstance(size, int) and isinstance(sha, str) else None
+    load = pipes.opener(archive_path, compress, expect=expect)
+    with engine.scratch_copy(db, load, now, work_dir) as scratch:
         name = Path(scratch.name).name if vendor == "sqlite" else scratch.name
         log.info("restore_test_loaded", database=db.alias, scratch=name)
         counts = engine.table_counts(scratch)

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from opskit import archive, logs, rotation
+from opskit import manifest as manifests
 from opskit.config import Config
 from opskit.engines import DbParams, vendor_of
 from opskit.errors import ArchiveError, OpsError
 from opskit.progress import ProgressFn
 from opskit.report import Report, Step
-from opskit.restore import resolve_source
+from opskit.restore import looks_like_path, resolve_source
 from opskit.restoretest import RestoreTestResult, restore_test
 
 log = logs.get("verify")
@@ -55,10 +56,18 @@ def _size(n: int) -> str:
 
 
 def check_archive(
-    path: Path, vendor: str | None, progress: ProgressFn | None = None
+    path: Path,
+    vendor: str | None,
+    progress: ProgressFn | None = None,
+    keys: tuple[str, ...] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Return what a whole re-read of the archive found; raise ArchiveError if it is bad."""
-    manifest = archive.read_manifest(path)
+    """Return what a whole re-read of the archive found; raise ArchiveError if it is bad.
+
+    ``keys`` (None: not checked) are the signing keys the manifest must be signed with.
+    """
+    manifest = manifests.read(path)
+    if keys is not None:
+        manifests.check_signature(path, manifest, keys)
     if vendor and manifest["engine"] != vendor:
         raise ArchiveError(f"it is a {manifest['engine']} backup, not {vendor}")
     seen = archive.inspect(path, manifest.get("compression") or None, progress)
@@ -103,6 +112,7 @@ def verify_one(
     latest: bool = False,
     restore_at: datetime | None = None,
     progress: ProgressFn | None = None,
+    trust_unsigned: bool = False,
 ) -> Verdict:
     """Check one archive, and restore-test it if ``restore_at`` is given; never raise OpsError."""
     inside = path.is_relative_to(config.backup_dir)
@@ -110,7 +120,13 @@ def verify_one(
     verdict = Verdict(alias, path, label, ok=False, found="", latest=latest)
     try:
         vendor = vendor_of(db.django_engine) if db else None
-        verdict.found, manifest = check_archive(path, vendor, progress)
+        keys = None if trust_unsigned else config.signing_keys
+        verdict.found, manifest = check_archive(path, vendor, progress, keys)
+        if db is not None and not trust_unsigned:
+            ident = manifests.identity(db, config.settings_module, config.project_dir)
+            other = manifests.other_database(manifest, ident)
+            if other and not manifest.get("safety_copy"):
+                raise ArchiveError(other, "it cannot be restored into this database unasked")
     except OpsError as exc:
         verdict.found = exc.message
         verdict.fix = _fix(alias, path, latest, exc.message)
@@ -137,10 +153,6 @@ class Target:
     source: str = "all"
 
 
-def _looks_like_path(source: str) -> bool:
-    return "/" in source or source.endswith((".zst", ".gz", ".sql", ".sqlite3"))
-
-
 def plan(
     config: Config,
     databases: Mapping[str, DbParams],
@@ -160,7 +172,7 @@ def plan(
             ]
         return targets
     for source in sources or ("latest",):
-        if _looks_like_path(source):
+        if looks_like_path(source):
             targets.append(_path_target(config, aliases, source))
             continue
         for alias in aliases:
@@ -186,7 +198,7 @@ def _path_target(config: Config, aliases: list[str], source: str) -> Target:
     except OpsError as exc:
         return Target(aliases[0], None, exc, source)
     try:
-        alias = str(archive.read_manifest(path).get("alias", ""))
+        alias = str(manifests.read(path).get("alias", ""))
     except ArchiveError:
         alias = ""
     return Target(alias if alias in aliases else aliases[0], path)
@@ -206,6 +218,7 @@ def run_verify(
     *,
     restore_at: datetime | None = None,
     progress: ProgressFn | None = None,
+    trust_unsigned: bool = False,
 ) -> tuple[Report, list[Verdict]]:
     """Verify each target; the report has one step per archive, failed if the archive is bad."""
     report = Report("verify")
@@ -227,6 +240,7 @@ def run_verify(
                 latest=target.path.resolve() in latest,
                 restore_at=restore_at,
                 progress=progress,
+                trust_unsigned=trust_unsigned,
             )
         reason = "" if verdict.ok else f"{verdict.label}: {verdict.found}"
         step = Step("verify", target.alias, ok=verdict.ok, reason=reason)

@@ -133,7 +133,11 @@ def config(tmp_path: Path) -> Config:
     """A Config whose backup and log folders live in the test's tmp dir."""
     (tmp_path / "site").mkdir(exist_ok=True)
     return build_config(
-        project_dir=tmp_path / "site", settings_module="site_settings", environ={}, flags={}
+        project_dir=tmp_path / "site",
+        settings_module="site_settings",
+        environ={},
+        flags={},
+        secret_keys=("test-only",),
     )
 
 

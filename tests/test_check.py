@@ -16,7 +16,7 @@ import pytest
 from conftest import OPSKIT, PG, run_opskit, unavailable, write_project
 from hcserver import HCServer
 
-from opskit import archive
+from opskit import manifest as manifests
 from opskit.engines import DbParams
 
 UUID = "5bf68b1e-8a94-4bb2-9a5b-1c8e0b6f3a11"
@@ -141,6 +141,7 @@ def test_every_check_passes_in_a_healthy_project(
         "folder:backup",
         "folder:log",
         "latest:default",
+        "restore:default",
         "cron:jobs",
         "cron:daemon",
         "healthchecks:backup",
@@ -162,6 +163,7 @@ def test_json_lists_every_check_with_its_status(site: Path) -> None:
         "folder:backup",
         "folder:log",
         "latest:default",
+        "restore:default",
         "sessions",
     ]
     assert all(set(r) == {"name", "status", "found", "fix"} for r in rows)
@@ -262,11 +264,11 @@ def latest(site: Path) -> Path:
 
 def test_a_latest_backup_older_than_max_age_fails(site: Path) -> None:
     path = latest(site)
-    manifest = archive.manifest_path(path)
+    manifest = manifests.path_of(path)
     data = json.loads(manifest.read_text())
     old = datetime.now().astimezone() - timedelta(days=3)
     data["finished_at"] = old.isoformat()
-    manifest.write_text(json.dumps(data))
+    manifest.write_text(json.dumps(manifests.sign(data, ("test-only",))))
     os.utime(path, (old.timestamp(), old.timestamp()))
 
     done = check(site, "check", "--only", "latest")

@@ -195,7 +195,13 @@ def test_sqlite_backup_writes_archive_link_manifest_and_logs_then_restores(site:
     latest = folder / "latest.sqlite3.zst"
 
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [archive.name, manifest_file.name, latest.name, ".opskit-backup.lock"]
+        [
+            archive.name,
+            manifest_file.name,
+            latest.name,
+            ".opskit-backup.lock",
+            ".opskit-folder.json",
+        ]
     )
     assert latest.is_symlink() and os.readlink(latest) == archive.name  # relative link
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700

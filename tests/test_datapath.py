@@ -21,7 +21,7 @@ from opskit.engines import DbParams
 from opskit.engines.sqlite import SQLite
 from opskit.errors import ArchiveError, CommandFailed, ConfigError
 from opskit.report import Report, StepFailed
-from opskit.restore import plan_restore
+from opskit.restore import restore_archive
 
 DUMP_TOOLS = ("pg_dump", "psql", "pg_restore", "mariadb-dump", "mariadb", "mysqldump", "mysql")
 
@@ -213,7 +213,7 @@ def test_a_changed_file_in_a_directory_archive_is_named_and_nothing_is_touched(
 
     report = Report("restore")
     with pytest.raises(StepFailed):
-        plan_restore(cfg, {pg_db.alias: pg_db}, pg_db.alias, "latest", report)
+        restore_archive(cfg, {pg_db.alias: pg_db}, pg_db.alias, "latest", SUNDAY, report)
     (failure,) = report.failed(pg_db.alias)
     assert failure.name == "verify" and biggest.name in failure.reason
     assert data.snapshot() == changed

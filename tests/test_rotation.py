@@ -16,6 +16,7 @@ from conftest import SUNDAY
 from dbdata import adapter_for
 
 from opskit import archive, rotation
+from opskit import manifest as manifests
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams
@@ -76,19 +77,32 @@ def test_a_week_of_backups_fills_seven_slots_and_latest_follows(
     link = config.backup_dir / "latest.sqlite3.zst"
     assert link.is_symlink() and os.readlink(link) == "1-Monday.sqlite3.zst"  # relative link
     for slot in rotation.SLOTS:
-        manifest = archive.read_manifest(config.backup_dir / f"{slot}.sqlite3.zst")
+        manifest = manifests.read(config.backup_dir / f"{slot}.sqlite3.zst")
         assert manifest["engine"] == "sqlite" and manifest["verified"] is True
 
 
-def test_backup_files_are_0600_and_folders_0700(sqlite_db: DbParams, config: Config) -> None:
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_backup_files_are_0600_and_folders_0700(
+    sqlite_db: DbParams, config: Config, umask: int
+) -> None:
+    """Whatever the umask, every file a backup writes is 0600 and every folder it makes 0700."""
     adapter_for(sqlite_db).populate()
     other = dataclasses.replace(sqlite_db, alias="other")
-    run_backup(config, {"default": sqlite_db, "other": other}, ["default", "other"], SUNDAY)
+    old = os.umask(umask)
+    try:
+        run_backup(config, {"default": sqlite_db, "other": other}, ["default", "other"], SUNDAY)
+    finally:
+        os.umask(old)
     for folder in (config.backup_dir, config.backup_dir / "other"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         files = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink()]
-        files = [p for p in files if not p.name.endswith(".lock")]
-        assert len(files) == 2
+        names = sorted(p.name for p in files)
+        assert names == [
+            ".opskit-backup.lock",
+            ".opskit-folder.json",
+            "0-Sunday.sqlite3.zst",
+            "0-Sunday.sqlite3.zst.json",
+        ]
         for path in files:
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert (config.backup_dir / "other" / "latest.sqlite3.zst").exists()
@@ -100,7 +114,7 @@ def test_switching_compression_replaces_the_slot_and_the_latest_link(
     adapter_for(sqlite_db).populate()
     backup(config, sqlite_db)
     backup(dataclasses.replace(config, compress="gzip"), sqlite_db)
-    names = sorted(p.name for p in config.backup_dir.iterdir() if not p.name.endswith(".lock"))
+    names = sorted(p.name for p in config.backup_dir.iterdir() if not p.name.startswith("."))
     assert names == ["0-Sunday.sqlite3.gz", "0-Sunday.sqlite3.gz.json", "latest.sqlite3.gz"]
 
 
@@ -110,8 +124,8 @@ def test_a_failed_backup_leaves_earlier_archives_and_latest_untouched(
     adapter_for(pg_db).populate()
     assert backup(config, pg_db).exit_code == 0
     before = state(config.backup_dir)
-    down = dataclasses.replace(pg_db, port="1")  # nothing listens there
-    report = backup(config, down)  # same weekday slot as the good archive
+    refused = dataclasses.replace(pg_db, user="no_such_role")  # the server turns it away
+    report = backup(config, refused)  # same weekday slot as the good archive
     assert report.exit_code == 1
     assert report.failed()[0].name == "dump"
     assert "127.0.0.1" in report.failed()[0].reason

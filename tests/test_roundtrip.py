@@ -12,7 +12,7 @@ from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams
 from opskit.report import Report
-from opskit.restore import plan_restore, run_restore
+from opskit.restore import RestoreOptions, restore_archive
 
 
 def backup(config: Config, db: DbParams, when=SUNDAY) -> Report:  # type: ignore[no-untyped-def]
@@ -21,8 +21,9 @@ def backup(config: Config, db: DbParams, when=SUNDAY) -> Report:  # type: ignore
 
 def restore(config: Config, db: DbParams, source: str = "latest") -> Report:
     report = Report("restore")
-    plan = plan_restore(config, {db.alias: db}, db.alias, source, report)
-    run_restore(config, plan, SUNDAY + timedelta(hours=1), report, drop_old=True)
+    when = SUNDAY + timedelta(hours=1)
+    dbs = {db.alias: db}
+    restore_archive(config, dbs, db.alias, source, when, report, RestoreOptions(drop_old=True))
     return report
 
 

@@ -18,6 +18,7 @@ from conftest import SUNDAY, mysql, psql, run_opskit, write_project
 from dbdata import adapter_for
 
 from opskit import archive, files
+from opskit import manifest as manifests
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for
@@ -26,16 +27,17 @@ from opskit.restoretest import compare_counts, expected_counts, restore_test
 from opskit.verify import Verdict, plan, run_verify
 
 EXPECTED = {"item": 4, "django_session": 0}  # dbdata's rows; session data is excluded
+KEYS = ("test-only",)  # the conftest config's signing key
 
 
 def backed_up(config: Config, db: DbParams, when: Any = SUNDAY) -> Path:
     """Back up ``db`` and make sure the manifest holds its row counts; return the archive."""
     assert run_backup(config, {db.alias: db}, [db.alias], when).exit_code == 0
     path = next(config.backup_dir.glob("latest.*")).resolve()
-    manifest = archive.read_manifest(path)
+    manifest = manifests.read(path)
     if "tables" not in manifest:  # until backup.py records them itself
         manifest["tables"] = engine_for(db, Tools()).table_counts(db)
-        archive.write_json(manifest, archive.manifest_path(path))
+        manifests.write(manifests.sign(manifest, KEYS), manifests.path_of(path))
     return path
 
 
@@ -81,9 +83,17 @@ def _truncate(path: Path) -> None:
 
 
 def _edit_manifest(path: Path, **changes: Any) -> None:
-    manifest = archive.read_manifest(path)
+    """Change the manifest and sign it again, as a bug or bad memory at backup time could."""
+    manifest = manifests.read(path)
     manifest.update(changes)
-    archive.manifest_path(path).write_text(json.dumps(manifest))
+    manifests.write(manifests.sign(manifest, KEYS), manifests.path_of(path))
+
+
+def _forge_manifest(path: Path) -> None:
+    """Change the manifest without the project's key."""
+    manifest = manifests.read(path)
+    manifest["raw_size"] = 12
+    manifests.path_of(path).write_text(json.dumps(manifest))
 
 
 def _cut_stream(path: Path) -> None:
@@ -97,10 +107,11 @@ def _cut_stream(path: Path) -> None:
     [
         (_flip, "its sha256 does not match the manifest"),
         (_truncate, "but its manifest says"),
-        (lambda p: archive.manifest_path(p).unlink(), "has no manifest"),
+        (lambda p: manifests.path_of(p).unlink(), "has no manifest"),
         (lambda p: _edit_manifest(p, raw_size=12), "bytes but 12 were written"),
         (_cut_stream, "it does not decompress"),
         (lambda p: _edit_manifest(p, engine="mysql"), "it is a mysql backup, not sqlite"),
+        (_forge_manifest, "has a bad signature"),
     ],
 )
 def test_a_damaged_archive_fails_with_what_was_found_and_a_fix(
@@ -124,7 +135,7 @@ def test_all_checks_every_slot_and_safety_copy_and_counts_the_bad_ones(
     backed_up(config, sqlite_db, SUNDAY + timedelta(days=2))
     safety = config.backup_dir / "pre-restore-20261122020000.sqlite3.zst"
     shutil.copy(sunday, safety)
-    shutil.copy(archive.manifest_path(sunday), archive.manifest_path(safety))
+    shutil.copy(manifests.path_of(sunday), manifests.path_of(safety))
     _flip(sunday)
     _truncate(monday)
     code, verdicts = verify(config, sqlite_db, every=True)
@@ -217,7 +228,7 @@ def test_count_differences_are_named_table_by_table() -> None:
 def test_a_manifest_without_counts_still_restore_tests(sqlite_db: DbParams, config: Config) -> None:
     adapter_for(sqlite_db).populate()
     path = backed_up(config, sqlite_db)
-    manifest = archive.read_manifest(path)
+    manifest = manifests.read(path)
     del manifest["tables"]
     result = restore_test(config, sqlite_db, path, SUNDAY, manifest)
     assert result.tables == EXPECTED and result.expected is None
@@ -232,8 +243,8 @@ def test_restore_test_runs_on_a_temp_file_with_its_manifest_in_memory(
     path = backed_up(config, any_db)
     temp = path.with_name(f".{path.name}.tmp-12345")
     shutil.copy(path, temp)
-    manifest = archive.read_manifest(path)
-    archive.manifest_path(path).unlink()
+    manifest = manifests.read(path)
+    manifests.path_of(path).unlink()
     result = restore_test(config, any_db, temp, SUNDAY, manifest)
     assert result.tables == EXPECTED == result.expected
     temp.unlink()

@@ -242,6 +242,7 @@ def _write_scratch(path: Path, open_archive: OpenArchive) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out, open_archive() as content:
             shutil.copyfileobj(content, out, 1 << 20)
+            content.check_end()
     except OSError as exc:
         raise _disk_error(exc, path.parent) from None
 

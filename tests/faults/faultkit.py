@@ -27,7 +27,7 @@ from opskit.engines import DbParams
 T = TypeVar("T")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # A run's temp file, and what SQLite keeps beside one (-journal, -wal, -shm).
-TEMP = re.compile(r"^\..+\.tmp-\d+(-journal|-wal|-shm)?$")
+TEMP = re.compile(r"^\..+\.tmp-\d+(?:-[0-9a-f]+)?(-journal|-wal|-shm)?$")
 
 
 # --- waiting without fixed sleeps ----------------------------------------------------------------
@@ -106,6 +106,8 @@ def assert_archives_verify(folder: Path) -> int:
     """Check every archive under ``folder`` against its manifest, independently of opskit."""
     count = 0
     for manifest_path in sorted(folder.rglob("*.json")):
+        if manifest_path.name.startswith(".opskit-"):
+            continue  # the folder's owner record and the restore journal are not manifests
         archive = manifest_path.with_name(manifest_path.name[: -len(".json")])
         manifest = json.loads(manifest_path.read_text())
         data = archive.read_bytes()

@@ -18,6 +18,7 @@ from conftest import psql, random_name, run_opskit, write_project
 from dbdata import adapter_for
 from faultkit import archive_of, clean_env, state, step_failures, temp_files
 
+from opskit import manifest as manifests
 from opskit.engines import DbParams
 
 
@@ -113,14 +114,27 @@ def other_engine(path: Path) -> None:
     shutil.copy(f"{made}.json", f"{path}.json")
 
 
-DAMAGES: dict[str, tuple[Callable[[Path], None], str, str]] = {
-    # name: (damage, restore's reason, verify's reason)
-    "flipped-byte": (flip_byte, "does not match the sha256 in its manifest (corrupt)", "sha256"),
-    "truncated": (truncate, "but its manifest says", "truncated or replaced"),
-    "empty": (empty, "is 0 bytes but its manifest says", "truncated or replaced"),
-    "no-manifest": (no_manifest, "has no manifest", "has no manifest"),
-    "garbled-manifest": (garbled_manifest, "is unreadable", "unreadable"),
-    "other-engine": (other_engine, "is a sqlite backup but 'default' is postgresql", "sqlite"),
+def forged_manifest(path: Path) -> None:
+    """Someone without the project's key makes the manifest agree with other bytes."""
+    flip_byte(path)
+    rewrite_manifest(path, sign=False)
+
+
+DAMAGES: dict[str, tuple[Callable[[Path], None], str, str, str]] = {
+    # name: (damage, restore's failed step, restore's reason, verify's reason). A stream's
+    # sha256 is checked as it loads: a flipped byte fails the load, and nothing is committed.
+    "flipped-byte": (flip_byte, "load", "truncated or corrupt", "sha256"),
+    "truncated": (truncate, "verify", "but its manifest says", "truncated or replaced"),
+    "empty": (empty, "verify", "is 0 bytes but its manifest says", "truncated or replaced"),
+    "no-manifest": (no_manifest, "verify", "has no manifest", "has no manifest"),
+    "garbled-manifest": (garbled_manifest, "verify", "is unreadable", "unreadable"),
+    "forged-manifest": (forged_manifest, "verify", "has a bad signature", "bad signature"),
+    "other-engine": (
+        other_engine,
+        "verify",
+        "is a sqlite backup but 'default' is postgresql",
+        "sqlite",
+    ),
 }
 
 
@@ -141,7 +155,7 @@ def test_restore_refuses_a_bad_archive_in_one_line_and_touches_nothing(
 
     assert code == 1, stderr
     (line,) = step_failures(stderr)
-    assert "step=verify" in line and DAMAGES[name][1] in line
+    assert f"step={DAMAGES[name][1]}" in line and DAMAGES[name][2] in line
     assert bad.name in line
     assert "Traceback" not in stderr
     assert stderr.rstrip().splitlines()[-1].startswith("opskit restore: 1 error,")
@@ -150,11 +164,16 @@ def test_restore_refuses_a_bad_archive_in_one_line_and_touches_nothing(
     assert psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{site.db.name}_%'") == ""
 
 
-def rewrite_manifest(path: Path) -> None:
-    """Make the manifest agree with the archive's bytes again (size and sha256)."""
+def rewrite_manifest(path: Path, sign: bool = True) -> None:
+    """Make the manifest agree with the archive's bytes again (size and sha256).
+
+    Signed with the project's key (as a bug at backup time could), unless ``sign`` is False.
+    """
     manifest = json.loads(Path(f"{path}.json").read_text())
     data = path.read_bytes()
     manifest.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    if sign:
+        manifests.sign(manifest, ("test-only",))
     Path(f"{path}.json").write_text(json.dumps(manifest))
 
 
@@ -187,7 +206,7 @@ def test_verify_reports_a_bad_archive_and_exits_1(site: Site, tmp_path: Path, na
 
     assert code == 1, stderr
     (line,) = [line for line in stdout.splitlines() if line.strip()]
-    assert line.startswith("FAIL") and str(bad) in line and DAMAGES[name][2] in line
+    assert line.startswith("FAIL") and str(bad) in line and DAMAGES[name][3] in line
     assert "Traceback" not in stderr
     assert state(site.backups) == archives
 

@@ -604,8 +604,10 @@ class MySQL:
         _record(ctx, phase="done")
 
     def _put_back(self, db: DbParams, safety: Path, rewrite: bool, packet: int) -> None:
+        from opskit import manifest as manifests  # it imports the engines: not at the top
+
         try:
-            manifest = archive.read_manifest(safety)
+            manifest = manifests.read(safety)
             expect: pipes.Expect | None = pipes.Expect(
                 int(manifest["size"]), str(manifest["sha256"])
             )

@@ -21,6 +21,7 @@ from typing import Any
 import pymysql
 
 from opskit import archive, files, pipes
+from opskit import manifest as manifests
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.mysql import MySQL
@@ -267,7 +268,7 @@ def backup(db: DbParams, folder: Path, name: str = "archive.sql.zst") -> Backup:
         "raw_size": written.raw_size,
         "properties": {**props, **observer.result()},
     }
-    archive.write_json(manifest, archive.manifest_path(final))
+    manifests.write(manifest, manifests.path_of(final))
     return Backup(final, manifest)
 
 

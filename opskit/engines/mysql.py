@@ -411,6 +411,13 @@ class MySQL:
         if ctx.in_place:
             self._restore_in_place(db, open_archive, ctx, server)
             return
+        series = tooling.mysql_series(server.version)
+        if series is None or series[0] != "mariadb" or series[1] < (10, 6):
+            raise RestoreRefused(
+                f"the swap of a restore needs MariaDB 10.6 or later (an atomic RENAME TABLE,"
+                f" EXECUTE IMMEDIATE), and {db.describe()} runs {server.version}",
+                "restore with --in-place (a safety copy, then a load into the live schema)",
+            )
         self._preflight(db, server, ctx.properties, ctx.definer)
         self._check_live(db, server, run, ctx.definer)
         charset = _charset(ctx.properties)

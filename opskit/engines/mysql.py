@@ -420,7 +420,9 @@ class MySQL:
             )
         self._preflight(db, server, ctx.properties, ctx.definer)
         self._check_live(db, server, run, ctx.definer)
+        # The archive's, or (an archive that does not say) the live schema's.
         charset = _charset(ctx.properties)
+        charset = charset if all(charset) else charset_of(run, db.name)
         stamp = ctx.now.strftime("%Y%m%d%H%M%S")
         scratch = free_name(existing, db.name, f"{RESTORE_TAG}{stamp}")
         _record(ctx, phase="loading", mode="swap", scratch=scratch, drop_old=ctx.drop_old)

@@ -57,7 +57,7 @@ def derived(name: str, **server: Any) -> list[str]:
     return sorted(s for s in schemas(**server) if s.startswith(name + "__"))
 
 
-def with_bulk(name: str, rows: int = 300_000, **server: Any) -> None:
+def with_bulk(name: str, rows: int = 150_000, **server: Any) -> None:
     """A table big enough that loading it takes a while (a few seconds)."""
     run(
         f"CREATE TABLE {q(name)}.bulk (id INT PRIMARY KEY, t VARCHAR(120));\n"
@@ -311,12 +311,26 @@ def test_a_signal_mid_load_leaves_the_schema_as_it_was(
 # --- the server itself ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def private() -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def private_server() -> Iterator[Any]:
     from support.private_mariadb import private_mariadb
 
     with private_mariadb() as server:
         yield server
+
+
+@pytest.fixture
+def private(private_server: Any) -> Iterator[Any]:
+    """The module's private server, left as the test found it (its databases, its settings)."""
+    srv = private_server.server
+    if not private_server.ready():
+        private_server.start()
+    had = schemas(**srv)
+    packet = run("SELECT @@global.max_allowed_packet", **srv)[0][0]
+    yield private_server
+    for name in schemas(**srv) - had:
+        run(f"DROP DATABASE IF EXISTS {q(name)}", **srv)
+    run(f"SET GLOBAL max_allowed_packet = {packet}", **srv)
 
 
 def test_a_server_restarted_mid_load_is_named_and_the_schema_stays_as_it_was(
@@ -327,7 +341,7 @@ def test_a_server_restarted_mid_load_is_named_and_the_schema_stays_as_it_was(
     run(f"CREATE DATABASE {q(name)} CHARACTER SET utf8mb4", **srv)
     with app_user(name, **srv) as app:
         build(name, app, big=False, **srv)
-        with_bulk(name, 600_000, **srv)
+        with_bulk(name, 400_000, **srv)
         db = params(name, app, **srv)
         b = backup(db, tmp_path / "b")
         change(name, app, **srv)

@@ -425,3 +425,23 @@ def test_a_statement_longer_than_the_servers_packet_is_refused_with_the_fix(
     run("SET GLOBAL max_allowed_packet = 24 * 1024 * 1024", **srv)
     restore(db, b, tmp_path)
     assert run(f"SELECT LENGTH(data) FROM {q(name)}.b", **srv)[0][0] == 20 << 20
+
+
+def test_excluded_tables_with_odd_names_keep_their_structure_and_lose_only_their_rows(
+    mysql_server: None, tmp_path: Path
+) -> None:
+    name = random_name() + ".odd-name"
+    odd = ["-x", 'we"ird.t', "--help"]
+    try:
+        run(f"CREATE DATABASE {q(name)}")
+        for n, table in enumerate([*odd, "kept"]):
+            run(f"CREATE TABLE {q(name)}.{q(table)} (id INT PRIMARY KEY)")
+            run(f"INSERT INTO {q(name)}.{q(table)} VALUES ({n})")
+        db = params(name)
+        b = backup(db, tmp_path / "b", exclude=tuple(odd))
+        run(f"DELETE FROM {q(name)}.kept")
+        restore(db, b, tmp_path)
+        counts = MySQL().table_counts(db)
+        assert counts == {"-x": 0, 'we"ird.t': 0, "--help": 0, "kept": 1}
+    finally:
+        drop_schemas(name)

@@ -242,7 +242,9 @@ class Backup:
         return pipes.opener(self.path, expect=expect)
 
 
-def backup(db: DbParams, folder: Path, name: str = "archive.sql.zst") -> Backup:
+def backup(
+    db: DbParams, folder: Path, name: str = "archive.sql.zst", exclude: tuple[str, ...] = ()
+) -> Backup:
     """Dump with the engine, watched by its observer; a zstd archive and its manifest."""
     engine = MySQL()
     folder.mkdir(parents=True, exist_ok=True)
@@ -250,7 +252,7 @@ def backup(db: DbParams, folder: Path, name: str = "archive.sql.zst") -> Backup:
     props = engine.properties(db)
     observer = engine.observer()
     assert observer is not None
-    with engine.dump(db, ()) as stream:
+    with engine.dump(db, exclude) as stream:
 
         class Watched:
             def read(self, size: int = -1) -> bytes:

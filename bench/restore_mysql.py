@@ -95,7 +95,7 @@ def opskit(path: Path, manifest: dict[str, Any], db: DbParams) -> dict[str, floa
     """One restore through the engine; the load's and the swap's seconds, and the total."""
     engine = MySQL()
     found: dict[str, float] = {}
-    load_into = engine._load_into
+    load_into = engine.load_into
     replace = mysql_swap.Swap.replace_objects
 
     def timed_load(*args: Any, **kwargs: Any) -> Any:
@@ -110,7 +110,7 @@ def opskit(path: Path, manifest: dict[str, Any], db: DbParams) -> dict[str, floa
         if self.window:
             found["swap_window"] = self.window[1] - self.window[0]
 
-    engine._load_into = timed_load  # type: ignore[method-assign]
+    engine.load_into = timed_load  # type: ignore[method-assign]
     mysql_swap.Swap.replace_objects = timed_replace  # type: ignore[method-assign]
     try:
         ctx = RestoreContext(work_dir=path.parent, now=datetime.now().astimezone(), drop_old=True)

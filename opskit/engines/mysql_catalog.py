@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,6 +25,9 @@ _DEFINER_HEAD = re.compile(
     r"^(CREATE (?:OR REPLACE )?(?:ALGORITHM=\w+ )?)DEFINER="
     r"(?:`(?:[^`]|``)*`@`(?:[^`]|``)*`|`(?:[^`]|``)*`|\S+)"
 )
+
+
+DENIED = re.compile(r"\b(1044|1045|1142|1227)\b|denied", re.I)  # the server's "may not"
 
 
 def ident(name: str) -> str:
@@ -45,6 +49,33 @@ def unescape(field: str) -> str:
 
 def unhex(value: str) -> str:
     return bytes.fromhex(value).decode("utf-8", "replace")
+
+
+def grant_pattern(name: str) -> str:
+    """`<name>\\_\\_%`: every schema a restore of ``name`` creates, as a GRANT pattern."""
+    escaped = name.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    return ident(escaped + "\\_\\_%")
+
+
+def account_literal(user: str) -> str:
+    """user@host (as CURRENT_USER() says it) -> 'user'@'host', as GRANT takes it."""
+    who, _, host = user.rpartition("@")
+    return f"'{who}'@'{host}'" if who else f"'{user}'"
+
+
+def same_account(a: str, b: str) -> bool:
+    ua, _, ha = a.rpartition("@")
+    ub, _, hb = b.rpartition("@")
+    return ua == ub and ha.lower() == hb.lower()
+
+
+def charset_clause(charset: tuple[str, str]) -> str:
+    return f" CHARACTER SET {charset[0]} COLLATE {charset[1]}" if all(charset) else ""
+
+
+def drop_command(name: str) -> str:
+    """The shell command that drops a schema."""
+    return "mariadb -e " + shlex.quote(f"DROP DATABASE {ident(name)}")
 
 
 def definer_clause(definer: str) -> str:

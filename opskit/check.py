@@ -95,7 +95,10 @@ def check_database(config: Config, db: DbParams) -> Result:
         if vendor_of(db.django_engine) == "sqlite":
             path = Path(db.name)
             if not path.is_file():
-                raise ConfigError(f"SQLite database {path} does not exist", "check DATABASES NAME")
+                raise ConfigError(
+                    f"SQLite database {path} does not exist",
+                    "check DATABASES NAME, or create it with manage.py migrate",
+                )
             if not os.access(path, os.R_OK):
                 raise ConfigError(f"SQLite database {path} is not readable", "fix its owner/mode")
         engine = engine_for(db, Tools(config.pg_bin_dir, config.mysql_bin_dir))

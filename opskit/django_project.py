@@ -146,6 +146,7 @@ def count_sessions(alias: str, now: datetime) -> tuple[int, int]:
     from django.db import Error
     from django.utils import timezone
 
+    require_sqlite_file(alias)
     model = _session_store(str(settings.SESSION_ENGINE)).get_model_class()
     # With USE_TZ = False the column holds naive local times; an aware value is refused.
     cutoff = now if settings.USE_TZ else timezone.make_naive(now)
@@ -175,6 +176,8 @@ def clear_sessions(alias: str | None) -> None:
             " sessions live in the visitors' browsers, so there is nothing to clear",
             "remove clear-sessions from crontab.txt, or use the db or cached_db engine",
         )
+    if alias is not None:
+        require_sqlite_file(alias)
     try:
         django_call("clearsessions")
     except Error as exc:
@@ -184,6 +187,27 @@ def clear_sessions(alias: str | None) -> None:
             f"session engine {engine!r} does not support clear_expired(): {exc}",
             "implement SessionStore.clear_expired(), or remove clear-sessions from crontab.txt",
         ) from None
+
+
+def require_sqlite_file(alias: str) -> None:
+    """Raise OpsError if ``alias`` names an SQLite file that is not there.
+
+    Django's first connection would create it, empty: a typo in NAME would then look like a
+    database without tables, and the next backup would save that empty file.
+    """
+    from django.conf import settings
+
+    conf = settings.DATABASES.get(alias) or {}
+    if not str(conf.get("ENGINE", "")).endswith((".sqlite3", ".spatialite")):
+        return
+    name = str(conf.get("NAME") or "")
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return  # in memory, or a URI: nothing on disk to look for
+    if not Path(name).is_file():
+        raise OpsError(
+            f"SQLite database {name} (alias {alias!r}) does not exist",
+            "check DATABASES NAME, or create it with manage.py migrate",
+        )
 
 
 def _session_db_error(alias: str | None, exc: Exception) -> OpsError:

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -87,8 +88,11 @@ def through(source: IO[bytes], argv: list[str], *, what: str) -> Iterator[IO[byt
     feeder = None
     if fds is not None and len(fds) == 1:
         child = proc.Child(argv, os.environ, what=what, stdin=fds[0], stdout=proc.PIPE)
-        # Ours must not hold the pipe open: if the program dies, the dump must see it.
-        source.close()
+        # Ours must not hold a pipe open: if the program dies, the dump must see it. A file
+        # stays open until the caller's block ends: closing any descriptor of it would drop
+        # this process's POSIX locks on it (the read lock that keeps an SQLite file still).
+        if not stat.S_ISREG(os.fstat(fds[0]).st_mode):
+            source.close()
     else:
         child = proc.Child(argv, os.environ, what=what, stdin=proc.PIPE, stdout=proc.PIPE)
         if fds is None:

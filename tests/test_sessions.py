@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,7 @@ def test_missing_session_table_is_one_failed_step_pointing_at_migrate(
     tmp_path: Path, sqlite_db: DbParams
 ) -> None:
     project = project_for(tmp_path / "site", sqlite_db)
+    sqlite3.connect(sqlite_db.name).close()  # the database is there, its tables are not
 
     done = run_opskit("--project-dir", project, "clear-sessions")
 

@@ -1,12 +1,19 @@
-"""SQLite: the file under a read lock, or a snapshot by the online backup API; no subprocess."""
+"""SQLite: the file under a read lock, or a snapshot by the online backup API; no subprocess.
+
+Every backup is one moment. One read transaction covers the check of the excluded tables
+and the copy: in rollback-journal mode the live file itself is compressed while that
+transaction's shared lock holds writers off (no descriptor of the file is closed before
+the copy is complete: closing any of them would drop the process's POSIX locks); in WAL
+mode, or when an excluded table holds rows, the backup API copies the transaction's
+snapshot into a file of opskit's, where the excluded rows are deleted.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import os
-import shutil
+import shlex
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -14,10 +21,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from opskit import files, logs
 from opskit.archive import disk_error
-from opskit.engines.base import ContentObserver, DbParams, Leftover, OpenArchive, RestoreContext
+from opskit.engines import sqlite_load, sqlite_swap
+from opskit.engines.base import (
+    ContentObserver,
+    DbParams,
+    Leftover,
+    OpenArchive,
+    RestoreContext,
+)
+from opskit.engines.sqlite_files import Scratch, connect, open_elsewhere, stale, sweep_stale
 from opskit.errors import ArchiveError, CommandFailed, ConfigError, OpsError
 from opskit.journal import Journal, JournalError
+
+log = logs.get("engines")
+# Header bytes 24-27 (file change counter) and 92-95 (version-valid-for): any commit moves them.
+_COUNTERS = (slice(24, 28), slice(92, 96))
 
 
 def _path(db: DbParams) -> Path:
@@ -29,24 +49,27 @@ def _path(db: DbParams) -> Path:
     return Path(db.name)
 
 
+def _existing(db: DbParams) -> Path:
+    path = _path(db)
+    if not path.is_file():
+        raise CommandFailed(f"SQLite database {path} does not exist", "check DATABASES NAME")
+    return path
+
+
 def _quote(name: str) -> str:
-    return name.replace('"', '""')
-
-
-def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    return sqlite3.connect(path, timeout=30)
+    return '"' + name.replace('"', '""') + '"'
 
 
 class SQLite:
-    """SQLite files, copied page by page with Python's sqlite3 backup API."""
+    """SQLite files, copied under one read transaction, restored by a checked swap."""
 
     vendor = "sqlite"
     suffix = "sqlite3"
 
-    def __init__(self, work_dir: Path | None = None) -> None:
+    def __init__(self, work_dir: Path | None = None, swap_wait: float = 2.0) -> None:
         self.work_dir = work_dir
+        # How long a restore waits for the site to close the file before copying in place.
+        self.swap_wait = swap_wait
 
     def versions(self, db: DbParams) -> dict[str, str]:
         return {"sqlite3": sqlite3.sqlite_version, "server": sqlite3.sqlite_version}
@@ -58,84 +81,59 @@ class SQLite:
 
     @contextlib.contextmanager
     def _dump(self, db: DbParams, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes]]:
-        source = _path(db)
-        if not source.is_file():
-            raise CommandFailed(f"SQLite database {source} does not exist", "check DATABASES NAME")
-        with self._frozen(source, exclude_data) as live:
-            if live is not None:
-                yield live
-                return
-        folder = self.work_dir or source.parent
-        snapshot = folder / f".{db.alias}.sqlite3.tmp-{os.getpid()}"
+        source = _existing(db)
+        real = Path(os.path.realpath(source))
+        _sweep(real, db.alias)
         try:
-            fd = os.open(snapshot, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.close(fd)
-            try:
-                src = _connect(source, readonly=True)
-                dst = _connect(snapshot)
-                with contextlib.closing(src), contextlib.closing(dst):
-                    # A throwaway copy needs no rollback journal beside it.
-                    dst.execute("PRAGMA journal_mode=OFF")
-                    src.backup(dst)
-                    self._drop_data(dst, exclude_data)
-            except sqlite3.Error as exc:
-                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                    raise disk_error(OSError(errno.ENOSPC, "full"), folder) from None
-                raise CommandFailed(f"SQLite backup of {source} failed: {exc}") from None
-            except OSError as exc:
-                raise disk_error(exc, folder) from None
-            with snapshot.open("rb") as fh:
-                yield fh
-        finally:
-            _remove(snapshot)
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _frozen(source: Path, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes] | None]:
-        """Yield the live file itself while a read transaction keeps writers out, if that is safe.
-
-        In rollback-journal mode the file changes only under an exclusive lock, which our
-        shared lock holds off: the file is then a consistent copy, with no snapshot to write
-        first. Not in WAL mode (committed pages may live in the -wal file), and not when an
-        excluded table holds rows (they must be left out): then None, and a snapshot is made.
-        """
-        try:
-            conn = _connect(source, readonly=True)
+            conn = connect(source)
         except sqlite3.Error as exc:
             raise CommandFailed(f"SQLite backup of {source} failed: {exc}") from None
         with contextlib.closing(conn):
             try:
-                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-                tables = {
-                    r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-                }
-                busy = any(
-                    conn.execute(f'SELECT 1 FROM "{_quote(t)}" LIMIT 1').fetchone()
-                    for t in exclude_data
-                    if t in tables
-                )
-                if mode == "wal" or busy:
-                    yield None
-                    return
                 conn.execute("BEGIN")
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the shared lock
+                # The first read takes the shared lock (WAL: fixes the snapshot) until rollback.
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                holding = [
+                    t
+                    for t in exclude_data
+                    if t in tables and conn.execute(f"SELECT 1 FROM {_quote(t)} LIMIT 1").fetchone()
+                ]
             except sqlite3.Error as exc:
                 raise CommandFailed(f"SQLite backup of {source} failed: {exc}") from None
-            with source.open("rb") as fh:
-                yield fh
+            if mode == "wal" or holding:
+                folder = self.work_dir or real.parent
+                final = folder / (f"{db.alias}.sqlite3" if self.work_dir else real.name)
+                with self._snapshot(conn, source, final, holding) as snapshot:
+                    yield snapshot
+            else:
+                with _locked_file(source) as live:
+                    yield live
             conn.rollback()
 
     @staticmethod
-    def _drop_data(conn: sqlite3.Connection, tables: tuple[str, ...]) -> None:
-        existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        skipped = [t for t in tables if t in existing]
-        if not skipped:
-            return
-        # secure_delete zeroes the freed pages, so excluded data is really gone from the copy.
-        conn.execute("PRAGMA secure_delete=ON")
-        for table in skipped:
-            conn.execute(f'DELETE FROM "{_quote(table)}"')
-        conn.commit()
+    @contextlib.contextmanager
+    def _snapshot(
+        conn: sqlite3.Connection, source: Path, final: Path, holding: list[str]
+    ) -> Iterator[IO[bytes]]:
+        """Copy the read transaction's moment into a new file and delete the excluded rows."""
+        with sqlite_load.scratch(final) as snapshot:
+            try:
+                dst = snapshot.connect("rw")
+                with contextlib.closing(dst):
+                    # A throwaway copy needs no rollback journal beside it.
+                    dst.execute("PRAGMA journal_mode=OFF")
+                    conn.backup(dst)  # in one step, inside conn's transaction
+                conn.rollback()  # the moment is copied: writers need not wait any more
+                if holding:
+                    _drop_rows(snapshot, holding)
+                fh = snapshot.reader()
+            except sqlite3.Error as exc:
+                raise _error(exc, f"SQLite backup of {source} failed", final.parent) from None
+            except OSError as exc:
+                raise disk_error(exc, final.parent) from None
+            with fh:
+                yield fh
 
     def size(self, db: DbParams) -> int:
         path = _path(db)
@@ -143,11 +141,10 @@ class SQLite:
 
     def table_counts(self, db: DbParams) -> dict[str, int]:
         """Return the exact row count of every table (SQLite's own tables left out)."""
-        path = _path(db)
-        if not path.is_file():
-            raise CommandFailed(f"SQLite database {path} does not exist", "check DATABASES NAME")
+        path = _existing(db)
         try:
-            with contextlib.closing(_connect(path, readonly=True)) as conn:
+            with contextlib.closing(connect(path)) as conn:
+                conn.execute("BEGIN")  # one moment for every table
                 names = [
                     r[0]
                     for r in conn.execute(
@@ -156,7 +153,7 @@ class SQLite:
                     )
                 ]
                 return {
-                    name: conn.execute(f'SELECT count(*) FROM "{_quote(name)}"').fetchone()[0]
+                    name: conn.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0]
                     for name in names
                 }
         except sqlite3.Error as exc:
@@ -173,30 +170,64 @@ class SQLite:
         self, db: DbParams, open_archive: OpenArchive, work_dir: Path
     ) -> Iterator[DbParams]:
         # Named like a temp file, so a killed run's leftover is swept by the next backup.
-        scratch = work_dir / f".{db.alias}.verify.sqlite3.tmp-{os.getpid()}"
-        try:
-            _write_scratch(scratch, open_archive)
-            self._check(scratch)
-            yield dataclasses.replace(db, name=str(scratch))
-        finally:
-            _remove(scratch)
+        with sqlite_load.scratch(work_dir / f"{db.alias}.verify.sqlite3") as scratch:
+            sqlite_load.fill(scratch, open_archive)
+            sqlite_load.check(scratch)
+            # Read by name as a rollback-journal file: no -wal or -shm beside it.
+            with scratch.without_wal():
+                yield dataclasses.replace(db, name=str(scratch.path))
 
     def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
-        target = _path(db)
-        scratch = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            _write_scratch(scratch, open_archive)
-            self._check(scratch)
+        """Decompress into a checked file beside the database, then put it in its place.
+
+        The live file is not touched before the new one is complete, matched the archive's
+        manifest, passed ``PRAGMA integrity_check`` and is on disk; any failure before the
+        swap leaves it exactly as it was, and the swap itself is atomic (see sqlite_swap).
+        """
+        # The file SQLite (and Django) opens for this NAME: symlinks resolved.
+        target = Path(os.path.realpath(_path(db)))
+        if not target.parent.is_dir():
+            raise CommandFailed(f"the folder of {target} does not exist", "check DATABASES NAME")
+        _sweep(target, db.alias)
+        with sqlite_load.scratch(target) as scratch:
+            sqlite_load.fill(scratch, open_archive)
+            synced = sqlite_load.Sync(scratch.fd)
+            sqlite_load.check(scratch)
+            synced.wait(target.parent)
+            ctx.step("loaded")  # complete, checked, on disk; the live file is untouched
+            if ctx.journal is not None:
+                ctx.journal.record(phase="swap", file=str(target))
+            self._replace(db, scratch, target, ctx)
+            if ctx.journal is not None:
+                ctx.journal.record(phase="done")
+            ctx.step("replaced")
+
+    def _replace(self, db: DbParams, scratch: Scratch, target: Path, ctx: RestoreContext) -> None:
+        if not os.path.lexists(target):
+            self._create(db, scratch, target)
+            return
+        if ctx.in_place:
+            renamed, why = False, "asked for --in-place"
+        else:
             try:
-                src = _connect(scratch, readonly=True)
-                dst = _connect(target)
-                with contextlib.closing(src), contextlib.closing(dst):
-                    # The backup API writes the target in one transaction: all or nothing.
-                    src.backup(dst)
-            except sqlite3.Error as exc:
-                raise _error(exc, f"copying into {target} failed", target.parent) from None
-        finally:
-            _remove(scratch)
+                renamed, why = sqlite_swap.rename_over(scratch, target, self.swap_wait)
+            except OSError as exc:
+                raise disk_error(exc, target.parent) from None
+        if renamed:
+            log.info("sqlite_restored", database=db.alias, how="rename", path=str(target))
+            if why:
+                ctx.notes.append(why)
+            return
+        log.info("sqlite_copying_in_place", database=db.alias, path=str(target), reason=why)
+        try:
+            src = scratch.connect("ro", immutable=True)
+            dst = connect(target, "rw")
+            with contextlib.closing(src), contextlib.closing(dst):
+                # The backup API writes the target in one transaction: all or nothing.
+                src.backup(dst)
+        except sqlite3.Error as exc:
+            raise _error(exc, f"copying into {target} failed", target.parent) from None
+        log.info("sqlite_restored", database=db.alias, how="in place", path=str(target))
 
     def properties(self, db: DbParams) -> dict[str, Any]:
         return {}
@@ -205,28 +236,91 @@ class SQLite:
         return None
 
     def recover(self, db: DbParams, journal: Journal) -> str:
-        raise JournalError(
-            f"cannot finish or undo {journal.describe()}", "inspect the database by hand"
+        """Nothing is half-done: the swap is one rename, or one SQLite transaction whose hot
+        journal SQLite rolls back on the next open (done here); scratch files are removed."""
+        target = Path(os.path.realpath(_path(db)))
+        if target.is_file():
+            try:
+                with contextlib.closing(connect(target, "rw")) as conn:
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.Error as exc:
+                raise JournalError(
+                    f"cannot open {target} to finish {journal.describe()}: {exc}",
+                    "open it with sqlite3 to see why",
+                ) from None
+        removed = sweep_stale(target)
+        done = f"{target} is whole (an SQLite restore replaces it in one step)"
+        return done + (
+            f"; removed {len(removed)} scratch file(s) left beside it" if removed else ""
         )
 
     def leftovers(self, db: DbParams) -> list[Leftover]:
-        return []
+        """Scratch files that killed restores or backups left beside the database."""
+        target = Path(os.path.realpath(_path(db)))
+        return [
+            Leftover("scratch", str(p), f"rm -- {shlex.quote(str(p))}", p.stat().st_size)
+            for p in stale(target)
+        ]
 
     @staticmethod
-    def _check(path: Path) -> None:
+    def _create(db: DbParams, scratch: Scratch, target: Path) -> None:
+        """Put the scratch file where no database is yet, as the folder's owner and group."""
+        leftover = sqlite_swap.leftovers_beside(target)
+        if leftover:
+            raise CommandFailed(
+                f"{leftover} lies beside {target}, which does not exist: SQLite would apply"
+                " it to the restored file",
+                f"remove {target.parent / leftover} if it is not needed",
+            )
         try:
-            with contextlib.closing(_connect(path, readonly=True)) as conn:
-                result = conn.execute("PRAGMA integrity_check").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise ArchiveError(f"the archive is not a usable SQLite database: {exc}") from None
-        if not result or result[0] != "ok":
-            raise ArchiveError(f"the archive fails PRAGMA integrity_check: {result}")
+            folder = target.parent.stat()
+            # The site must be able to open it: the folder's owner and group may read and write.
+            os.fchmod(scratch.fd, 0o660)
+            if (folder.st_uid, folder.st_gid) != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(PermissionError):
+                    os.fchown(scratch.fd, folder.st_uid, folder.st_gid)
+            scratch.check_name()
+            os.rename(scratch.path, target)
+            scratch.renamed = True
+            files.fsync(target.parent)
+        except OSError as exc:
+            raise disk_error(exc, target.parent) from None
+        log.info("sqlite_restored", database=db.alias, how="new file", path=str(target))
 
 
-def _disk_error(exc: OSError, folder: Path) -> ArchiveError:
-    if exc.errno == errno.ENOSPC:
-        return ArchiveError(f"no space left on the device of {folder}", "free space there")
-    return ArchiveError(f"cannot write in {folder}: {exc.strerror or exc}", "check the folder")
+def _sweep(db_file: Path, alias: str) -> None:
+    for path in sweep_stale(db_file):
+        log.info("removed_stale_temp_file", database=alias, path=str(path))
+
+
+@contextlib.contextmanager
+def _locked_file(source: Path) -> Iterator[IO[bytes]]:
+    """Yield the live file, which the caller's read transaction keeps still; check it did."""
+    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        # Our descriptor must be on the very file SQLite holds the lock on.
+        if open_elsewhere(fd) is False:
+            raise CommandFailed(f"{source} was replaced while it was opened", "back it up again")
+        before = os.pread(fd, 100, 0)
+        yield fh
+        if fh.closed:
+            raise CommandFailed(
+                f"the copy of {source} closed its descriptor early, so its read lock was lost",
+                "report this as a bug in opskit",
+            )
+        after = os.pread(fd, 100, 0)
+    if any(before[part] != after[part] for part in _COUNTERS):
+        raise CommandFailed(f"{source} changed while it was copied", "back it up again")
+
+
+def _drop_rows(snapshot: Scratch, tables: list[str]) -> None:
+    """Delete the excluded tables' rows from a copy; the freed pages are zeroed."""
+    with snapshot.without_wal(), contextlib.closing(snapshot.connect("rw")) as conn:
+        conn.execute("PRAGMA journal_mode=OFF")
+        # secure_delete zeroes the freed pages, so excluded data is really gone from the copy.
+        conn.execute("PRAGMA secure_delete=ON")
+        for table in tables:
+            conn.execute(f"DELETE FROM {_quote(table)}")
 
 
 def _error(exc: sqlite3.Error, what: str, folder: Path) -> OpsError:
@@ -234,20 +328,3 @@ def _error(exc: sqlite3.Error, what: str, folder: Path) -> OpsError:
     if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return ArchiveError(f"no space left on the device of {folder}", "free space there")
     return CommandFailed(f"{what}: {exc}")
-
-
-def _write_scratch(path: Path, open_archive: OpenArchive) -> None:
-    """Decompress an archive into a 0600 file; a full or read-only folder is one line."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out, open_archive() as content:
-            shutil.copyfileobj(content, out, 1 << 20)
-            content.check_end()
-    except OSError as exc:
-        raise _disk_error(exc, path.parent) from None
-
-
-def _remove(path: Path) -> None:
-    """Delete a temporary database and any journal SQLite left beside it."""
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        path.with_name(path.name + suffix).unlink(missing_ok=True)

@@ -402,7 +402,8 @@ def test_sigterm_during_an_sqlite_restore_exits_143_and_changes_nothing(
     target = Path(db.name)
 
     def scratch(pid: int) -> Path:
-        return target.with_name(f".{target.name}.tmp-{pid}")
+        made = sorted(target.parent.glob(f".{target.name}.tmp-{pid}-*"))  # -<random hex>
+        return made[0] if made else target.with_name(f".{target.name}.tmp-{pid}")
 
     def mid_copy(pid: int) -> None:
         size = size_of(scratch(pid))

@@ -112,7 +112,9 @@ def recover_folder(config: Config, db: DbParams, engine: Engine, folder: Path) -
     for stale in rotation.remove_stale_tmp(folder):
         log.info("removed_stale_temp_file", database=db.alias, path=str(stale))
     left = journal.load(folder)
-    if left is not None:
+    if left is None:
+        _release_maintenance(config, db)  # of a restore killed after its journal was removed
+    else:
         what = left.describe()
         try:
             if left.phase in ("started", "done"):
@@ -129,7 +131,19 @@ def recover_folder(config: Config, db: DbParams, engine: Engine, folder: Path) -
         left.finish()
         log.warning("restore_recovered", database=db.alias, found=what, action=action)
         done.append(f"{what}: {action}")
+        _release_maintenance(config, db)
     return done
+
+
+def _release_maintenance(config: Config, db: DbParams) -> None:
+    """The journal is resolved: drop the maintenance a killed restore of ``db`` left on."""
+    from opskit import maintenance
+
+    try:
+        if maintenance.release(config.state_dir, db.alias):
+            log.warning("maintenance_off_after_recovery", database=db.alias)
+    except OpsError as exc:
+        log.error("maintenance_not_turned_off", database=db.alias, reason=exc.line())
 
 
 @dataclasses.dataclass

@@ -322,9 +322,9 @@ def _row(row: dict[str, Any]) -> str:
 
 def _register() -> None:
     """Add the scheduling and monitoring commands (kept in their own modules)."""
-    from opskit import cli_check, cli_monitor, cli_schedule, cli_verify
+    from opskit import cli_check, cli_maintenance, cli_monitor, cli_schedule, cli_verify
 
-    groups = (cli_schedule, cli_monitor, cli_verify, cli_check)
+    groups = (cli_schedule, cli_monitor, cli_verify, cli_check, cli_maintenance)
     for command in (c for module in groups for c in module.COMMANDS):
         cli.add_command(command)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,20 @@ DEFAULTS: dict[str, Any] = {
     "MAIL_ADMINS_ON_ERROR": False,
     # Signs manifests; default: the project's SECRET_KEY (and SECRET_KEY_FALLBACKS).
     "SIGNING_KEY": None,
+    # Small files every web worker reads (the maintenance switch), next to manage.py.
+    "STATE_DIR": ".opskit",
+    # Who still gets through while maintenance is on: addresses or networks, path
+    # prefixes, staff users; and what everyone else is told.
+    "MAINTENANCE_ALLOW_IPS": [],
+    "MAINTENANCE_ALLOW_PATHS": [],
+    "MAINTENANCE_ALLOW_STAFF": False,
+    # The request header (WSGI name, e.g. HTTP_X_REAL_IP) holding the client's address,
+    # when a proxy in front sets it; default REMOTE_ADDR.
+    "MAINTENANCE_IP_HEADER": None,
+    "MAINTENANCE_MESSAGE": "The site is down for maintenance and will be back shortly.",
+    "MAINTENANCE_RETRY_AFTER": 120,
+    # opskit restore turns maintenance on for the swap (the whole load with --in-place).
+    "MAINTENANCE_DURING_RESTORE": True,
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -79,6 +94,14 @@ class Config:
     mail_admins_on_error: bool = False
     # Manifests are signed with the first and checked against all (SECRET_KEY_FALLBACKS).
     signing_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    state_dir: Path = Path(".opskit")
+    maintenance_allow_ips: tuple[str, ...] = ()  # networks, e.g. "10.0.0.0/8", "192.0.2.7/32"
+    maintenance_allow_paths: tuple[str, ...] = ()
+    maintenance_allow_staff: bool = False
+    maintenance_ip_header: str = ""
+    maintenance_message: str = DEFAULTS["MAINTENANCE_MESSAGE"]
+    maintenance_retry_after: int = 120
+    maintenance_during_restore: bool = True
 
     def check_for(self, job: str) -> str | None:
         """Return the Healthchecks check configured for a job, if any."""
@@ -178,7 +201,43 @@ def build_config(
         strict_ping=_bool(merged["STRICT_PING"]),
         mail_admins_on_error=_bool(merged["MAIL_ADMINS_ON_ERROR"]),
         signing_keys=((str(merged["SIGNING_KEY"]),) if merged["SIGNING_KEY"] else ()) + secret_keys,
+        state_dir=_path(merged["STATE_DIR"], project_dir),
+        maintenance_allow_ips=_networks(merged["MAINTENANCE_ALLOW_IPS"]),
+        maintenance_allow_paths=_prefixes(merged["MAINTENANCE_ALLOW_PATHS"]),
+        maintenance_allow_staff=_bool(merged["MAINTENANCE_ALLOW_STAFF"]),
+        maintenance_ip_header=str(merged["MAINTENANCE_IP_HEADER"] or ""),
+        maintenance_message=str(merged["MAINTENANCE_MESSAGE"] or DEFAULTS["MAINTENANCE_MESSAGE"]),
+        maintenance_retry_after=int(
+            _seconds(merged["MAINTENANCE_RETRY_AFTER"], "MAINTENANCE_RETRY_AFTER")
+        ),
+        maintenance_during_restore=_bool(merged["MAINTENANCE_DURING_RESTORE"]),
     )
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    """Addresses and networks (``192.0.2.7``, ``10.0.0.0/8``, ``::1``), each as a network."""
+    found = []
+    for item in _split(value, "MAINTENANCE_ALLOW_IPS"):
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"OPSKIT['MAINTENANCE_ALLOW_IPS']: {item!r} is not an address or network",
+                "e.g. ['127.0.0.1', '10.0.0.0/8']",
+            ) from None
+    return tuple(found)
+
+
+def _prefixes(value: Any) -> tuple[str, ...]:
+    """URL path prefixes; each must start with a slash."""
+    found = _split(value, "MAINTENANCE_ALLOW_PATHS")
+    bad = [p for p in found if not p.startswith("/")]
+    if bad:
+        raise ConfigError(
+            f"OPSKIT['MAINTENANCE_ALLOW_PATHS']: {bad[0]!r} does not start with /",
+            "e.g. ['/admin/', '/health/']",
+        )
+    return tuple(found)
 
 
 def _seconds(value: Any, key: str, allow_zero: bool = False) -> float:

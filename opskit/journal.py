@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ class Journal:
     def __init__(self, path: Path, state: dict[str, Any]) -> None:
         self.path = path
         self.state = state
+        # Called after each durable write (e.g. to turn maintenance on as a swap begins).
+        self.listeners: list[Callable[[Journal], None]] = []
 
     @classmethod
     def begin(cls, folder: Path, *, alias: str, engine: str, database: str, **data: Any) -> Journal:
@@ -108,6 +111,8 @@ class Journal:
     def _write(self) -> None:
         data = json.dumps(self.state, indent=2, sort_keys=True).encode() + b"\n"
         files.write_atomic(self.path, data, 0o600)
+        for listener in self.listeners:
+            listener(self)
 
 
 def load(folder: Path) -> Journal | None:

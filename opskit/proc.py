@@ -163,6 +163,37 @@ def run(
     return out.decode("utf-8", "replace")
 
 
+# Runs "$@" in the background with its output in files and its exit status written last;
+# prints its pid. The sh itself exits at once, so the program is nobody's child to wait for.
+_DETACH = (
+    'out=$1 err=$2 rc=$3; shift 3; ( "$@" >"$out" 2>"$err" </dev/null; echo $? >"$rc.tmp";'
+    ' mv -f "$rc.tmp" "$rc" ) </dev/null >/dev/null 2>&1 & echo $!'
+)
+
+
+def start_detached(
+    argv: Sequence[str | Path], *, cwd: Path, out: Path, err: Path, status: Path
+) -> int:
+    """Start a program that outlives this process (e.g. a web worker that must not block).
+
+    Its own session, no stdin; stdout and stderr go to ``out`` and ``err``, and its exit
+    status to ``status`` once it ends. Returns its pid.
+    """
+    done = subprocess.run(
+        ["/bin/sh", "-c", _DETACH, "sh", str(out), str(err), str(status), *map(str, argv)],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        timeout=30,
+        check=False,
+    )
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        raise CommandFailed(f"cannot start {argv[0]}: {_last_line(done.stderr)}")
+    return int(done.stdout.strip())
+
+
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 _PIPE_SIZE = 1 << 20  # fewer, larger hand-overs between a dump and its compressor

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, files, logs, pipes, rotation
+from opskit import archive, files, logs, maintenance, pipes, rotation
 from opskit import manifest as manifests
 from opskit.backup import dump_to_temp, locked_folder, recover_folder, tools_of
 from opskit.config import Config
@@ -189,6 +189,7 @@ def run_restore(
     log.info("restore_started", database=db.alias, archive=str(plan.archive))
     expect = pipes.Expect(plan.manifest["size"], plan.manifest["sha256"])
     compress = str(plan.manifest.get("compression") or "") or None
+    switch = _maintenance(config, db.alias, journal, options)
     try:
         with report.step("load", db.alias):
             load = pipes.opener(plan.archive, compress, progress, f"restore {db.alias}", expect)
@@ -204,12 +205,36 @@ def run_restore(
                 found=journal.describe(),
                 fix=f"run opskit restore --recover --database {db.alias}",
             )
+        switch.end()  # off, unless the journal was kept: then --recover turns it off
         raise
     journal.finish()
+    switch.end()
     for note in ctx.notes:
         log.info("restore_note", database=db.alias, note=note)
     report.bytes += int(plan.manifest.get("raw_size") or 0)
     return ctx.notes
+
+
+def _maintenance(
+    config: Config, alias: str, journal: Journal, options: RestoreOptions
+) -> maintenance.RestoreSwitch:
+    """Hold maintenance while the live database changes: from the swap's first step (as the
+    engine records it in the journal), or for the whole load when it goes into the live
+    database itself (--in-place)."""
+    switch = maintenance.RestoreSwitch(
+        config.state_dir, alias, journal.path, config.maintenance_during_restore
+    )
+    if options.in_place:
+        switch.on()
+    journal.listeners.append(lambda j: switch.on() if _touches_live(j) else None)
+    return switch
+
+
+def _touches_live(journal: Journal) -> bool:
+    """Whether the journal says the live database is about to change, or is changing."""
+    loaded = journal.has("loaded")  # the scratch copy is complete: the swap comes next
+    swapping = journal.phase not in ("started", "loading", "done")
+    return loaded or swapping or bool(journal.get("in_place"))
 
 
 def restore_archive(

@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "opskit",  # the maintenance page's template and the backups page in the admin
     "shop",
 ]
 
@@ -34,6 +35,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # HTTP 503 while `opskit maintenance on`, and during the swap of `opskit restore`.
+    "opskit.middleware.MaintenanceMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -103,4 +106,6 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 OPSKIT = {
     # "COMPRESS": "zstd",
     # "EXCLUDE_TABLE_DATA": ["django_session"],
+    # The admin (and its backups page) stays reachable while the shop is in maintenance.
+    "MAINTENANCE_ALLOW_PATHS": ["/admin/", "/static/"],
 }

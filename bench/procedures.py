@@ -421,7 +421,7 @@ def mysql_procedures(ctx: Context, ds: Dataset) -> list[Procedure]:
         ),
         Procedure(
             "limit_opskit_flags",
-            "mariadb-dump with opskit's flags (--hex-blob …) > /dev/null",
+            "mariadb-dump with opskit's flags (--skip-add-locks …) > /dev/null",
             "backup",
             "tool",
             sh(f"{dump_opskit_flags} > /dev/null"),

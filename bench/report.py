@@ -421,10 +421,9 @@ def markdown(data: dict[str, Any], rows: list[Row], targets: list[Target]) -> st
         "django-dbbackup runs with its defaults "
         "(PostgreSQL: `pg_dump --format=custom`, compressed by pg_dump; MariaDB: `mysqldump "
         "--quick`; SQLite: the backup API); `-z` adds its own gzip.",
-        "- opskit's MariaDB dump uses `--hex-blob` (and `--quick --events "
-        "--no-tablespaces`): blobs are written as hex, so its dump is larger than the "
-        "limit's; the row \"mariadb-dump with opskit's flags\" shows what that costs the "
-        "dump tool alone.",
+        "- opskit's MariaDB dump adds `--quick --events --skip-add-locks --no-tablespaces "
+        "--max-allowed-packet=1G` (and `--dump-history` where the server has it); the row "
+        '"mariadb-dump with opskit\'s flags" shows what that costs the dump tool alone.',
         "",
         "## Results",
     ]

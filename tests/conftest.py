@@ -103,7 +103,7 @@ def pg_db(pg_server: None) -> Iterator[DbParams]:
 
 @pytest.fixture
 def mysql_db(mysql_server: None) -> Iterator[DbParams]:
-    """A fresh MariaDB database, dropped afterwards."""
+    """A fresh MariaDB database, dropped afterwards with the schemas restores derive from it."""
     name = random_name()
     mysql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     yield DbParams(
@@ -114,7 +114,8 @@ def mysql_db(mysql_server: None) -> Iterator[DbParams]:
         host=MY["host"],
         port=MY["port"],
     )
-    mysql(f"DROP DATABASE IF EXISTS `{name}`")
+    for db in mysql(f"SHOW DATABASES LIKE '{name}%'").split():
+        mysql(f"DROP DATABASE IF EXISTS `{db}`")
 
 
 @pytest.fixture

@@ -188,9 +188,13 @@ def mysql_user(mysql_db: DbParams, password: str) -> Iterator[DbParams]:
     hosts = ("127.0.0.1", "localhost")
     mysql_stdin(
         "".join(f"CREATE USER '{user}'@'{h}' IDENTIFIED BY {my_literal(password)};" for h in hosts)
-        + f"GRANT ALL PRIVILEGES ON `{mysql_db.name}`.* TO "
-        + ", ".join(f"'{user}'@'{h}'" for h in hosts)
-        + ";"
+        + "".join(
+            f"GRANT ALL PRIVILEGES ON `{pattern}`.* TO "
+            + ", ".join(f"'{user}'@'{h}'" for h in hosts)
+            + ";"
+            # the database, and the scratch and previous schemas a restore makes beside it
+            for pattern in (mysql_db.name, mysql_db.name.replace("_", "\\_") + "\\_\\_%")
+        )
     )
     try:
         yield dataclasses.replace(mysql_db, user=user, password=password)

@@ -122,7 +122,9 @@ def test_a_mariadb_restore_whose_safety_copy_does_not_fit_changes_nothing(
     data = adapter_for(mysql_db)
     live = data.query("SELECT id, SHA2(data, 256) FROM ballast ORDER BY id")
 
-    done = run_opskit("--backup-dir", backups, "restore", "--yes", cwd=site, env=clean_env())
+    done = run_opskit(
+        "--backup-dir", backups, "restore", "--yes", "--in-place", cwd=site, env=clean_env()
+    )
 
     assert done.returncode == 1, done.stderr
     (line,) = step_failures(done.stderr)

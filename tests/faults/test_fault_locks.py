@@ -170,8 +170,8 @@ def test_a_second_restore_of_the_same_database_is_refused_while_the_first_runs(
     data.mutate()
     backups = site / "db_backups"
     with table_locked(mysql_db):
-        # The first restore's safety copy waits on the locked table, its lock held.
-        first = Run("restore", "--yes", cwd=site)
+        # The first restore's safety copy (--in-place) waits on the locked table, its lock held.
+        first = Run("restore", "--yes", "--in-place", cwd=site)
         try:
             dumping(first)
             before = data.snapshot()
@@ -198,7 +198,7 @@ def test_a_backup_is_refused_while_a_restore_of_the_same_database_runs(
     backups = site / "db_backups"
     before = state(backups)
     with table_locked(mysql_db):
-        first = Run("restore", "--yes", cwd=site)
+        first = Run("restore", "--yes", "--in-place", cwd=site)
         try:
             dumping(first)  # the restore's safety copy, waiting on the locked table
             second = run_opskit("backup", cwd=site, env=clean_env(), timeout=30)

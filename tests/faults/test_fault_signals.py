@@ -229,12 +229,13 @@ def restore_interrupted(
     loading: Callable[[int], bool],
     check_mid: Callable[[int], None] | None = None,
     then: Callable[[int], None] | None = None,
+    flags: tuple[str, ...] = (),
 ) -> tuple[int, str]:
     """Start ``opskit restore --yes``; once ``loading()`` is true, send SIGTERM; return the end.
 
     ``check_mid`` runs while opskit is frozen, just before the signal; ``then`` after it resumed.
     """
-    run = Run("restore", "--yes", cwd=site, env=env)
+    run = Run("restore", "--yes", *flags, cwd=site, env=env)
     try:
         wait_for(lambda: loading(run.pid) or run.proc.poll() is not None, "the load to start")
         assert run.proc.poll() is None, "the restore ended before it could be stopped"
@@ -357,6 +358,7 @@ def test_sigterm_during_a_mariadb_restore_puts_the_database_back_and_exits_143(
         loading,
         check_mid=lambda pid: first_loader.extend(loaders(pid)),
         then=signal_the_put_back if again else None,
+        flags=("--in-place",),  # the safety-copy path; the default swap is tests/test_mysql_*
     )
     assert_stopped_by_sigterm(code, stderr)
     assert (data.snapshot(), mysql(fingerprint, db.name)) == before
@@ -433,7 +435,7 @@ def test_after_sigkill_mid_mariadb_restore_the_safety_copy_brings_the_database_b
     fingerprint = "SELECT COUNT(*), SUM(CRC32(t)) FROM big"
     before = (data.snapshot(), mysql(fingerprint, db.name))
 
-    run = Run("restore", "--yes", cwd=site, env=env)
+    run = Run("restore", "--yes", "--in-place", cwd=site, env=env)
     try:
         wait_for(lambda: list(backups.glob("pre-restore-*.sql.zst.json")), "the safety copy")
         wait_for(lambda: mysql_loading(db), "the load to start (after the wipe)")

@@ -69,10 +69,6 @@ class Report:
     def failed(self, database: str | None = None) -> list[Step]:
         return [s for s in self.steps if not s.ok and (database is None or s.database == database)]
 
-    def merge(self, other: Report) -> None:
-        self.steps.extend(other.steps)
-        self.bytes += other.bytes
-
 
 class StepFailed(Exception):
     """Raised out of ``Report.step`` so a job can skip the rest of a database's steps."""

@@ -1,4 +1,4 @@
-"""The docs hold: every test a guarantee names exists, and every page the README links to is there."""
+"""The docs hold: every test a guarantee names exists, every page the README links to is there."""
 
 from __future__ import annotations
 

@@ -35,3 +35,38 @@ def test_every_relative_link_resolves(page: Path) -> None:
         if not (page.parent / target).exists()
     ]
     assert not broken, f"{page.name} links to missing files: {broken}"
+
+
+def _configuration_rows() -> dict[str, list[str]]:
+    rows = {}
+    for line in (ROOT / "docs" / "configuration.md").read_text().splitlines():
+        match = re.match(r"\| `([A-Z_]+)`", line)
+        if match:
+            rows[match.group(1)] = [cell.strip() for cell in line.strip("|").split("|")]
+    return rows
+
+
+def test_the_configuration_reference_lists_exactly_the_settings() -> None:
+    """Every OPSKIT key is documented, and the docs list no key that does not exist."""
+    from opskit.config import DEFAULTS
+
+    documented = set(_configuration_rows())
+    assert documented == set(DEFAULTS), (
+        f"undocumented: {sorted(set(DEFAULTS) - documented)}; "
+        f"documented but unknown: {sorted(documented - set(DEFAULTS))}"
+    )
+
+
+def test_the_configuration_reference_gives_each_scalar_default() -> None:
+    """The default column says the default Config really uses (numbers, words, True/False)."""
+    from opskit.config import DEFAULTS
+
+    wrong = []
+    for key, cells in _configuration_rows().items():
+        value = DEFAULTS.get(key)
+        scalar = isinstance(value, bool | int | float) or (
+            isinstance(value, str) and len(value) < 40
+        )
+        if scalar and str(value) not in cells[-1]:
+            wrong.append(f"{key}: docs say {cells[-1]!r}, Config uses {value!r}")
+    assert not wrong, wrong

@@ -275,7 +275,7 @@ class PostgreSQL:
                 what=f"psql into {db.describe(dbname)}",
                 secrets=[db.password],
                 prologue=b"BEGIN;\n" + prologue,
-                epilogue=epilogue + b"COMMIT;\n",
+                epilogue=b"SET client_encoding = 'UTF8';\n" + epilogue + b"COMMIT;\n",
                 transform=scanner,
             )
         return scanner

@@ -188,7 +188,8 @@ def apply_statements(
         else:
             notes.append(f"the database's owner {owner} does not exist here; left as it is")
     acl = props.get("acl")
-    if not no_privileges:
+    same_acl = not fresh and _acl_key(acl) == _acl_key(current_acl)
+    if not no_privileges and not same_acl:
         if not fresh:
             grantees = {str(item[0]) for item in current_acl or []} | {"PUBLIC"}
             sql += [
@@ -243,6 +244,10 @@ def apply_statements(
         value = "NULL" if comment is None else literal(str(comment))
         sql.append(f"COMMENT ON DATABASE {db} IS {value}")
     return sql, notes
+
+
+def _acl_key(acl: Any) -> Any:
+    return None if acl is None else sorted(tuple(item) for item in acl)
 
 
 def roles_named(props: Mapping[str, Any], scanned: Mapping[str, Any]) -> set[str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from opskit.errors import ArchiveError
+
 # pg_dump writes each of these on one line of its own.
 _OWNER = re.compile(rb"^ALTER (?P<kind>[A-Z][A-Z ]*?) (?P<name>.+) OWNER TO (?P<role>.+);$")
 _GRANT = re.compile(
@@ -23,6 +25,7 @@ _DEFAULT = re.compile(
 _EXTENSION = re.compile(rb"^CREATE EXTENSION (?:IF NOT EXISTS )?(?P<name>\S+)")
 _TXN = re.compile(rb"^\s*(?:BEGIN|COMMIT|END|ROLLBACK|START TRANSACTION|ABORT)\s*;\s*$", re.I)
 _COPY_END = b"\n\\.\n"
+_COMPLETE = b"-- PostgreSQL database dump complete"
 _KEEP = 5  # objects named per role
 
 
@@ -59,6 +62,7 @@ class DumpScanner:
         # Set by the engine at backup time: the tables whose data the dump left out.
         self.excluded: list[str] | None = None
         self.not_found: list[str] = []
+        self.complete = False  # pg_dump's last words were seen
 
     # --- Transform / ContentObserver -------------------------------------------------------
 
@@ -99,11 +103,15 @@ class DumpScanner:
 
     def finish(self) -> bytes:
         rest, self.held = self.held, b""
-        if not rest:
-            return b""
-        if self.in_copy or self._keep(rest.rstrip(b"\n")):
-            return rest if self.emit else b""
-        return b""
+        kept = rest if rest and (self.in_copy or self._keep(rest.rstrip(b"\n"))) else b""
+        if self.single_transaction and not self.complete:
+            # A whole compressed file of part of a dump: it must never commit.
+            raise ArchiveError(
+                'the archive ends before pg_dump\'s last line ("dump complete"): it holds'
+                " part of a dump; nothing was committed",
+                "use another backup",
+            )
+        return kept if self.emit else b""
 
     def result(self) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -156,6 +164,9 @@ class DumpScanner:
                 name = unquote(m["name"].rstrip(b";"))
                 if name not in self.extensions:
                     self.extensions.append(name)
+            return True
+        if line == _COMPLETE:
+            self.complete = True
             return True
         if self.single_transaction and _TXN.match(line):
             self.left_out["transaction"] += 1

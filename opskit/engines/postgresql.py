@@ -262,7 +262,7 @@ class PostgreSQL:
         source: OpenArchive = open_archive
         if isinstance(open_archive, ArchiveDir):
             folder = open_archive
-            source = lambda: self._restore_script(db, folder, no_owner, no_privileges)  # noqa: E731
+            source = lambda: self.restore_script(folder, no_owner, no_privileges)  # noqa: E731
         with (
             self._env(db, dbname) as env,
             connecting(self.vendor, db, dbname),
@@ -281,12 +281,12 @@ class PostgreSQL:
         return scanner
 
     @contextlib.contextmanager
-    def _restore_script(
-        self, db: DbParams, folder: ArchiveDir, no_owner: bool, no_privileges: bool
+    def restore_script(
+        self, folder: ArchiveDir, no_owner: bool = False, no_privileges: bool = False
     ) -> Iterator[_ToolContent]:
         """A directory archive as one SQL script (pg_restore --file=-), read as content."""
         argv = self.restore_argv(folder, "", no_owner, no_privileges)
-        with self._env(db) as env:
+        with contextlib.nullcontext(proc.child_env({})) as env:
             child = proc.Child(
                 argv, env, what=f"pg_restore of {folder.path.name}", stdout=proc.PIPE
             )

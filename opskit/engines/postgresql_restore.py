@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from opskit import archive, logs
 from opskit.engines import postgresql_catalog as catalog
-from opskit.engines.base import DbParams, Leftover, OpenArchive, RestoreContext
+from opskit.engines.base import ArchiveDir, DbParams, Leftover, OpenArchive, RestoreContext
 from opskit.engines.postgresql_dump import DumpScanner
 from opskit.errors import CommandFailed, OpsError, RestoreRefused
 from opskit.journal import Journal, JournalError
@@ -118,6 +118,9 @@ class Restorer:
     def _scan(self, open_archive: OpenArchive) -> dict[str, Any]:
         """Read the archive once to learn what its manifest does not say (older backups)."""
         scanner = DumpScanner(emit=False)
+        if isinstance(open_archive, ArchiveDir):
+            folder = open_archive
+            open_archive = lambda: self.engine.restore_script(folder)  # noqa: E731
         with open_archive() as content:
             while chunk := content.read(archive.CHUNK):
                 scanner.feed(chunk)

@@ -31,6 +31,7 @@ from opskit.engines.postgresql import PostgreSQL
 from opskit.errors import ArchiveError, CommandFailed, RestoreRefused
 from opskit.report import Report
 from opskit.restore import restore_archive
+from opskit.restoretest import expected_counts
 
 
 @dataclasses.dataclass
@@ -343,3 +344,12 @@ def test_the_restore_job_brings_back_the_whole_state_in_both_formats(
     assert diff(before, state(site.db)) == {}
     assert any(("in place" if as_app else "swap window") in n for n in notes), notes
     assert not (cfg.backup_dir / ".opskit-restore-journal.json").exists()
+
+
+def test_a_restore_test_expects_exactly_the_excluded_tables_empty() -> None:
+    manifest = {
+        "tables": {"*": 3, "x": 2, "audit.log": 5, "Sessions_Secret": 4},
+        "excluded_table_data": ["*", "Sessions_Secret"],
+        "properties": {"excluded_tables": ["public.*", "public.Sessions_Secret"]},
+    }
+    assert expected_counts(manifest) == {"*": 0, "x": 2, "audit.log": 5, "Sessions_Secret": 0}

@@ -46,6 +46,7 @@ BEGIN
   PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
     WHERE datname = {name} AND pid <> pg_backend_pid();
   FOR i IN 1..1000 LOOP
+    PERFORM pg_stat_clear_snapshot();  -- else the view holds its first reading
     EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity
       WHERE datname = {name} AND pid <> pg_backend_pid());
     PERFORM pg_sleep(0.01);

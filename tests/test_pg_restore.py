@@ -56,6 +56,10 @@ def build(site: Site, other_owner: bool = True, rows: int = 1000) -> None:
         "CREATE FUNCTION public.plus(x int) RETURNS int LANGUAGE sql AS 'SELECT x + 1';\n"
         "CREATE SEQUENCE public.counter; SELECT setval('public.counter', 42);\n"
         "COMMENT ON TABLE public.item IS 'the items';\n"
+        # A body whose own lines read like pg_dump's transaction lines; a large object,
+        # which pg_dump writes between BEGIN; and COMMIT; of its own.
+        "CREATE PROCEDURE public.tidy() LANGUAGE plpgsql AS $$\nBEGIN\nCOMMIT;\nEND;\n$$;\n"
+        "SELECT lo_from_bytea(0, 'a large object'::bytea);\n"
         f"GRANT USAGE ON SCHEMA app TO {reader};\n"
         f"GRANT SELECT ON public.item, public.item_view TO {reader};\n"
         f"GRANT SELECT (id, s) ON app.secret TO {reader};\n"

@@ -23,7 +23,10 @@ _DEFAULT = re.compile(
     rb"(?: WITH GRANT OPTION)?;$"
 )
 _EXTENSION = re.compile(rb"^CREATE EXTENSION (?:IF NOT EXISTS )?(?P<name>\S+)")
-_TXN = re.compile(rb"^\s*(?:BEGIN|COMMIT|END|ROLLBACK|START TRANSACTION|ABORT)\s*;\s*$", re.I)
+# pg_dump's TOC comment before each entry: "-- Data for Name: BLOBS; Type: BLOBS; ..."
+_TOC = re.compile(rb"^-- (?:Data for )?Name: .*?; Type: (?P<type>[A-Z ]+?);")
+# The sections where pg_dump writes its own BEGIN; ... COMMIT; (large objects' data).
+_OWN_TRANSACTION = {b"BLOBS", b"BLOB DATA", b"LARGE OBJECTS", b"LARGE OBJECT DATA"}
 _COPY_END = b"\n\\.\n"
 _COMPLETE = b"-- PostgreSQL database dump complete"
 _KEEP = 5  # objects named per role
@@ -63,6 +66,7 @@ class DumpScanner:
         self.excluded: list[str] | None = None
         self.not_found: list[str] = []
         self.complete = False  # pg_dump's last words were seen
+        self.section = b""  # the Type of the TOC entry being read
 
     # --- Transform / ContentObserver -------------------------------------------------------
 
@@ -168,7 +172,17 @@ class DumpScanner:
         if line == _COMPLETE:
             self.complete = True
             return True
-        if self.single_transaction and _TXN.match(line):
+        if head.startswith(b"-- "):
+            m = _TOC.match(line)
+            if m:
+                self.section = m["type"]
+            return True
+        if (
+            self.single_transaction
+            and line in (b"BEGIN;", b"COMMIT;")
+            and self.section in _OWN_TRANSACTION
+        ):
+            # Only pg_dump's own lines around large objects: a function body's are its own.
             self.left_out["transaction"] += 1
             return False
         return True

@@ -145,7 +145,8 @@ SELECT json_build_object(
       pg_get_triggerdef(oid)) ORDER BY tgrelid, tgname) FROM pg_trigger WHERE NOT tgisinternal),
  'sequences', (SELECT json_agg(json_build_array(schemaname, sequencename, last_value)
       ORDER BY schemaname, sequencename) FROM pg_sequences),
- 'large_objects', (SELECT count(*) FROM pg_largeobject_metadata)
+ 'large_objects', (SELECT json_agg(json_build_array(pg_get_userbyid(m.lomowner),
+      md5(lo_get(m.oid))) ORDER BY m.oid) FROM pg_largeobject_metadata m)
 )
 """
 

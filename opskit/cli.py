@@ -13,6 +13,7 @@ import click
 
 from opskit import __version__, signals
 from opskit.cli_common import (
+    DATABASE_HELP,
     Globals,
     fail_early,
     finish,
@@ -71,13 +72,20 @@ class OpsGroup(click.Group):
 )
 @click.option(
     "--backup-dir",
-    type=click.Path(path_type=Path, resolve_path=True),
-    help="[default: db_backups/]",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Folder for the archives and their manifests (one subfolder per extra alias);"
+    " relative to the project folder. Overrides OPSKIT_BACKUP_DIR and"
+    " OPSKIT['BACKUP_DIR'].  [default: db_backups/]",
 )
 @click.option(
-    "--log-dir", type=click.Path(path_type=Path, resolve_path=True), help="[default: logs/]"
+    "--log-dir",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Folder for opskit.log, opskit.json.log and cron's cron.log; relative to the"
+    " project folder. Overrides OPSKIT_LOG_DIR and OPSKIT['LOG_DIR'].  [default: logs/]",
 )
-@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-v", "--verbose", count=True, help="Log each step's start and end with its timings.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.option("--strict-ping", is_flag=True, default=None, help="Count a failed ping as an error.")
 @click.option(
@@ -111,7 +119,7 @@ def cli(
 
 
 @cli.command()
-@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
+@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS", help=DATABASE_HELP)
 @click.option("--compress", type=click.Choice(["zstd", "gzip", "none"]), help="[default: zstd]")
 @click.option(
     "--format",
@@ -273,7 +281,7 @@ def _confirm(ctx: click.Context, run: Any, report: Report, alias: str) -> None:
 
 
 @cli.command("list")
-@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
+@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS", help=DATABASE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None:

@@ -49,9 +49,12 @@ def fail_early(ctx: click.Context, exc: OpsError) -> NoReturn:
 
 
 def load_project(
-    ctx: click.Context, *, apps: bool = True, **flags: Any
+    ctx: click.Context, *, apps: bool = True, log_files: bool = True, **flags: Any
 ) -> tuple[Config, dict[str, DbParams]]:
     """Find the settings, set Django up once, build the Config and configure logging.
+
+    ``log_files=False`` logs to stderr only and leaves the log folder alone (cron install
+    makes it for the user the jobs run as).
 
     ``apps=False`` reads the settings without loading the installed apps: the jobs that
     use no models (backup, restore, verify, list) start faster and import no driver.
@@ -86,12 +89,13 @@ def load_project(
             *config.signing_keys,
         )
         g.console = logs.configure(
-            log_dir=config.log_dir,
+            log_dir=config.log_dir if log_files else None,
             verbosity=g.verbosity,
             secrets=g.secrets,
             tail=g.tail,
-            progress_delay=float(os.environ.get("OPSKIT_PROGRESS_DELAY") or 0.5),
+            progress_delay=config.progress_delay,
         )
+        warn(config.warnings)
         for stale in sweep_secret_dirs():
             logs.get().info("removed_stale_credentials", path=str(stale))
     except OpsError as exc:
@@ -99,6 +103,12 @@ def load_project(
     except OSError as exc:
         fail_early(ctx, OpsError(f"cannot open the log folder: {exc}", "set --log-dir"))
     return config, databases
+
+
+def warn(warnings: tuple[str, ...]) -> None:
+    """Print each warning as one line on stderr (shown under -q too)."""
+    for warning in warnings:
+        click.echo(f"opskit: warning: {warning}", err=True)
 
 
 def start_job(ctx: click.Context, job: str, config: Config, check: str | None = None) -> JobRun:
@@ -133,6 +143,11 @@ def finish(ctx: click.Context, run: JobRun, report: Report) -> NoReturn:
     )
     ctx.exit(code)
 
+
+DATABASE_HELP = (
+    "An alias of settings.DATABASES; repeat for several  [default: every alias, or"
+    " OPSKIT['DATABASES']]."
+)
 
 lock_wait_option = click.option(
     "--lock-wait",

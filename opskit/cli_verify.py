@@ -7,6 +7,7 @@ import json
 import click
 
 from opskit.cli_common import (
+    DATABASE_HELP,
     fail_early,
     finish,
     hc_option,
@@ -21,7 +22,7 @@ from opskit.errors import OpsError
 @click.command("verify")
 @click.argument("sources", nargs=-1, metavar="[SOURCE]...")
 @click.option("--all", "every", is_flag=True, help="Every archive, pre-restore copies too.")
-@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
+@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS", help=DATABASE_HELP)
 @click.option(
     "--restore-test", is_flag=True, help="Also restore into a scratch database and count rows."
 )

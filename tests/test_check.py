@@ -158,6 +158,7 @@ def test_every_check_passes_in_a_healthy_project(tmp_path: Path, cron_env: dict[
         "restore:default",
         "cron:jobs",
         "cron:daemon",
+        "cron:start",
         "healthchecks:clear-sessions",
         "healthchecks:backup",
         "sessions",

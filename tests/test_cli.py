@@ -560,14 +560,15 @@ def test_backup_dir_env_overrides_settings_and_the_flag_overrides_env(tmp_path: 
     assert len(list(from_env.glob("*.sqlite3.zst.json"))) == 1
 
 
-def test_a_relative_backup_dir_flag_is_relative_to_the_working_directory(
+def test_a_relative_backup_dir_flag_is_relative_to_the_project_like_the_setting(
     site: Path, tmp_path: Path
 ) -> None:
     work = tmp_path / "work"
     work.mkdir()
     result = run_opskit("--project-dir", site, "--backup-dir", "out", "backup", cwd=work)
     assert result.returncode == 0, result.stderr
-    assert (work / "out" / "latest.sqlite3.zst").exists()
+    assert (site / "out" / "latest.sqlite3.zst").exists()
+    assert not (work / "out").exists()
 
 
 # --- choosing databases -----------------------------------------------------------------------

@@ -22,6 +22,8 @@ from opskit.cli_common import (
     lock_wait_option,
     now,
     progress_of,
+    say,
+    source_argument,
     start_job,
 )
 from opskit.errors import Interrupted, OpsError
@@ -42,6 +44,10 @@ class OpsGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            exc.exit_code = EXIT_USAGE  # type: ignore[misc]
+            _name_global_option(self, ctx, exc)
+            raise
         except click.UsageError as exc:
             exc.exit_code = EXIT_USAGE  # type: ignore[misc]
             raise
@@ -59,6 +65,17 @@ class OpsGroup(click.Group):
             g.run.abort(code, reason)
         click.echo(f"opskit: {reason}", err=True)
         raise click.exceptions.Exit(code)
+
+
+def _name_global_option(group: click.Group, ctx: click.Context, exc: click.NoSuchOption) -> None:
+    """Turn "No such option: -q" after a subcommand into where the global option goes."""
+    names = {o for p in group.params for o in (*p.opts, *p.secondary_opts)}
+    option = exc.option_name.split("=", 1)[0]
+    if option not in names or exc.ctx is None:
+        return
+    words = exc.ctx.command_path.split()
+    sub = words[1] if len(words) > 1 else exc.ctx.command_path
+    exc.message = f"{option} is a global option: put it before {sub!r} (opskit {option} ... {sub})"
 
 
 @click.group(cls=OpsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -162,12 +179,12 @@ def backup(
     run = start_job(ctx, "backup", config, check)
     report = run_backup(config, dbs, aliases, now(), progress_of(ctx))
     for alias, detail in report.details.items():
-        click.echo(f"{alias}: {detail['archive']}")
+        say(ctx, f"{alias}: {detail['archive']}")
     finish(ctx, run, report)
 
 
 @cli.command()
-@click.argument("source", default="latest")
+@click.argument("source", default="latest", callback=source_argument)
 @click.option(
     "--database",
     "-d",

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from opskit.cli_common import Globals, fail_early, finish, hc_option, load_project, now, start_job
+from opskit.cli_common import (
+    Globals,
+    fail_early,
+    finish,
+    hc_option,
+    load_project,
+    now,
+    say,
+    start_job,
+)
 from opskit.config import Config
 from opskit.errors import OpsError, ToolNotFound
 
@@ -56,7 +65,7 @@ def clear_sessions(ctx: click.Context, check: str | None) -> None:
     run = start_job(ctx, "clear-sessions", config, check)
     report = run_clear_sessions(now())
     for where, details in report.details.items():
-        click.echo(f"{where}: {describe(details)}")
+        say(ctx, f"{where}: {describe(details)}")
     finish(ctx, run, report)
 
 
@@ -181,11 +190,11 @@ def cron_install(
     click.echo(result.diff, nl=False)
     jobs = f"{len(entries)} job(s) of project {project} from {label}"
     if not result.changed:
-        click.echo(f"opskit: {tab.label} already has the {jobs}", err=True)
+        say(ctx, f"opskit: {tab.label} already has the {jobs}", err=True)
     elif dry_run:
-        click.echo(f"opskit: dry run: would install {jobs} into {tab.label}", err=True)
+        say(ctx, f"opskit: dry run: would install {jobs} into {tab.label}", err=True)
     else:
-        click.echo(f"opskit: installed {jobs} into {tab.label}", err=True)
+        say(ctx, f"opskit: installed {jobs} into {tab.label}", err=True)
 
 
 @cron_group.command("remove")

@@ -14,13 +14,14 @@ from opskit.cli_common import (
     load_project,
     now,
     progress_of,
+    source_argument,
     start_job,
 )
 from opskit.errors import OpsError
 
 
 @click.command("verify")
-@click.argument("sources", nargs=-1, metavar="[SOURCE]...")
+@click.argument("sources", nargs=-1, metavar="[SOURCE]...", callback=source_argument)
 @click.option("--all", "every", is_flag=True, help="Every archive, pre-restore copies too.")
 @click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS", help=DATABASE_HELP)
 @click.option(

@@ -475,11 +475,12 @@ def test_restore_of_a_missing_weekday_fails_with_one_line(site: Path) -> None:
     assert read_items(site / "db.sqlite3") == ROWS
 
 
-def test_restore_of_a_weekday_that_is_not_one_fails(site: Path) -> None:
+def test_restore_of_a_weekday_that_is_not_one_is_a_usage_error(site: Path) -> None:
     backup_ok(site)
     result = run_opskit("--project-dir", site, "restore", "Funday", "--yes", cwd=site.parent)
-    assert result.returncode == 1
-    assert "'Funday' is not a weekday" in result.stderr
+    assert result.returncode == 64
+    assert "'Funday' is not latest, a weekday (0-6, Monday, mon, 1-Monday)" in result.stderr
+    assert read_items(site / "db.sqlite3") == ROWS
 
 
 # --- configuration precedence -----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,97 @@ def test_global_folder_options_say_more_than_the_default() -> None:
 
     assert "Folder for the archives" in done.stdout
     assert "relative to the" in done.stdout and "cron.log" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("restore", "funday", "--yes"), "'funday' is not latest, a weekday"),
+        (("restore", "/nowhere/x.sql.zst", "--yes"), "/nowhere/x.sql.zst does not exist"),
+        (("restore", "gone.sqlite3.zst", "--yes"), "gone.sqlite3.zst does not exist"),
+        (("verify", "/nowhere/x.sql.zst"), "/nowhere/x.sql.zst does not exist"),
+    ],
+)
+def test_a_bad_source_exits_64_naming_it(site: Path, args: tuple[str, ...], message: str) -> None:
+    done = run_opskit(*args, cwd=site)
+
+    assert done.returncode == 64
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("backup", "-q"), "-q is a global option: put it before 'backup'"),
+        (("list", "--backup-dir", "x"), "--backup-dir is a global option: put it before 'list'"),
+        (("cron", "install", "--mail-admins"), "--mail-admins is a global option: put it before"),
+    ],
+)
+def test_a_global_option_after_the_subcommand_says_where_it_goes(
+    site: Path, args: tuple[str, ...], message: str
+) -> None:
+    done = run_opskit(*args, cwd=site)
+
+    assert done.returncode == 64
+    assert message in done.stderr
+
+
+def test_quiet_prints_nothing_when_all_is_well_and_verbose_times_each_step(site: Path) -> None:
+    quiet = run_opskit("-q", "backup", cwd=site)
+    verbose = run_opskit("-v", "backup", cwd=site)
+
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+    assert verbose.returncode == 0
+    for step in ("lock", "dump", "verify", "rotate", "link-latest"):
+        assert f"event=step_started job=backup step={step} database=default" in verbose.stderr
+        finished = f"event=step_finished job=backup step={step} database=default ok duration="
+        assert finished in verbose.stderr
+
+
+def test_quiet_still_prints_errors(tmp_path: Path, sqlite_db: DbParams) -> None:
+    site = write_project(tmp_path / "site", {"default": sqlite_db})  # no database file
+
+    done = run_opskit("-q", "backup", cwd=site)
+
+    assert done.returncode == 1
+    assert "does not exist" in done.stderr and "opskit backup: 1 error" in done.stderr
+
+
+DRIVERLESS = """\
+import sys
+sys.modules['psycopg'] = sys.modules['psycopg2'] = None  # as if neither were installed
+SECRET_KEY = 'test-only'
+INSTALLED_APPS = ['django.contrib.contenttypes', 'django.contrib.auth', 'django.contrib.sessions']
+DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql', 'NAME': 'x'}}
+"""
+
+
+@pytest.mark.parametrize("command", ["check", "clear-sessions"])
+def test_a_missing_driver_names_the_package_and_this_environment(
+    tmp_path: Path, command: str
+) -> None:
+    (tmp_path / "driverless.py").write_text(DRIVERLESS)
+    done = run_opskit("--settings", "driverless", "--project-dir", tmp_path, command)
+
+    assert done.returncode == 1
+    assert "the PostgreSQL driver is not installed in" in done.stdout + done.stderr
+    assert f"{sys.executable} -m pip install 'psycopg[binary]'" in done.stdout + done.stderr
+    assert "fix the settings module" not in done.stdout + done.stderr
+
+
+def test_a_package_missing_inside_the_settings_is_named(tmp_path: Path) -> None:
+    (tmp_path / "needs_pkg.py").write_text("import whitenoise_not_here\n")
+
+    done = run_opskit("--settings", "needs_pkg", "--project-dir", tmp_path, "list")
+
+    assert done.returncode == 1
+    assert "need the package 'whitenoise_not_here', which is not installed in" in done.stderr
+    assert "--project-dir" not in done.stderr
+
+
+def test_a_settings_module_that_is_not_there_still_says_check_settings(tmp_path: Path) -> None:
+    done = run_opskit("--settings", "no_such_module", "--project-dir", tmp_path, "list")
+
+    assert done.returncode == 1
+    assert "cannot import settings 'no_such_module'" in done.stderr
+    assert "check --settings and --project-dir" in done.stderr

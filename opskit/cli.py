@@ -75,7 +75,9 @@ def _name_global_option(group: click.Group, ctx: click.Context, exc: click.NoSuc
         return
     words = exc.ctx.command_path.split()
     sub = words[1] if len(words) > 1 else exc.ctx.command_path
-    exc.message = f"{option} is a global option: put it before {sub!r} (opskit {option} ... {sub})"
+    # click marks message Final, but a UsageError is ours to reword before it is shown.
+    hint = f"{option} is a global option: put it before {sub!r} (opskit {option} ... {sub})"
+    exc.message = hint  # type: ignore[misc]
 
 
 @click.group(cls=OpsGroup, context_settings={"help_option_names": ["-h", "--help"]})

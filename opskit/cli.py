@@ -304,7 +304,8 @@ def _confirm(ctx: click.Context, run: Any, report: Report, alias: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None:
-    """List each database's archives: weekday, age, size, ratio, verified, latest."""
+    """List each database's archives (weekday, age, size, ratio, verified, latest) and what
+    restores kept: previous databases and safety copies, with the command that removes each."""
     from opskit.backup import select
     from opskit.catalog import catalog
 
@@ -313,7 +314,14 @@ def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None
         aliases = select(config, dbs, databases)
     except OpsError as exc:
         fail_early(ctx, exc)
+    from opskit.overview import kept_copies
+
     entries = catalog(config, dbs, aliases, now())
+    for entry in entries:
+        kept, problem = kept_copies(config, dbs[entry["alias"]], Path(entry["folder"]), now())
+        entry["kept"] = kept
+        if problem:
+            entry["kept_problem"] = problem
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -323,6 +331,20 @@ def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None
             click.echo("  no backups yet")
         for row in entry["archives"]:
             click.echo("  " + _row(row))
+        _kept_rows(entry)
+
+
+def _kept_rows(entry: dict[str, Any]) -> None:
+    """What restores kept: opskit never deletes it, so say how much room it takes and how."""
+    kept = entry["kept"]
+    if kept:
+        total = sum(k["size"] or 0 for k in kept)
+        click.echo(f"  kept by restores, {human(total)} in all; remove each when no longer needed:")
+    for item in kept:
+        size = human(item["size"]) if item["size"] is not None else "?"
+        click.echo(f"    {item['kind']:<11} {item['name']:<40} {size:>9}  {item['drop']}")
+    if entry.get("kept_problem"):
+        click.echo(f"  cannot list what restores kept: {entry['kept_problem']}")
 
 
 def _human_age(seconds: int | None) -> str:

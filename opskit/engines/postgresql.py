@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
+import shlex
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -28,6 +30,10 @@ from opskit.journal import Journal, JournalError
 log = logs.get("engines")
 
 _MAX_IDENT = 63  # PostgreSQL truncates longer identifiers silently; never let it.
+# The databases restore and verify derive from a database's name (see derived_name).
+_DERIVED = re.compile(
+    r"^(?P<base>.*)(?P<tag>__pre_restore_|__opskit_restore_|__opskit_verify_)\d{14}$"
+)
 
 
 def _quote_ident(name: str) -> str:
@@ -309,7 +315,32 @@ class PostgreSQL:
         )
 
     def leftovers(self, db: DbParams) -> list[Leftover]:
-        return []
+        """Previous databases restores kept (``__pre_restore_``) and killed runs' scratch ones."""
+        admin = str(db.options.get("maintenance_db", "postgres"))
+        rows = self._sql(
+            db,
+            "SELECT datname, CASE WHEN has_database_privilege(datname, 'CONNECT')"
+            " THEN pg_database_size(datname) END FROM pg_database"
+            " WHERE datname ~ '(__pre_restore_|__opskit_restore_|__opskit_verify_)[0-9]{14}$'"
+            " ORDER BY datname",
+            admin,
+        )
+        found = []
+        for row in rows.splitlines():
+            name, _, size = row.rpartition("|")
+            match = _DERIVED.match(name)
+            if not match:
+                continue
+            # The name's start is the database's name, shortened to fit (derived_name).
+            if (
+                match["base"]
+                != derived_name(db.name, match["tag"] + "0" * 14)[: -len(match["tag"]) - 14]
+            ):
+                continue
+            kind = "previous" if match["tag"] == "__pre_restore_" else "scratch"
+            drop = "psql -c " + shlex.quote(f"DROP DATABASE {_quote_ident(name)}")
+            found.append(Leftover(kind, name, drop, int(size) if size.isdigit() else None))
+        return found
 
     def _drop_database(self, db: DbParams, name: str, admin: str) -> None:
         """Drop a database even if a killed client's session still lingers on it."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from opskit import __version__, signals
 from opskit.cli_common import (
@@ -124,7 +125,12 @@ def cli(
     mail_admins: bool | None,
 ) -> None:
     """Nightly maintenance for a Django deployment: backups, sessions, cron, Healthchecks."""
+    from opskit.django_project import hosted_project_dir
+
     signals.install()
+    hosted = hosted_project_dir()
+    if hosted is not None and ctx.get_parameter_source("project_dir") is ParameterSource.DEFAULT:
+        project_dir = hosted  # manage.py opskit: manage.py's folder, wherever it is run from
     verbosity = -1 if quiet else verbose
     ctx.obj = Globals(
         settings,

@@ -18,8 +18,31 @@ _SETDEFAULT = re.compile(
 )
 
 
+# Set by ``manage.py opskit``: Django is already set up with these settings, in this folder.
+_hosted: tuple[str, Path] | None = None
+
+
+def host(settings_module: str, project_dir: Path) -> None:
+    """Run inside a project's own Django (manage.py opskit): use its settings, set up once."""
+    global _hosted
+    _hosted = (settings_module, project_dir)
+
+
+def hosted_project_dir() -> Path | None:
+    """manage.py's folder when opskit runs as ``manage.py opskit``, else None."""
+    return _hosted[1] if _hosted else None
+
+
 def find_settings(project_dir: Path, settings: str | None, environ: Mapping[str, str]) -> str:
     """Return the settings module: the flag, else DJANGO_SETTINGS_MODULE, else manage.py's."""
+    if _hosted is not None:
+        if settings and settings != _hosted[0]:
+            raise ConfigError(
+                f"manage.py runs with the settings {_hosted[0]!r}, not {settings!r}",
+                "give manage.py the settings: python manage.py opskit ... --settings MODULE,"
+                " or DJANGO_SETTINGS_MODULE",
+            )
+        return _hosted[0]
     if settings:
         return settings
     if environ.get("DJANGO_SETTINGS_MODULE"):
@@ -40,7 +63,13 @@ def find_settings(project_dir: Path, settings: str | None, environ: Mapping[str,
 
 
 def setup(project_dir: Path, settings_module: str, apps: bool = True) -> None:
-    """Put the project on sys.path and run ``django.setup()`` once (or only read settings)."""
+    """Put the project on sys.path and run ``django.setup()`` once (or only read settings).
+
+    Inside ``manage.py opskit`` Django is set up already, with manage.py's settings: nothing
+    is changed then.
+    """
+    if _hosted is not None:
+        return
     path = str(project_dir)
     if path not in sys.path:
         sys.path.insert(0, path)

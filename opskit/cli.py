@@ -47,7 +47,7 @@ class OpsGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.NoSuchOption as exc:
-            exc.exit_code = EXIT_USAGE  # type: ignore[misc]
+            exc.exit_code = Status.USAGE  # type: ignore[misc]
             _name_global_option(self, ctx, exc)
             raise
         except click.UsageError as exc:

@@ -78,7 +78,7 @@ def check_command(
     from opskit import logs
     from opskit.config import build_config
     from opskit.django_project import databases as read_databases
-    from opskit.django_project import find_settings, opskit_settings, secret_keys, setup
+    from opskit.django_project import find_settings, media_root, opskit_settings, secret_keys, setup
 
     g: Globals = ctx.obj
     names = [n.strip() for n in (only or "").split(",") if n.strip()]
@@ -99,6 +99,7 @@ def check_command(
             environ=os.environ,
             flags={"BACKUP_DIR": g.backup_dir, "LOG_DIR": g.log_dir, "STRICT_PING": g.strict_ping},
             secret_keys=secret_keys(),
+            media_root=media_root(),
         )
     except OpsError as exc:
         results = checks.settings_failed(exc, names)
@@ -106,7 +107,12 @@ def check_command(
         ctx.exit(min(sum(r.status == checks.FAIL for r in results), 63))
     # Read-only: log to stderr (and the ping's tail) only; the log folder is one of the checks.
     g.tail = logs.LogTail()
-    g.secrets = (*(db.password for db in dbs.values()), config.api_key, *config.signing_keys)
+    g.secrets = (
+        *(db.password for db in dbs.values()),
+        config.api_key,
+        *config.signing_keys,
+        *config.offsite_secrets(),
+    )
     logs.configure(log_dir=None, verbosity=g.verbosity, secrets=g.secrets, tail=g.tail)
     for alias in ack_size:
         _acknowledge(ctx, config, dbs, alias)

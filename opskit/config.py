@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from opskit.errors import ConfigError
+from opskit.offsite.settings import Destination
+from opskit.offsite.settings import parse as parse_offsite
 
 COMPRESSIONS = ("zstd", "gzip", "none")
 FORMATS = ("plain", "directory")
@@ -63,6 +65,8 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_FILE": None,
     # A dump smaller than this fraction of the median of the last 7 runs is a WARN (0: off).
     "SIZE_DROP_RATIO": 0.5,
+    # Off-site copies through restic: a dict, or a list of dicts (docs/offsite.md).
+    "OFFSITE": None,
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -111,6 +115,16 @@ class Config:
     ping_start_budget: float = 10.0
     metrics_file: Path | None = None
     size_drop_ratio: float = 0.5
+    # restic repositories each run pushes to (OPSKIT["OFFSITE"]).
+    offsite: tuple[Destination, ...] = ()
+
+    def offsite_secrets(self) -> tuple[str, ...]:
+        """The off-site passwords and credentials, for redaction."""
+        import os
+
+        found = [s for d in self.offsite for s in d.secrets()]
+        found += [os.environ.get(d.password_env, "") for d in self.offsite if d.password_env]
+        return tuple(s for s in found if s)
 
     def check_for(self, job: str) -> str | None:
         """Return the Healthchecks check configured for a job, if any."""
@@ -143,6 +157,7 @@ def build_config(
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
     secret_keys: tuple[str, ...] = (),
+    media_root: Path | None = None,
 ) -> Config:
     """Merge defaults, ``settings.OPSKIT``, ``OPSKIT_*`` variables and flags, in that order."""
     merged: dict[str, Any] = dict(DEFAULTS)
@@ -157,7 +172,7 @@ def build_config(
     environ = environ or {}
     for key in DEFAULTS:
         value = environ.get(f"OPSKIT_{key}")
-        if value and key != "HEALTHCHECKS":
+        if value and key not in ("HEALTHCHECKS", "OFFSITE"):
             merged[key] = value
     checks = merged["HEALTHCHECKS"]
     if not isinstance(checks, dict):
@@ -225,6 +240,7 @@ def build_config(
         ),
         metrics_file=optional_dir("METRICS_FILE"),
         size_drop_ratio=_ratio(merged["SIZE_DROP_RATIO"], "SIZE_DROP_RATIO"),
+        offsite=parse_offsite(merged["OFFSITE"], project_dir=project_dir, media_root=media_root),
     )
 
 

@@ -54,6 +54,12 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option(
     "--only", metavar="NAMES", help="Comma-separated checks to run, e.g. database,latest."
 )
+@click.option(
+    "--offsite",
+    "with_offsite",
+    is_flag=True,
+    help="Also check the OFFSITE repositories: reachable, newest snapshots within --max-age.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @hc_option
 @click.pass_context
@@ -67,6 +73,7 @@ def check_command(
     with_hc: bool,
     ack_size: tuple[str, ...],
     only: str | None,
+    with_offsite: bool,
     as_json: bool,
     check: str | None,
 ) -> None:
@@ -134,6 +141,17 @@ def check_command(
         cron_state=cron_state if with_cron else None,
         healthchecks=hc_state if with_hc else None,
     )
+    if with_offsite:
+        from opskit.offsite.health import check_offsite
+
+        if not config.offsite:
+            results.append(
+                checks.Result(
+                    "offsite", checks.FAIL, "no OPSKIT['OFFSITE'] is configured", "docs/offsite.md"
+                )
+            )
+        aliases = [a for a in dbs if not config.databases or a in config.databases]
+        results += check_offsite(config, aliases, started, max_age)
     _render(results, as_json)
     run.body = "".join(r.line() + "\n" for r in results)  # the ping body is the table
     finish(ctx, run, checks.to_report(results))

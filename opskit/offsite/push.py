@@ -218,7 +218,7 @@ class OffsitePush:
                 removed = self._attempt(state, "retention", forget)
                 if removed is not None:
                     log.info("offsite_retention", destination=dest.name, forgotten=removed)
+            # The reason names the destination (its name and masked repository) itself.
             step = Step("offsite", None, ok=not state.reason, duration=state.duration)
-            if state.reason:
-                step.reason = f"off-site {dest.name}: {state.reason}"
+            step.reason = state.reason
             self.report.steps.append(step)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 from conftest import SUNDAY
 from dbdata import adapter_for
@@ -117,3 +118,34 @@ def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(tmp_path, conf
     report = _backup(with_offsite(config, repo.settings()), sqlite_db, SUNDAY + timedelta(1))
     (step,) = report.failed()
     assert "locked" in step.reason and "restic unlock" in step.reason
+
+
+def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) -> None:
+    """The repository on a 6 MB tmpfs; a 24 MB incompressible dump cannot fit."""
+    import os
+    import sqlite3
+    import subprocess
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], check=False)
+    if done.returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        repo = local_repo(mnt)
+        Path(sqlite_db.name).parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(sqlite_db.name) as conn:
+            conn.execute("CREATE TABLE blob (data BLOB)")
+            for _ in range(24):
+                conn.execute("INSERT INTO blob VALUES (?)", (os.urandom(1 << 20),))
+        report = _backup(with_offsite(config, repo.settings()), sqlite_db)
+        assert report.exit_code == 1
+        (step,) = report.failed()
+        assert step.name == "offsite" and "is full" in step.reason, step.reason
+        assert (config.backup_dir / "latest.sqlite3.zst").resolve().is_file()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

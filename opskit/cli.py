@@ -25,7 +25,8 @@ from opskit.cli_common import (
 )
 from opskit.errors import Interrupted, OpsError
 from opskit.progress import human
-from opskit.report import EXIT_INTERRUPTED, EXIT_USAGE, Report
+from opskit.report import Report
+from opskit.status import Status
 
 
 class OpsGroup(click.Group):
@@ -35,17 +36,17 @@ class OpsGroup(click.Group):
         try:
             return super().make_context(*args, **kwargs)
         except click.UsageError as exc:
-            exc.exit_code = EXIT_USAGE  # type: ignore[misc]
+            exc.exit_code = Status.USAGE  # type: ignore[misc]
             raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            exc.exit_code = EXIT_USAGE  # type: ignore[misc]
+            exc.exit_code = Status.USAGE  # type: ignore[misc]
             raise
         except KeyboardInterrupt:
-            self._stopped(ctx, EXIT_INTERRUPTED, "interrupted (SIGINT)")
+            self._stopped(ctx, Status.INTERRUPTED, "interrupted (SIGINT)")
         except Interrupted as exc:
             name = signal.Signals(exc.signum).name
             self._stopped(ctx, 128 + exc.signum, f"stopped by {name}")

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from opskit import status
 from opskit.cli_common import Globals, finish, hc_option, now, start_job
 from opskit.errors import OpsError
 
@@ -111,7 +112,7 @@ def check_command(
     except OpsError as exc:
         results = checks.settings_failed(exc, names)
         _render(results, as_json)
-        ctx.exit(min(sum(r.status == checks.FAIL for r in results), 63))
+        ctx.exit(status.for_errors(sum(r.status == checks.FAIL for r in results)))
     # Read-only: log to stderr (and the ping's tail) only; the log folder is one of the checks.
     g.tail = logs.LogTail()
     g.secrets = (

@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING
 
 import click
 
+from opskit import status
 from opskit.cli_common import Globals, fail_early, hc_option, load_project
 from opskit.errors import ConfigError, OpsError
 
@@ -319,7 +320,7 @@ def hc_sync(
     counts = {s: sum(r.state == s for r in rows) for s in dict.fromkeys(r.state for r in rows)}
     said = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no jobs"
     click.echo(f"opskit hc sync{' (dry run)' if dry_run else ''}: {said}", err=True)
-    ctx.exit(min(sum(not r.ok for r in rows), 63))
+    ctx.exit(status.for_errors(sum(not r.ok for r in rows)))
 
 
 def durations_of(config: Config) -> Callable[[str], list[float]]:

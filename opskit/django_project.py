@@ -114,13 +114,6 @@ def databases() -> dict[str, DbParams]:
     return result
 
 
-def call_command(name: str, *args: str) -> None:
-    """Run a Django management command in this process."""
-    from django.core import management
-
-    management.call_command(name, *args)
-
-
 def session_database() -> str | None:
     """Return the alias whose table holds the sessions, or None if the engine keeps no rows."""
     import inspect

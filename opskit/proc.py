@@ -24,6 +24,7 @@ from typing import IO, Any
 from opskit import signals
 from opskit.errors import CommandFailed, ToolNotFound
 from opskit.redact import redact
+from opskit.status import Status
 
 _STDERR_KEEP = 8192
 
@@ -363,9 +364,6 @@ def writing(
     child.wait()
 
 
-EXIT_TIMEOUT = 124  # timeout(1)'s status for a command it had to stop
-EXIT_NOT_EXECUTABLE = 126  # the shell's status for "found but cannot run"
-EXIT_NOT_FOUND = 127  # the shell's status for "command not found"
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _DRAIN = 1.0  # after the program exits, how long a grandchild may keep its pipes open
 
@@ -403,8 +401,10 @@ def passthrough(
             process_group=0,  # its own group: a timeout stops the programs it started too
         )
     except OSError as exc:
-        code = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_NOT_EXECUTABLE
-        why = "command not found" if code == EXIT_NOT_FOUND else exc.strerror
+        code: int = (
+            Status.NOT_FOUND if isinstance(exc, FileNotFoundError) else Status.NOT_EXECUTABLE
+        )
+        why = "command not found" if code == Status.NOT_FOUND else exc.strerror
         return Finished(code, b"", f"{argv[0]}: {why}", started=False)
     received: list[int] = []
 
@@ -430,7 +430,7 @@ def passthrough(
     if timed_out:
         then = f", then SIGKILL {kill_after:g} s later" if killed else ""
         reason = f"timed out after {timeout:g} s: sent SIGTERM{then}"
-        return Finished(EXIT_TIMEOUT, tail, reason, timed_out=True)
+        return Finished(Status.TIMEOUT, tail, reason, timed_out=True)
     if code >= 0:
         return Finished(code, tail)
     reason = f"killed by {signal.Signals(-code).name}"

@@ -8,12 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from opskit import status
 from opskit.errors import OpsError
-
-EXIT_OK = 0
-EXIT_MAX_ERRORS = 63
-EXIT_USAGE = 64
-EXIT_INTERRUPTED = 130
 
 
 @dataclasses.dataclass
@@ -43,7 +39,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return min(self.errors, EXIT_MAX_ERRORS)
+        return status.for_errors(self.errors)
 
     @property
     def duration(self) -> float:
@@ -72,10 +68,6 @@ class Report:
 
     def failed(self, database: str | None = None) -> list[Step]:
         return [s for s in self.steps if not s.ok and (database is None or s.database == database)]
-
-    def merge(self, other: Report) -> None:
-        self.steps.extend(other.steps)
-        self.bytes += other.bytes
 
 
 class StepFailed(Exception):

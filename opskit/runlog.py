@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from opskit.report import EXIT_MAX_ERRORS
+from opskit import status
 
 NAME = "opskit.json.log"
 TAIL_BYTES = 8 << 20
@@ -75,7 +75,7 @@ def runs(events: Iterable[dict[str, Any]], per_job: int = 10) -> dict[str, list[
             run = Run(
                 job,
                 str(e.get("timestamp", "")),
-                min(errors, EXIT_MAX_ERRORS),
+                status.for_errors(errors),
                 _float(e.get("duration")),
                 errors,
                 _int(e.get("bytes")),

@@ -1,0 +1,236 @@
+"""The layers of docs/architecture.md hold: each module imports only from the layers below it,
+only the named modules touch subprocess, Django and click, and there is no import cycle.
+
+The rules are read from the source with ``ast`` (module-level imports, not those under
+``TYPE_CHECKING`` or inside a function), so breaking one fails here before review.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "opskit"
+
+FOUNDATION, SERVICES, JOBS, EDGE = 0, 1, 2, 3
+LAYER_NAMES = {FOUNDATION: "foundation", SERVICES: "services", JOBS: "jobs", EDGE: "edge"}
+
+_LAYERS = {
+    FOUNDATION: [
+        "opskit.errors",
+        "opskit.status",
+        "opskit.config",
+        "opskit.django_project",
+        "opskit.report",
+        "opskit.logs",
+        "opskit.progress",
+        "opskit.signals",
+        "opskit.redact",
+        "opskit.proc",
+        "opskit.killpoints",
+        "opskit.files",
+        "opskit.timezones",
+        # The engine Protocol and DbParams are the vocabulary every layer speaks.
+        "opskit.engines",
+        "opskit.engines.base",
+    ],
+    SERVICES: [
+        "opskit.archive",
+        "opskit.pipes",
+        "opskit.codec",
+        "opskit.manifest",
+        "opskit.rotation",
+        "opskit.pgdir",
+        "opskit.locks",
+        "opskit.space",
+        "opskit.journal",
+        "opskit.maintenance",
+        "opskit.healthchecks",
+        "opskit.hcapi",
+        "opskit.hcsync",
+        "opskit.runner",
+        "opskit.jobrun",
+        "opskit.runs",
+        "opskit.metrics",
+        "opskit.cron",
+        "opskit.anomaly",
+        "opskit.runlog",
+        "opskit.chart",
+    ],
+    JOBS: [
+        "opskit.backup",
+        "opskit.restore",
+        "opskit.verify",
+        "opskit.restoretest",
+        "opskit.sessions",
+        "opskit.check",
+        "opskit.catalog",
+        "opskit.mail",
+        "opskit.overview",
+    ],
+}
+
+# A job may use another job only where one is a step of the other, and never in a cycle.
+JOB_USES = {
+    ("opskit.backup", "opskit.restoretest"): "backup --verify-restore runs the restore test",
+    ("opskit.verify", "opskit.restoretest"): "verify --restore-test runs the restore test",
+    ("opskit.restore", "opskit.backup"): "a restore's safety copy is a backup of the live database",
+    ("opskit.verify", "opskit.restore"): "verify resolves SOURCE the way restore does",
+    ("opskit.check", "opskit.verify"): "check verifies the newest archive of each database",
+    ("opskit.overview", "opskit.catalog"): "the backups page lists what catalog lists",
+}
+
+# Besides the named module, the site's edge (Django apps must import Django) may.
+DJANGO_EDGE = ("opskit.web", "opskit.apps", "opskit.migrations", "opskit.management")
+ONLY = {
+    "subprocess": ("opskit.proc",),
+    "django": ("opskit.django_project", *DJANGO_EDGE),
+    "click": ("opskit.cli", "opskit.management"),
+}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _layer(module: str) -> int:
+    for layer, names in _LAYERS.items():
+        if module in names:
+            return layer
+    if module.startswith("opskit.engines."):
+        return SERVICES  # one module per vendor, and their parts
+    return EDGE  # the command line, the site, the package itself
+
+
+def _top_level_imports(module: str) -> Iterator[tuple[str, int]]:
+    """Yield (imported module, line) for imports that run when ``module`` is imported."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+    def walk(body: list[ast.stmt]) -> Iterator[tuple[str, int]]:
+        for node in body:
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    yield alias.name, node.lineno
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([node.module] if node.module else [])])
+                yield base, node.lineno
+                for alias in node.names:
+                    if f"{base}.{alias.name}" in MODULES:
+                        yield f"{base}.{alias.name}", node.lineno
+            elif isinstance(node, ast.If):
+                test = node.test
+                if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+                    continue
+                yield from walk(node.body)
+                yield from walk(node.orelse)
+            elif isinstance(node, ast.Try):
+                yield from walk(node.body)
+                for handler in node.handlers:
+                    yield from walk(handler.body)
+                yield from walk(node.orelse)
+                yield from walk(node.finalbody)
+            elif isinstance(node, (ast.With, ast.ClassDef)):
+                yield from walk(node.body)
+
+    yield from walk(tree.body)
+
+
+def _opskit_edges(module: str) -> Iterator[tuple[str, int]]:
+    """What importing ``module`` imports of opskit, parents included (Python imports them)."""
+    for name, line in _top_level_imports(module):
+        parts = name.split(".")
+        for end in range(2, len(parts) + 1):  # "opskit" itself only holds the version
+            target = ".".join(parts[:end])
+            if target in MODULES and target != module:
+                yield target, line
+
+
+def test_every_module_is_in_a_layer_or_the_edge() -> None:
+    """A new module is placed on purpose: the lists above name every one below the edge."""
+    listed = {name for names in _LAYERS.values() for name in names}
+    assert listed <= set(MODULES), f"listed but missing: {sorted(listed - set(MODULES))}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_go_down_the_layers(module: str) -> None:
+    """A module imports only from its own layer or the ones below (jobs: as JOB_USES says)."""
+    mine = _layer(module)
+    wrong = []
+    for target, line in _opskit_edges(module):
+        theirs = _layer(target)
+        if theirs > mine:
+            wrong.append(f"line {line}: {target} ({LAYER_NAMES[theirs]})")
+        elif mine == theirs == JOBS and (module, target) not in JOB_USES:
+            wrong.append(f"line {line}: job {target} (not in JOB_USES)")
+    assert not wrong, f"{module} ({LAYER_NAMES[mine]}) imports upwards: {wrong}"
+
+
+@pytest.mark.parametrize("library", sorted(ONLY))
+def test_only_the_named_modules_import(library: str) -> None:
+    """subprocess only in proc, Django only in django_project and the site, click only in cli."""
+    allowed = ONLY[library]
+    offenders = []
+    for module, path in MODULES.items():
+        if module.startswith(allowed):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):  # anywhere, functions included
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if any(n == library or n.startswith(library + ".") for n in names):
+                offenders.append(f"{module}:{node.lineno}")
+    assert not offenders, f"{library} imported outside {allowed}: {offenders}"
+
+
+def test_no_import_cycles() -> None:
+    """Importing any module never comes back to itself (the engines register lazily)."""
+    graph = {m: {t for t, _ in _opskit_edges(m)} for m in MODULES}
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    assert not cycles, " ; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_walker_sees_what_python_imports() -> None:
+    """Known edges are seen, TYPE_CHECKING imports are not (so a passing run means something)."""
+    assert "opskit.backup" in {t for t, _ in _opskit_edges("opskit.restore")}
+    # engines.base names Journal only for the type checker.
+    assert "opskit.journal" not in {t for t, _ in _opskit_edges("opskit.engines.base")}
+    # `from opskit.engines import tooling` imports the package first.
+    assert "opskit.engines" in {t for t, _ in _opskit_edges("opskit.engines.mysql")}
+    assert _layer("opskit.cli") == EDGE and _layer("opskit.proc") == FOUNDATION
+    assert _layer("opskit.engines.mysql") == SERVICES

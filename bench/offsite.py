@@ -1,6 +1,6 @@
 """Off-site push: repository growth per night against one local archive, and the push's cost.
 
-    .venv/bin/python bench/offsite.py [--rows 100000] [--nights 7] [--runs 3]
+    .venv/bin/python bench/offsite.py [--rows 100000] [--nights 7] [--runs 3] [--only growth|cost]
 
 It builds a PostgreSQL database with a Django-like table (``app_document``: a title, a body
 that is half random hex and half repeated words, a JSON object, a time), about 1 KB a row,
@@ -180,6 +180,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--nights", type=int, default=7)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--only", choices=["growth", "cost"], help="Measure only the growth or only the cost."
+    )
     args = parser.parse_args()
     name = f"opskit_bench_offsite_{os.getpid()}"
     db = DbParams(
@@ -192,7 +195,7 @@ def main() -> None:
         print(f"# off-site push: {args.rows:,} rows, {args.nights} nights, {args.runs} runs")
         version = subprocess.run(["restic", "version"], capture_output=True, text=True, check=True)
         print(f"restic: {version.stdout.strip()}")
-        for pattern in ("recent", "scattered"):
+        for pattern in ("recent", "scattered") if args.only != "cost" else ():
             build(name, args.rows)
             rows = nights(db, pattern, args.nights, args.rows, work)
             print(f"\n## 1% of rows changed per night, {pattern}\n")
@@ -211,6 +214,8 @@ def main() -> None:
             if later:
                 median = statistics.median(later)
                 print(f"\nnights 2-{len(rows)}: median growth {median:.0%} of one local archive")
+        if args.only == "growth":
+            return
         build(name, args.rows)
         times = push_cost(db, args.runs, work)
         print("\n## time added by the push (seconds, median (min-max))\n")

@@ -149,3 +149,31 @@ def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) 
         assert (config.backup_dir / "latest.sqlite3.zst").resolve().is_file()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_directory_archive_goes_as_its_folder_and_comes_back(tmp_path, config, pg_db) -> None:
+    import dataclasses
+
+    repo = local_repo(tmp_path)
+    cfg = with_offsite(dataclasses.replace(config, format="directory"), repo.settings())
+    data = adapter_for(pg_db)
+    data.populate()
+    before = data.snapshot()
+    assert _backup(cfg, pg_db).exit_code == 0
+    (dump,) = [s for s in repo.snapshots() if "kind=dump" in s["tags"]]
+    assert dump["paths"][0].endswith("0-Sunday.pgdir")
+    data.mutate()
+    report = Report("restore")
+    restore_database(
+        cfg,
+        {"default": pg_db},
+        "default",
+        dump["short_id"],
+        SUNDAY + timedelta(hours=1),
+        report,
+        RestoreOptions(drop_old=True),
+    )
+    assert report.exit_code == 0, report.failed()
+    assert data.snapshot() == {**before, "sessions": 0}
+    # The restored folder was a temporary one: nothing is left in the backup folder.
+    assert not list(cfg.backup_dir.glob(".offsite-*"))

@@ -371,9 +371,11 @@ def load(
         _write(out, prologue)
         while chunk := content.read(archive.CHUNK):
             _write(out, transform.feed(chunk) if transform else chunk)
+        # The archive's own verdict first (a cut or corrupt file says so), then what the
+        # transform may still refuse in a whole one (a dump without its end, say).
+        content.check_end()
         if transform is not None:
             _write(out, transform.finish())
-        content.check_end()
         _write(out, epilogue)
     except BrokenPipeError:
         # The loader stopped reading. Its message says why, unless the archive was the cause

@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from conftest import SUNDAY
+from conftest import SUNDAY, unavailable
 from dbdata import adapter_for
 from support.restic_repo import local_repo, plant_stale_lock, with_offsite
 
@@ -126,15 +126,13 @@ def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) 
     import sqlite3
     import subprocess
 
-    import pytest
-
     if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
+        unavailable("root (to mount a tmpfs)")
     mnt = tmp_path / "small"
     mnt.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], check=False)
     if done.returncode:
-        pytest.skip("cannot mount a tmpfs here")
+        unavailable("a tmpfs mount")
     try:
         repo = local_repo(mnt)
         Path(sqlite_db.name).parent.mkdir(parents=True, exist_ok=True)

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+from conftest import need_tools
 
 from opskit.config import Config
 from opskit.offsite.settings import parse
 
 
 def need_restic() -> None:
-    if shutil.which("restic") is None:
-        if os.environ.get("OPSKIT_REQUIRE_SERVICES") == "1":
-            pytest.fail("restic is required (OPSKIT_REQUIRE_SERVICES=1) but not installed")
-        pytest.skip("restic not installed")
+    need_tools("restic")
 
 
 @dataclasses.dataclass
@@ -122,6 +119,14 @@ def plant_stale_lock(repo: Repo) -> None:
     deadline = time.monotonic() + 20
     while not any(locks.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.002)
+    # restic writes the lock file in place: kill only once it is whole (a torn one is no lock).
+    sizes: list[int] = []
+    while time.monotonic() < deadline and child.poll() is None:
+        with contextlib.suppress(FileNotFoundError):  # prune may end and remove it meanwhile
+            sizes.append(sum(p.stat().st_size for p in locks.iterdir()))
+        if len(sizes) > 2 and sizes[-1] == sizes[-2] == sizes[-3] > 0:
+            break
+        time.sleep(0.01)
     child.kill()
     child.wait()
     assert any(locks.iterdir()), "restic prune took no lock"

@@ -16,6 +16,7 @@ from opskit.engines import postgresql_catalog as catalog
 from opskit.engines import tooling
 from opskit.engines.base import (
     ArchiveDir,
+    Content,
     DbParams,
     Leftover,
     OpenArchive,
@@ -36,6 +37,31 @@ derived_name = catalog.derived_name  # the name other modules know it by
 def _passfile_line(password: str) -> str:
     escaped = password.replace("\\", "\\\\").replace(":", "\\:")
     return f"*:*:*:*:{escaped}\n"
+
+
+class _Complete:
+    """The content, whose end is proven only when pg_dump's last line went past too (after
+    the archive's own checks: a damaged archive is named as such first)."""
+
+    def __init__(self, content: Content, scanner: DumpScanner) -> None:
+        self.content = content
+        self.scanner = scanner
+
+    def read(self, size: int = -1) -> bytes:
+        return self.content.read(size)
+
+    def check_end(self) -> None:
+        self.content.check_end()
+        self.scanner.check_complete()
+
+    def settle(self) -> ArchiveError | None:
+        settle = getattr(self.content, "settle", None)
+        return settle() if settle is not None else None
+
+    def abandon(self) -> None:
+        abandon = getattr(self.content, "abandon", None)
+        if abandon is not None:
+            abandon()
 
 
 class _ToolContent:
@@ -271,7 +297,7 @@ class PostgreSQL:
             pipes.load(
                 [*argv, "-o", "/dev/null"],
                 env,
-                content,
+                _Complete(content, scanner),
                 what=f"psql into {db.describe(dbname)}",
                 secrets=[db.password],
                 prologue=b"BEGIN;\n" + prologue,

@@ -108,14 +108,17 @@ class DumpScanner:
     def finish(self) -> bytes:
         rest, self.held = self.held, b""
         kept = rest if rest and (self.in_copy or self._keep(rest.rstrip(b"\n"))) else b""
-        if self.single_transaction and not self.complete:
-            # A whole compressed file of part of a dump: it must never commit.
+        return kept if self.emit else b""
+
+    def check_complete(self) -> None:
+        """Raise unless pg_dump's last line went past: a whole compressed file holding part
+        of a dump must never commit."""
+        if not self.complete:
             raise ArchiveError(
                 'the archive ends before pg_dump\'s last line ("dump complete"): it holds'
                 " part of a dump; nothing was committed",
                 "use another backup",
             )
-        return kept if self.emit else b""
 
     def result(self) -> dict[str, Any]:
         found: dict[str, Any] = {

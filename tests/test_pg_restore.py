@@ -357,3 +357,23 @@ def test_a_restore_test_expects_exactly_the_excluded_tables_empty() -> None:
         "properties": {"excluded_tables": ["public.*", "public.Sessions_Secret"]},
     }
     assert expected_counts(manifest) == {"*": 0, "x": 2, "audit.log": 5, "Sessions_Secret": 0}
+
+
+def test_extensions_a_createdb_role_may_not_create_are_refused_first(
+    site: Site, tmp_path: Path
+) -> None:
+    """A trusted extension (citext) restores for a non-superuser; an untrusted one
+    (file_fdw) is named before anything changes, on the swap path and in place."""
+    sql(f"ALTER ROLE {ident(site.app)} CREATEDB")
+    sql("CREATE EXTENSION citext; CREATE EXTENSION file_fdw;", site.db)
+    sql(f"SET ROLE {ident(site.app)}; CREATE TABLE public.tag (t public.citext)", site.db)
+    good = backup(params(site.db), tmp_path / "b")
+    before = state(site.db)
+    with pytest.raises(RestoreRefused) as refused:
+        restore(params(site.db, site.app), good, tmp_path)
+    assert "extension file_fdw: untrusted, only a superuser may create it" in refused.value.line()
+    assert "citext" not in refused.value.line()
+    assert state(site.db) == before and derived(site.db) == []
+    # In place, the extension a superuser installed stays: the restore goes through.
+    restore(params(site.db, site.app), good, tmp_path, in_place=True)
+    assert state(site.db) == before

@@ -270,11 +270,15 @@ class PostgreSQL:
         no_privileges: bool = False,
         prologue: bytes = b"",
         epilogue: bytes = b"",
+        keep_extensions: frozenset[str] = frozenset(),
     ) -> DumpScanner:
         """Load an archive into ``dbname`` in one transaction that opskit opens and commits:
         COMMIT is sent only once the whole archive was read and matched its manifest."""
         scanner = DumpScanner(
-            no_owner=no_owner, no_privileges=no_privileges, single_transaction=True
+            no_owner=no_owner,
+            no_privileges=no_privileges,
+            single_transaction=True,
+            keep_extensions=keep_extensions,
         )
         if isinstance(open_archive, ArchiveDir) and not prologue and not epilogue:
             self._sql_run(

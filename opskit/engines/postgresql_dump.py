@@ -22,6 +22,9 @@ _DEFAULT = re.compile(
     rb"^ALTER DEFAULT PRIVILEGES FOR ROLE (?P<owner>\S+) .* (?:TO|FROM) (?P<role>\S+?)"
     rb"(?: WITH GRANT OPTION)?;$"
 )
+_KEPT_EXTENSION = re.compile(
+    rb"^(?:DROP EXTENSION IF EXISTS |COMMENT ON EXTENSION )(?P<name>\"(?:[^\"]|\"\")+\"|[^ ;]+)"
+)
 _EXTENSION = re.compile(rb"^CREATE EXTENSION (?:IF NOT EXISTS )?(?P<name>\S+)")
 # pg_dump's TOC comment before each entry: "-- Data for Name: BLOBS; Type: BLOBS; ..."
 _TOC = re.compile(rb"^-- (?:Data for )?Name: .*?; Type: (?P<type>[A-Z ]+?);")
@@ -50,11 +53,14 @@ class DumpScanner:
         no_privileges: bool = False,
         single_transaction: bool = False,
         emit: bool = True,
+        keep_extensions: frozenset[str] = frozenset(),
     ) -> None:
         self.no_owner = no_owner
         self.no_privileges = no_privileges
         self.single_transaction = single_transaction  # drop the dump's BEGIN/COMMIT lines
         self.emit = emit
+        # Extensions installed by a role this one is not: left as they are (in place).
+        self.keep_extensions = keep_extensions
         self.held = b""
         self.in_copy = False
         self.line_start = True
@@ -165,6 +171,10 @@ class DumpScanner:
                 self.left_out["privileges"] += 1
                 return False
             return True
+        if self.keep_extensions and head.startswith((b"DROP EXT", b"COMMENT ")):
+            m = _KEPT_EXTENSION.match(line)
+            if m and unquote(m["name"]) in self.keep_extensions:
+                return False
         if head.startswith(b"CREATE E"):
             m = _EXTENSION.match(line)
             if m:

@@ -234,7 +234,7 @@ class Restorer:
             )
         roles = self._preflight(db, me, props, scanned, ctx, in_place)
         if in_place:
-            self._in_place(db, open_archive, ctx, props, live, me, set(roles))
+            self._in_place(db, open_archive, ctx, props, live, me, set(roles), scanned)
         else:
             self._swap_path(db, open_archive, ctx, props, set(roles))
 
@@ -247,6 +247,7 @@ class Restorer:
         live: dict[str, Any],
         me: Mapping[str, Any],
         roles: set[str],
+        scanned: Mapping[str, Any],
     ) -> None:
         user = str(me.get("user"))
         may_own = bool(me.get("super")) or (
@@ -281,6 +282,15 @@ class Restorer:
                 f" (the archive's: {props.get('encoding')}, {props.get('collate')}); an in-place"
                 " restore cannot change them"
             )
+        kept: frozenset[str] = frozenset()
+        if not me.get("super"):
+            found = self._extensions(db, list(scanned.get("extensions") or []))
+            kept = frozenset(n for n, info in found.items() if info.get("kept"))
+            if kept:
+                ctx.notes.append(
+                    f"extension(s) {', '.join(sorted(kept))} stay as installed (by a role"
+                    f" {user} is not a member of)"
+                )
         _record(ctx, phase="swapping", mode="in-place", in_place=True)
         prologue = (catalog.WIPE_SQL + catalog.reset_public_acl_sql()).encode()
         epilogue = "".join(s + ";\n" for s in statements).encode()
@@ -294,6 +304,7 @@ class Restorer:
                 no_privileges=ctx.no_privileges,
                 prologue=prologue,
                 epilogue=epilogue,
+                keep_extensions=kept,
             )
         except BaseException:
             _record(ctx, phase="done")  # psql's transaction did not commit: nothing changed

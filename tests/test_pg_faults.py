@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SUNDAY
+from conftest import SUNDAY, run_opskit, write_project
 from support.pg_state import (
     Backup,
     backup,
@@ -300,3 +300,26 @@ def test_a_backup_after_a_killed_swap_dumps_the_database_whole_never_half(
     with archive.open_content(latest) as reader:
         dumped = reader.read(-1)
     assert b"CREATE TABLE public.after_backup" in dumped  # the database as it was, whole
+
+
+def test_the_real_opskit_killed_mid_swap_is_reported_and_cleared_by_the_next_command(
+    live: tuple[str, Path], tmp_path: Path
+) -> None:
+    """`opskit restore` killed (SIGKILL at a kill point) with the live database refusing
+    connections; `opskit check` FAILs saying what it undid; the next check is clear."""
+    db, _ = live
+    site = write_project(tmp_path / "site", {"default": params(db)})
+    assert run_opskit("backup", cwd=site).returncode == 0
+    change(db)
+    before = state(db)
+    killed = run_opskit(
+        "restore", "--yes", cwd=site, env={"OPSKIT_TEST_KILL_AT": "postgresql:connections-off"}
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert allowed(db) == "f"
+    found = run_opskit("check", "--only", "restore", cwd=site)
+    assert found.returncode != 0
+    assert "FAIL" in found.stdout and "undid the stopped restore" in found.stdout, found.stdout
+    assert allowed(db) == "t" and state(db) == before
+    again = run_opskit("check", "--only", "restore", cwd=site)
+    assert again.returncode == 0, again.stdout

@@ -167,15 +167,14 @@ class Restorer:
                     missing.add(role)
                     problems.append(f"privileges on {', '.join(objects)} for {role}: no such role")
         if not superuser:
-            for name, info in sorted(
-                self._extensions(db, list(scanned.get("extensions") or [])).items()
-            ):
-                if not info.get("trusted") and not (in_place and info.get("kept")):
+            wanted = list(scanned.get("extensions") or [])
+            found = self._extensions(db, wanted)
+            for name in wanted:
+                info = found.get(name)
+                if info is None:
+                    problems.append(f"extension {name}: not installed on this server")
+                elif not info.get("trusted") and not (in_place and info.get("kept")):
                     problems.append(f"extension {name}: untrusted, only a superuser may create it")
-            absent = set(scanned.get("extensions") or []) - set(
-                self._extensions(db, list(scanned.get("extensions") or []))
-            )
-            problems += [f"extension {n}: not installed on this server" for n in sorted(absent)]
         if not problems:
             return roles
         fixes = []

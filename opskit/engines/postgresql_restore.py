@@ -18,7 +18,6 @@ psql's input without COMMIT: the server rolls everything back.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,31 +26,14 @@ from opskit import archive, logs
 from opskit.engines import postgresql_catalog as catalog
 from opskit.engines.base import ArchiveDir, DbParams, Leftover, OpenArchive, RestoreContext
 from opskit.engines.postgresql_dump import DumpScanner
-from opskit.errors import CommandFailed, OpsError, RestoreRefused
-from opskit.journal import Journal, JournalError
+from opskit.engines.postgresql_swap import PREVIOUS_TAG, RESTORE_TAG, Swapper
+from opskit.errors import CommandFailed, RestoreRefused
+from opskit.journal import Journal
 
 if TYPE_CHECKING:
     from opskit.engines.postgresql import PostgreSQL
 
 log = logs.get("engines")
-
-RESTORE_TAG = "__opskit_restore_"
-PREVIOUS_TAG = "__pre_restore_"
-_LEFTOVER = re.compile(
-    r"^(?P<base>.*)(?P<tag>__opskit_restore_|__opskit_verify_|__pre_restore_)\d{14}(?:_\d+)?$"
-)
-# End the live database's sessions and wait until they are gone (a rename needs none).
-_TERMINATE = """DO $opskit_swap$
-BEGIN
-  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
-    WHERE datname = {name} AND pid <> pg_backend_pid();
-  FOR i IN 1..1000 LOOP
-    PERFORM pg_stat_clear_snapshot();  -- else the view holds its first reading
-    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity
-      WHERE datname = {name} AND pid <> pg_backend_pid());
-    PERFORM pg_sleep(0.01);
-  END LOOP;
-END $opskit_swap$"""
 
 
 def _record(ctx: RestoreContext, **facts: Any) -> None:
@@ -69,6 +51,13 @@ class Restorer:
 
     def __init__(self, engine: PostgreSQL) -> None:
         self.engine = engine
+        self.swapper = Swapper(engine)
+
+    def recover(self, db: DbParams, journal: Journal) -> str:
+        return self.swapper.recover(db, journal)
+
+    def leftovers(self, db: DbParams) -> list[Leftover]:
+        return self.swapper.leftovers(db)
 
     # --- facts -----------------------------------------------------------------------------
 
@@ -107,14 +96,6 @@ class Restorer:
             f" WHERE name = ANY(ARRAY[{values}]::text[]) GROUP BY name) v"
         )
         return dict(self.engine.query_json(db, sql) or {})
-
-    def _oids(self, db: DbParams) -> dict[str, int]:
-        found = self.engine.query_json(
-            db,
-            "SELECT COALESCE(json_object_agg(datname, oid), '{}') FROM pg_database",
-            self.engine.admin_db(db),
-        )
-        return {str(k): int(v) for k, v in (found or {}).items()}
 
     def _scan(self, open_archive: OpenArchive) -> dict[str, Any]:
         """Read the archive once to learn what its manifest does not say (older backups)."""
@@ -328,7 +309,7 @@ class Restorer:
     ) -> None:
         engine, admin = self.engine, self.engine.admin_db(db)
         stamp = ctx.now.strftime("%Y%m%d%H%M%S")
-        oids = self._oids(db)
+        oids = self.swapper.oids(db)
         scratch = catalog.free_name(set(oids), db.name, f"{RESTORE_TAG}{stamp}")
         previous = catalog.free_name(set(oids) | {scratch}, db.name, f"{PREVIOUS_TAG}{stamp}")
         _record(
@@ -350,7 +331,7 @@ class Restorer:
                 "install the locale on this server, or restore with --in-place",
             ) from None
         try:
-            _record(ctx, scratch_oid=self._oids(db).get(scratch))
+            _record(ctx, scratch_oid=self.swapper.oids(db).get(scratch))
             ctx.step("created")
             engine.load(
                 db, scratch, open_archive, no_owner=ctx.no_owner, no_privileges=ctx.no_privileges
@@ -368,158 +349,9 @@ class Restorer:
             engine.script(db, statements, admin)
             ctx.step("properties-set")
         except BaseException:
-            self._drop_scratch(db, ctx, scratch)
+            self.swapper.drop_scratch(db, ctx, scratch)
             raise
-        self._swap(db, ctx, scratch, previous)
-
-    def _drop_scratch(self, db: DbParams, ctx: RestoreContext, scratch: str) -> None:
-        try:
-            self.engine.drop_database(db, scratch, self.engine.admin_db(db))
-        except OpsError as exc:
-            log.error("restore_not_undone", database=db.alias, reason=exc.line())
-            ctx.notes.append(f"the failed restore left {scratch}; the next opskit run drops it")
-            return
-        _record(ctx, phase="done")
-        ctx.notes.append(f"restore failed; {db.name} was left as it was")
-
-    def _swap(self, db: DbParams, ctx: RestoreContext, scratch: str, previous: str) -> None:
-        engine, admin = self.engine, self.engine.admin_db(db)
-        live_q, prev_q, scratch_q = (catalog.ident(n) for n in (db.name, previous, scratch))
-        _record(ctx, phase="swapping")
-        started = time.monotonic()
-        try:
-            engine.sql(db, f"ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS false", admin)
-            ctx.step("connections-off")
-            engine.script(
-                db,
-                [
-                    _TERMINATE.format(name=catalog.literal(db.name)),
-                    f"BEGIN; ALTER DATABASE {live_q} RENAME TO {prev_q};"
-                    f" ALTER DATABASE {scratch_q} RENAME TO {live_q}; COMMIT",
-                ],
-                admin,
-            )
-            ended = time.monotonic()
-            ctx.step("renamed")
-        except BaseException:
-            self._undo_swap(db, ctx, scratch)
-            raise
-        seconds = round(ended - started, 3)
-        log.info("swap_window", database=db.alias, seconds=seconds, mode="swap")
-        ctx.notes.append(f"{db.name} was unavailable for {seconds} s (swap window)")
-        try:
-            engine.sql(db, f"ALTER DATABASE {prev_q} WITH ALLOW_CONNECTIONS true", admin)
-            ctx.step("previous-open")
-        except OpsError as exc:
-            ctx.notes.append(f"{previous} still refuses connections ({exc.line()})")
-        self._drop_or_keep(db, ctx.notes, previous, ctx.drop_old)
-        _record(ctx, phase="done")
-
-    def _undo_swap(self, db: DbParams, ctx: RestoreContext, scratch: str) -> None:
-        """The swap failed before its rename committed: live as it was, scratch dropped."""
-        try:
-            journal = ctx.journal
-            if journal is not None:
-                ctx.notes.append(self.recover(db, journal))
-                _record(ctx, phase="done")
-            else:
-                self.engine.sql(
-                    db,
-                    f"ALTER DATABASE {catalog.ident(db.name)} WITH ALLOW_CONNECTIONS true",
-                    self.engine.admin_db(db),
-                )
-                self._drop_scratch(db, ctx, scratch)
-        except OpsError as exc:
-            log.error("restore_not_undone", database=db.alias, reason=exc.line())
-            ctx.notes.append(
-                f"the stopped swap could not be undone ({exc.line()}); the next opskit run on"
-                f" {db.alias!r} finishes or undoes it (or: opskit restore --recover)"
-            )
-
-    def _drop_or_keep(self, db: DbParams, notes: list[str], previous: str, drop: bool) -> None:
-        if drop:
-            try:
-                self.engine.drop_database(db, previous, self.engine.admin_db(db))
-                notes.append(f"dropped the previous database {previous}")
-            except OpsError as exc:
-                notes.append(f"restored, but {exc.line()}")
-            return
-        notes.append(
-            f"the previous database is kept as {previous}; drop it when satisfied with:"
-            f" {catalog.drop_command(previous)} (or restore with --drop-old)"
-        )
-
-    # --- recovery and leftovers ------------------------------------------------------------
-
-    def recover(self, db: DbParams, journal: Journal) -> str:
-        mode = journal.get("mode")
-        if journal.phase in ("started", "done") or not mode:
-            return f"the restore of {db.name} had not changed it; nothing to do"
-        if mode == "in-place":
-            return (
-                f"the in-place restore of {db.name} was stopped; it ran in one transaction,"
-                f" which either committed whole or rolled back: {db.name} is whole"
-            )
-        engine, admin = self.engine, self.engine.admin_db(db)
-        scratch, previous = str(journal.get("scratch") or ""), str(journal.get("previous") or "")
-        scratch_oid, live_oid = journal.get("scratch_oid"), journal.get("live_oid")
-        oids = self._oids(db)
-        live_q = catalog.ident(db.name)
-        if scratch_oid is not None and oids.get(db.name) == scratch_oid:
-            # The rename committed: the live name is the restored database. Finish.
-            done: list[str] = []
-            if previous in oids and oids[previous] == live_oid:
-                engine.sql(
-                    db,
-                    f"ALTER DATABASE {catalog.ident(previous)} WITH ALLOW_CONNECTIONS true",
-                    admin,
-                )
-                journal.done("previous-open")
-            engine.sql(db, f"ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS true", admin)
-            self._drop_or_keep(db, done, previous, bool(journal.get("drop_old")))
-            return f"finished the stopped restore of {db.name}: it is restored; " + "; ".join(done)
-        if db.name not in oids:
-            raise JournalError(
-                f"{journal.describe()}: {db.name} does not exist (before or after the swap)",
-                f"inspect the server: {previous} and {scratch} may hold it",
-            )
-        engine.sql(db, f"ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS true", admin)
-        dropped = "nothing"
-        if scratch in oids and (scratch_oid is None or oids[scratch] == scratch_oid):
-            engine.drop_database(db, scratch, admin)
-            dropped = scratch
-        return (
-            f"undid the stopped restore of {db.name}: it is as it was and accepts connections;"
-            f" dropped {dropped}"
-        )
-
-    def leftovers(self, db: DbParams) -> list[Leftover]:
-        found = []
-        for name in self._oids(db):
-            match = _LEFTOVER.match(name)
-            if not match or match["base"] != db.name[: len(match["base"])]:
-                continue
-            if match["base"] != db.name and len(name.encode()) < catalog.MAX_IDENT:
-                continue  # only a full-length name is cut
-            kind = "previous" if match["tag"] == PREVIOUS_TAG else "scratch"
-            found.append((kind, name))
-        if not found:
-            return []
-        values = ", ".join(catalog.literal(n) for _, n in found)
-        sizes = (
-            self.engine.query_json(
-                db,
-                "SELECT COALESCE(json_object_agg(datname, CASE WHEN has_database_privilege(oid,"
-                " 'CONNECT') THEN pg_database_size(oid) END), '{}') FROM pg_database"
-                f" WHERE datname = ANY(ARRAY[{values}]::text[])",
-                self.engine.admin_db(db),
-            )
-            or {}
-        )
-        return [
-            Leftover(kind, name, catalog.drop_command(name), sizes.get(name))
-            for kind, name in found
-        ]
+        self.swapper.swap(db, ctx, scratch, previous)
 
 
 def owners_flag(problems: list[str]) -> bool:

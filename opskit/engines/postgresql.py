@@ -16,16 +16,15 @@ from opskit.engines import postgresql_catalog as catalog
 from opskit.engines import tooling
 from opskit.engines.base import (
     ArchiveDir,
-    Content,
     DbParams,
     Leftover,
     OpenArchive,
     RestoreContext,
 )
 from opskit.engines.diagnose import connecting
-from opskit.engines.postgresql_dump import DumpObserver, DumpScanner
+from opskit.engines.postgresql_dump import CompleteContent, DumpObserver, DumpScanner, ToolContent
 from opskit.engines.postgresql_restore import Restorer
-from opskit.errors import ArchiveError, CommandFailed, OpsError
+from opskit.errors import CommandFailed, OpsError
 from opskit.journal import Journal
 
 log = logs.get("engines")
@@ -37,65 +36,6 @@ derived_name = catalog.derived_name  # the name other modules know it by
 def _passfile_line(password: str) -> str:
     escaped = password.replace("\\", "\\\\").replace(":", "\\:")
     return f"*:*:*:*:{escaped}\n"
-
-
-class _Complete:
-    """The content, whose end is proven only when pg_dump's last line went past too (after
-    the archive's own checks: a damaged archive is named as such first)."""
-
-    def __init__(self, content: Content, scanner: DumpScanner) -> None:
-        self.content = content
-        self.scanner = scanner
-
-    def read(self, size: int = -1) -> bytes:
-        return self.content.read(size)
-
-    def check_end(self) -> None:
-        self.content.check_end()
-        self.scanner.check_complete()
-
-    def settle(self) -> ArchiveError | None:
-        settle = getattr(self.content, "settle", None)
-        return settle() if settle is not None else None
-
-    def abandon(self) -> None:
-        abandon = getattr(self.content, "abandon", None)
-        if abandon is not None:
-            abandon()
-
-
-class _ToolContent:
-    """A program's output (pg_restore writing a directory archive as SQL), read as content:
-    its end is proven when the program exited cleanly."""
-
-    def __init__(self, child: proc.Child) -> None:
-        self.child = child
-        self.reader = proc.interruptible(child.stdout)
-        self.checked = False
-
-    def read(self, size: int = -1) -> bytes:
-        return self.reader.read(size if size > 0 else 1 << 20)
-
-    def check_end(self) -> None:
-        if not self.checked:
-            try:
-                self.child.wait()
-            except CommandFailed as exc:
-                raise ArchiveError(exc.message, "use another backup") from None
-            self.checked = True
-
-    def settle(self) -> ArchiveError | None:
-        try:
-            while self.read(1 << 20):
-                pass
-            self.check_end()
-        except ArchiveError as exc:
-            return exc
-        return None
-
-    def abandon(self) -> None:
-        if not self.checked:
-            self.child.kill()
 
 
 class PostgreSQL:
@@ -301,7 +241,7 @@ class PostgreSQL:
             pipes.load(
                 [*argv, "-o", "/dev/null"],
                 env,
-                _Complete(content, scanner),
+                CompleteContent(content, scanner),
                 what=f"psql into {db.describe(dbname)}",
                 secrets=[db.password],
                 prologue=b"BEGIN;\n" + prologue,
@@ -313,14 +253,14 @@ class PostgreSQL:
     @contextlib.contextmanager
     def restore_script(
         self, folder: ArchiveDir, no_owner: bool = False, no_privileges: bool = False
-    ) -> Iterator[_ToolContent]:
+    ) -> Iterator[ToolContent]:
         """A directory archive as one SQL script (pg_restore --file=-), read as content."""
         argv = self.restore_argv(folder, "", no_owner, no_privileges)
         with contextlib.nullcontext(proc.child_env({})) as env:
             child = proc.Child(
                 argv, env, what=f"pg_restore of {folder.path.name}", stdout=proc.PIPE
             )
-            content = _ToolContent(child)
+            content = ToolContent(child)
             try:
                 yield content
             finally:

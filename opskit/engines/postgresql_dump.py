@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from opskit.errors import ArchiveError
+from opskit import proc
+from opskit.engines.base import Content
+from opskit.errors import ArchiveError, CommandFailed
 
 # pg_dump writes each of these on one line of its own.
 _OWNER = re.compile(rb"^ALTER (?P<kind>[A-Z][A-Z ]*?) (?P<name>.+) OWNER TO (?P<role>.+);$")
@@ -221,3 +223,62 @@ class DumpObserver:
     def result(self) -> dict[str, Any]:
         self.scanner.finish()
         return self.scanner.result()
+
+
+class CompleteContent:
+    """The content, whose end is proven only when pg_dump's last line went past too (after
+    the archive's own checks: a damaged archive is named as such first)."""
+
+    def __init__(self, content: Content, scanner: DumpScanner) -> None:
+        self.content = content
+        self.scanner = scanner
+
+    def read(self, size: int = -1) -> bytes:
+        return self.content.read(size)
+
+    def check_end(self) -> None:
+        self.content.check_end()
+        self.scanner.check_complete()
+
+    def settle(self) -> ArchiveError | None:
+        settle = getattr(self.content, "settle", None)
+        return settle() if settle is not None else None
+
+    def abandon(self) -> None:
+        abandon = getattr(self.content, "abandon", None)
+        if abandon is not None:
+            abandon()
+
+
+class ToolContent:
+    """A program's output (pg_restore writing a directory archive as SQL), read as content:
+    its end is proven when the program exited cleanly."""
+
+    def __init__(self, child: proc.Child) -> None:
+        self.child = child
+        self.reader = proc.interruptible(child.stdout)
+        self.checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        return self.reader.read(size if size > 0 else 1 << 20)
+
+    def check_end(self) -> None:
+        if not self.checked:
+            try:
+                self.child.wait()
+            except CommandFailed as exc:
+                raise ArchiveError(exc.message, "use another backup") from None
+            self.checked = True
+
+    def settle(self) -> ArchiveError | None:
+        try:
+            while self.read(1 << 20):
+                pass
+            self.check_end()
+        except ArchiveError as exc:
+            return exc
+        return None
+
+    def abandon(self) -> None:
+        if not self.checked:
+            self.child.kill()

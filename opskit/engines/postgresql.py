@@ -1,4 +1,7 @@
-"""PostgreSQL: pg_dump plain SQL; restore into a scratch database, then swap by rename."""
+"""PostgreSQL: pg_dump (plain SQL or directory format) keeping owners and privileges, in
+the database's own encoding, with the database's properties in the manifest; loads that
+opskit commits itself once the archive proved whole. How a restore runs (a scratch
+database and a swap, or one transaction in place) is ``postgresql_restore``."""
 
 from __future__ import annotations
 

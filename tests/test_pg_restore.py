@@ -377,3 +377,34 @@ def test_extensions_a_createdb_role_may_not_create_are_refused_first(
     # In place, the extension a superuser installed stays: the restore goes through.
     restore(params(site.db, site.app), good, tmp_path, in_place=True)
     assert state(site.db) == before
+
+
+@pytest.mark.parametrize("createdb", [False, True])
+def test_a_role_that_does_not_own_the_database_is_refused_first(
+    site: Site, tmp_path: Path, createdb: bool
+) -> None:
+    """Neither emptying it in place nor renaming it is allowed to another role: said first."""
+    build(site, other_owner=False)
+    good = backup(params(site.db), tmp_path / "b")
+    change(site)
+    if createdb:
+        sql(f"ALTER ROLE {ident(site.reader)} CREATEDB")
+    before = state(site.db)
+    with pytest.raises(RestoreRefused) as refused:
+        restore(params(site.db, site.reader), good, tmp_path)
+    assert f"needs the owner of {site.db} ({site.app})" in refused.value.line()
+    assert "nothing was changed" in refused.value.line()
+    assert state(site.db) == before and derived(site.db) == []
+
+
+def test_a_database_that_does_not_exist_is_refused_with_the_command_that_creates_it(
+    pg_server: None, tmp_path: Path
+) -> None:
+    db = name()
+    with scratch_server_objects(dbs=(db,)):
+        sql(f"CREATE DATABASE {ident(db)}")
+        good = backup(params(db), tmp_path / "b")
+        sql(f"DROP DATABASE {ident(db)}")
+        with pytest.raises(RestoreRefused) as refused:
+            restore(params(db), good, tmp_path)
+        assert f"""psql -d postgres -c 'CREATE DATABASE "{db}"'""" in refused.value.line()

@@ -189,7 +189,8 @@ class Restorer:
         if not live:
             raise RestoreRefused(
                 f"{db.describe()} does not exist",
-                f"create it first: psql -d postgres -c 'CREATE DATABASE {catalog.ident(db.name)}'",
+                "create it first: "
+                + catalog.sql_command(f"CREATE DATABASE {catalog.ident(db.name)}"),
             )
         recorded = ctx.properties.get("database")
         props = dict(recorded) if isinstance(recorded, Mapping) and recorded else dict(live)
@@ -200,17 +201,23 @@ class Restorer:
         scanned = ctx.properties if "owners" in ctx.properties else self._scan(open_archive)
         me = self._me(db)
         in_place = ctx.in_place or not (me.get("super") or me.get("createdb"))
-        if (
-            in_place
-            and not me.get("super")
-            and not self._roles(db, {str(live.get("owner"))}).get(str(live.get("owner")))
-        ):
+        owner, user = str(live.get("owner")), str(me.get("user"))
+        if not me.get("super") and not self._roles(db, {owner}).get(owner):
+            # Only the owner (or a member) may empty it in place, or rename it for a swap.
+            why = (
+                "may not create databases, and an in-place restore"
+                if not me.get("createdb")
+                else "is not a superuser, and the restore (in place or by a swap)"
+            )
             raise RestoreRefused(
-                f"{me.get('user')} may not create databases, and an in-place restore needs the"
-                f" owner of {db.name} ({live.get('owner')}); nothing was changed",
-                f"restore as {live.get('owner')}, or ALTER ROLE"
-                f" {catalog.ident(str(me.get('user')))}"
-                " CREATEDB (the safe path: a scratch database and a swap)",
+                f"{user} {why} needs the owner of {db.name} ({owner}); nothing was changed",
+                f"restore as {owner} or as a superuser"
+                + (
+                    f" (with ALTER ROLE {catalog.ident(owner)} CREATEDB, the owner takes the"
+                    " safe path: a scratch database and a swap)"
+                    if not me.get("createdb")
+                    else ""
+                ),
             )
         roles = self._preflight(db, me, props, scanned, ctx, in_place)
         if in_place:

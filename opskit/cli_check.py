@@ -32,7 +32,11 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
     help="Oldest acceptable latest backup: 90m, 26h, 2d.",
 )
 @click.option("--cron", "with_cron", is_flag=True, help="Also check the installed cron jobs.")
-@click.option("--cron-user", metavar="NAME", help="With --cron: whose crontab to read.")
+@click.option(
+    "--cron-user",
+    metavar="NAME",
+    help="With --cron: whose crontab to read; its jobs are checked as that user.",
+)
 @click.option("--cron-d", metavar="NAME", help="With --cron: read /etc/cron.d/NAME instead.")
 @click.option(
     "--name",
@@ -55,6 +59,12 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option(
     "--only", metavar="NAMES", help="Comma-separated checks to run, e.g. database,latest."
 )
+@click.option(
+    "--offsite",
+    "with_offsite",
+    is_flag=True,
+    help="Also check the OFFSITE repositories: reachable, newest snapshots within --max-age.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @hc_option
 @click.pass_context
@@ -68,6 +78,7 @@ def check_command(
     with_hc: bool,
     ack_size: tuple[str, ...],
     only: str | None,
+    with_offsite: bool,
     as_json: bool,
     check: str | None,
 ) -> None:
@@ -79,7 +90,7 @@ def check_command(
     from opskit import logs
     from opskit.config import build_config
     from opskit.django_project import databases as read_databases
-    from opskit.django_project import find_settings, opskit_settings, secret_keys, setup
+    from opskit.django_project import find_settings, media_root, opskit_settings, secret_keys, setup
 
     g: Globals = ctx.obj
     names = [n.strip() for n in (only or "").split(",") if n.strip()]
@@ -100,6 +111,7 @@ def check_command(
             environ=os.environ,
             flags={"BACKUP_DIR": g.backup_dir, "LOG_DIR": g.log_dir, "STRICT_PING": g.strict_ping},
             secret_keys=secret_keys(),
+            media_root=media_root(),
         )
     except OpsError as exc:
         results = checks.settings_failed(exc, names)
@@ -107,7 +119,12 @@ def check_command(
         ctx.exit(status.for_errors(sum(r.status == checks.FAIL for r in results)))
     # Read-only: log to stderr (and the ping's tail) only; the log folder is one of the checks.
     g.tail = logs.LogTail()
-    g.secrets = (*(db.password for db in dbs.values()), config.api_key, *config.signing_keys)
+    g.secrets = (
+        *(db.password for db in dbs.values()),
+        config.api_key,
+        *config.signing_keys,
+        *config.offsite_secrets(),
+    )
     logs.configure(log_dir=None, verbosity=g.verbosity, secrets=g.secrets, tail=g.tail)
     for alias in ack_size:
         _acknowledge(ctx, config, dbs, alias)
@@ -129,6 +146,17 @@ def check_command(
         cron_state=cron_state if with_cron else None,
         healthchecks=hc_state if with_hc else None,
     )
+    if with_offsite:
+        from opskit.offsite.health import check_offsite
+
+        if not config.offsite:
+            results.append(
+                checks.Result(
+                    "offsite", checks.FAIL, "no OPSKIT['OFFSITE'] is configured", "docs/offsite.md"
+                )
+            )
+        aliases = [a for a in dbs if not config.databases or a in config.databases]
+        results += check_offsite(config, aliases, started, max_age)
     _render(results, as_json)
     run.body = "".join(r.line() + "\n" for r in results)  # the ping body is the table
     finish(ctx, run, checks.to_report(results))
@@ -192,17 +220,33 @@ def _cron_state(
 ) -> list[Any]:
     """Compare the schedule ``cron install`` would write with what the crontab holds."""
     from opskit import cron
-    from opskit.check import FAIL, Result, check_cron
-    from opskit.cli_schedule import proc_dir, project_name, target, wanted_entries
+    from opskit.check import FAIL, OK, Result, check_cron
+    from opskit.cli_schedule import (
+        job_problems,
+        job_user,
+        proc_dir,
+        project_name,
+        target,
+        wanted_entries,
+    )
 
     project = project_name(ctx, name)
     try:
         wanted, _ = wanted_entries(ctx, config, None, project)
         tab = target(user, cron_d)
         installed = cron.show(project, now(), tab=tab, proc=proc_dir()).jobs
+        who = job_user(tab)
+        problems = job_problems(who, config)
     except OpsError as exc:
         return [Result("cron:jobs", FAIL, exc.message, exc.hint)]
-    return check_cron(wanted, installed, tab.label, cron.cron_daemon_running(proc_dir()))
+    results = check_cron(wanted, installed, tab.label, cron.cron_daemon_running(proc_dir()))
+    # What cron needs before opskit even starts, checked as the user the jobs run as.
+    for problem in problems:
+        results.append(Result("cron:start", FAIL, f"a job would fail: {problem.text}", problem.fix))
+    if not problems:
+        found = f"as {who.name}: cron.log, the folders, opskit and the project are usable"
+        results.append(Result("cron:start", OK, found))
+    return results
 
 
 COMMANDS: list[click.Command] = [check_command]

@@ -3,30 +3,45 @@
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import click
 
 from opskit.cli_common import (
+    DATABASE_HELP,
     fail_early,
     finish,
     hc_option,
     load_project,
     now,
     progress_of,
+    source_argument,
     start_job,
 )
 from opskit.errors import OpsError
 
 
 @click.command("verify")
-@click.argument("sources", nargs=-1, metavar="[SOURCE]...")
+@click.argument("sources", nargs=-1, metavar="[SOURCE]...", callback=source_argument)
 @click.option("--all", "every", is_flag=True, help="Every archive, pre-restore copies too.")
-@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
+@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS", help=DATABASE_HELP)
 @click.option(
     "--restore-test", is_flag=True, help="Also restore into a scratch database and count rows."
 )
 @click.option(
     "--trust-unsigned", is_flag=True, help="Accept unsigned manifests (after inspecting them)."
+)
+@click.option(
+    "--offsite",
+    is_flag=True,
+    help="Check the OFFSITE repositories instead: restic check, and the newest snapshot of"
+    " each database read back and hashed.",
+)
+@click.option(
+    "--read-data-subset",
+    metavar="N/M",
+    help="With --offsite: also read this part of the data (restic check --read-data-subset).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @hc_option
@@ -38,6 +53,8 @@ def verify_command(
     databases: tuple[str, ...],
     restore_test: bool,
     trust_unsigned: bool,
+    offsite: bool,
+    read_data_subset: str | None,
     as_json: bool,
     check: str | None,
 ) -> None:
@@ -56,6 +73,10 @@ def verify_command(
     except OpsError as exc:
         fail_early(ctx, exc)
     run = start_job(ctx, "verify", config, check)
+    if read_data_subset and not offsite:
+        raise click.UsageError("--read-data-subset goes with --offsite")
+    if offsite:
+        _verify_offsite(ctx, run, config, aliases, read_data_subset, as_json)
     started = now()
     targets = plan(config, dbs, aliases, sources, every=every)
     report, verdicts = run_verify(
@@ -71,6 +92,29 @@ def verify_command(
     else:
         for verdict in verdicts:
             click.echo(verdict.line())
+    finish(ctx, run, report)
+
+
+def _verify_offsite(
+    ctx: click.Context,
+    run: Any,
+    config: Any,
+    aliases: list[str],
+    subset: str | None,
+    as_json: bool,
+) -> None:
+    from opskit.offsite.health import verify_offsite
+
+    if not config.offsite:
+        fail_early(ctx, OpsError("no OPSKIT['OFFSITE'] is configured", "see docs/offsite.md"))
+    if subset is not None and not re.fullmatch(r"\d+/\d+|\d+(\.\d+)?%", subset):
+        raise click.BadParameter("give N/M (1/7) or a percentage", param_hint="--read-data-subset")
+    report, lines = verify_offsite(config, aliases, subset)
+    if as_json:
+        click.echo(json.dumps(lines, indent=2))
+    else:
+        for line in lines:
+            click.echo(line)
     finish(ctx, run, report)
 
 

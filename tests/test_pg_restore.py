@@ -408,3 +408,29 @@ def test_a_database_that_does_not_exist_is_refused_with_the_command_that_creates
         with pytest.raises(RestoreRefused) as refused:
             restore(params(db), good, tmp_path)
         assert f"""psql -d postgres -c 'CREATE DATABASE "{db}"'""" in refused.value.line()
+
+
+@pytest.mark.parametrize("command", [b"\\! touch {}", b"\\o {}", b"\\copy (SELECT 1) TO '{}'"])
+@pytest.mark.parametrize("where", ["first", "last"])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_an_archive_never_runs_a_psql_backslash_command(
+    site: Site, tmp_path: Path, command: bytes, in_place: bool, where: str
+) -> None:
+    """psql loads under a restricted-mode key of opskit's own: pg_dump's \\restrict and
+    \\unrestrict lines are replaced, and a backslash command before the first or after the
+    last of them fails the load."""
+    build(site, other_owner=False)
+    good = backup(params(site.db), tmp_path / "b")
+    marker = tmp_path / "ran"
+    line = command.replace(b"{}", str(marker).encode()) + b"\n"
+    content = content_of(good)
+    crafted = archive_with(
+        line + content if where == "first" else content + line, tmp_path / "x", good
+    )
+    change(site)
+    before = state(site.db)
+    with pytest.raises(CommandFailed) as failed:
+        restore(params(site.db), crafted, tmp_path, in_place=in_place)
+    assert "backslash commands are restricted" in failed.value.line()
+    assert not marker.exists()
+    assert state(site.db) == before and derived(site.db) == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import secrets
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -247,7 +248,9 @@ class PostgreSQL:
                 CompleteContent(content, scanner),
                 what=f"psql into {db.describe(dbname)}",
                 secrets=[db.password],
-                prologue=b"BEGIN;\n" + prologue,
+                # psql's restricted mode under a key of this load: no backslash command
+                # of the archive (\\!, \\o, \\copy...) ever runs.
+                prologue=f"\\restrict {secrets.token_hex(32)}\n".encode() + b"BEGIN;\n" + prologue,
                 epilogue=b"SET client_encoding = 'UTF8';\n" + epilogue + b"COMMIT;\n",
                 transform=scanner,
             )

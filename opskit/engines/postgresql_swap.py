@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from opskit import logs
 from opskit.engines import postgresql_catalog as catalog
 from opskit.engines.base import DbParams, Leftover, RestoreContext
-from opskit.errors import OpsError
+from opskit.errors import CommandFailed, OpsError
 from opskit.journal import Journal, JournalError
 
 if TYPE_CHECKING:
@@ -91,6 +91,15 @@ class Swapper:
             )
             ended = time.monotonic()
             ctx.step("renamed")
+        except CommandFailed as exc:
+            self.undo(db, ctx, scratch)
+            if "being accessed by other users" not in exc.message:
+                raise
+            raise CommandFailed(
+                f"{exc.message}; the swap was undone, {db.name} is as it was",
+                f"end what holds {db.name} (a prepared transaction, or sessions this role may"
+                " not end: GRANT pg_signal_backend to it), then restore again",
+            ) from None
         except BaseException:
             self.undo(db, ctx, scratch)
             raise

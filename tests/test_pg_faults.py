@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SUNDAY, run_opskit, write_project
 from support.pg_state import (
     Backup,
     backup,
@@ -29,8 +30,9 @@ from support.pg_state import (
 )
 from support.private_postgres import PrivatePostgres
 
+from opskit import archive, rotation
 from opskit import journal as journals
-from opskit import rotation
+from opskit.backup import run_backup
 from opskit.check import FAIL, check_restores
 from opskit.config import Config
 from opskit.engines import DbParams
@@ -132,7 +134,7 @@ def test_killed_at_each_swap_step_is_finished_or_undone_by_the_next_run(
         assert left == []
 
 
-@pytest.mark.parametrize("mode", ["in-place", "swap"])
+@pytest.mark.parametrize("mode", ["no-createdb", "in-place", "swap"])
 def test_kill_9_during_the_load_leaves_the_database_unchanged(
     live: tuple[str, Path], tmp_path: Path, mode: str
 ) -> None:
@@ -141,11 +143,30 @@ def test_kill_9_during_the_load_leaves_the_database_unchanged(
         "INSERT INTO item SELECT g, repeat(md5(g::text), 8) FROM generate_series(20001, 400000) g",
         db,
     )
-    good = backup(params(db), tmp_path / "b")
+    role = name("opskit_app")
+    with scratch_server_objects(role):
+        who = "postgres"
+        if mode == "no-createdb":  # the app role owns it all and may not create databases
+            who = role
+            sql(f"CREATE ROLE {ident(role)} LOGIN NOCREATEDB")
+            sql(f"ALTER DATABASE {ident(db)} OWNER TO {ident(role)}")
+            sql(
+                f"ALTER TABLE item OWNER TO {ident(role)}; ALTER TABLE note OWNER TO {ident(role)}",
+                db,
+            )
+        try:
+            killed_mid_load(db, folder, tmp_path, who, mode)
+        finally:
+            sql(f"ALTER DATABASE {ident(db)} OWNER TO postgres")
+            sql(f"DROP OWNED BY {ident(role)}", db, check=False)
+
+
+def killed_mid_load(db: str, folder: Path, tmp_path: Path, who: str, mode: str) -> None:
+    good = backup(params(db, who), tmp_path / "b")
     change(db)
     before = state(db)
-    child = start_child(params(db), good, folder, in_place=mode == "in-place")
-    target = db if mode == "in-place" else f"{db}__opskit_restore_%"
+    child = start_child(params(db, who), good, folder, in_place=mode == "in-place")
+    target = db if mode != "swap" else f"{db}__opskit_restore_%"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         busy = sql(
@@ -163,8 +184,8 @@ def test_kill_9_during_the_load_leaves_the_database_unchanged(
     assert state(db) == before
     left = journals.load(folder)
     assert left is not None
-    said = PostgreSQL().recover(params(db), left)
-    assert ("rolled back" in said) if mode == "in-place" else ("dropped" in said), said
+    said = PostgreSQL().recover(params(db, who), left)
+    assert ("rolled back" in said) if mode != "swap" else ("dropped" in said), said
     left.finish()
     assert [d for d in databases(db) if d != db] == []
     assert state(db) == before
@@ -242,3 +263,63 @@ def test_a_failed_swap_rename_is_undone_at_once(tmp_path: Path) -> None:
         assert journals.load(folder) is None
     finally:
         cluster.stop()
+
+
+def test_killed_after_the_in_place_commit_the_next_run_says_it_is_whole(
+    live: tuple[str, Path], config: Config, tmp_path: Path
+) -> None:
+    db, folder = live
+    expected = state(db)
+    good = backup(params(db), tmp_path / "b")
+    change(db)
+    child = start_child(params(db), good, folder, kill_at="committed", in_place=True)
+    child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL
+    found = check_restores(config, params(db))
+    assert any(r.status == FAIL and "is whole" in r.found for r in found), found
+    assert journals.load(folder) is None and state(db) == expected
+
+
+def test_a_backup_after_a_killed_swap_dumps_the_database_whole_never_half(
+    live: tuple[str, Path], config: Config, tmp_path: Path
+) -> None:
+    """Killed with the live database refusing connections: the next backup first undoes
+    the swap (connections allowed again), then dumps the database as it was."""
+    db, folder = live
+    good = backup(params(db), tmp_path / "b")
+    change(db)
+    before = state(db)
+    child = start_child(params(db), good, folder, kill_at="connections-off")
+    child.communicate(timeout=120)
+    assert allowed(db) == "f" and journals.load(folder) is not None
+    report = run_backup(config, {"default": params(db)}, ["default"], SUNDAY)
+    assert report.exit_code == 0
+    assert journals.load(folder) is None and allowed(db) == "t"
+    assert state(db) == before
+    latest = next(folder.glob("latest.*")).resolve()
+    with archive.open_content(latest) as reader:
+        dumped = reader.read(-1)
+    assert b"CREATE TABLE public.after_backup" in dumped  # the database as it was, whole
+
+
+def test_the_real_opskit_killed_mid_swap_is_reported_and_cleared_by_the_next_command(
+    live: tuple[str, Path], tmp_path: Path
+) -> None:
+    """`opskit restore` killed (SIGKILL at a kill point) with the live database refusing
+    connections; `opskit check` FAILs saying what it undid; the next check is clear."""
+    db, _ = live
+    site = write_project(tmp_path / "site", {"default": params(db)})
+    assert run_opskit("backup", cwd=site).returncode == 0
+    change(db)
+    before = state(db)
+    killed = run_opskit(
+        "restore", "--yes", cwd=site, env={"OPSKIT_TEST_KILL_AT": "postgresql:connections-off"}
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert allowed(db) == "f"
+    found = run_opskit("check", "--only", "restore", cwd=site)
+    assert found.returncode != 0
+    assert "FAIL" in found.stdout and "undid the stopped restore" in found.stdout, found.stdout
+    assert allowed(db) == "t" and state(db) == before
+    again = run_opskit("check", "--only", "restore", cwd=site)
+    assert again.returncode == 0, again.stdout

@@ -357,3 +357,80 @@ def test_a_restore_test_expects_exactly_the_excluded_tables_empty() -> None:
         "properties": {"excluded_tables": ["public.*", "public.Sessions_Secret"]},
     }
     assert expected_counts(manifest) == {"*": 0, "x": 2, "audit.log": 5, "Sessions_Secret": 0}
+
+
+def test_extensions_a_createdb_role_may_not_create_are_refused_first(
+    site: Site, tmp_path: Path
+) -> None:
+    """A trusted extension (citext) restores for a non-superuser; an untrusted one
+    (file_fdw) is named before anything changes, on the swap path and in place."""
+    sql(f"ALTER ROLE {ident(site.app)} CREATEDB")
+    sql("CREATE EXTENSION citext; CREATE EXTENSION file_fdw;", site.db)
+    sql(f"SET ROLE {ident(site.app)}; CREATE TABLE public.tag (t public.citext)", site.db)
+    good = backup(params(site.db), tmp_path / "b")
+    before = state(site.db)
+    with pytest.raises(RestoreRefused) as refused:
+        restore(params(site.db, site.app), good, tmp_path)
+    assert "extension file_fdw: untrusted, only a superuser may create it" in refused.value.line()
+    assert "citext" not in refused.value.line()
+    assert state(site.db) == before and derived(site.db) == []
+    # In place, the extension a superuser installed stays: the restore goes through.
+    restore(params(site.db, site.app), good, tmp_path, in_place=True)
+    assert state(site.db) == before
+
+
+@pytest.mark.parametrize("createdb", [False, True])
+def test_a_role_that_does_not_own_the_database_is_refused_first(
+    site: Site, tmp_path: Path, createdb: bool
+) -> None:
+    """Neither emptying it in place nor renaming it is allowed to another role: said first."""
+    build(site, other_owner=False)
+    good = backup(params(site.db), tmp_path / "b")
+    change(site)
+    if createdb:
+        sql(f"ALTER ROLE {ident(site.reader)} CREATEDB")
+    before = state(site.db)
+    with pytest.raises(RestoreRefused) as refused:
+        restore(params(site.db, site.reader), good, tmp_path)
+    assert f"needs the owner of {site.db} ({site.app})" in refused.value.line()
+    assert "nothing was changed" in refused.value.line()
+    assert state(site.db) == before and derived(site.db) == []
+
+
+def test_a_database_that_does_not_exist_is_refused_with_the_command_that_creates_it(
+    pg_server: None, tmp_path: Path
+) -> None:
+    db = name()
+    with scratch_server_objects(dbs=(db,)):
+        sql(f"CREATE DATABASE {ident(db)}")
+        good = backup(params(db), tmp_path / "b")
+        sql(f"DROP DATABASE {ident(db)}")
+        with pytest.raises(RestoreRefused) as refused:
+            restore(params(db), good, tmp_path)
+        assert f"""psql -d postgres -c 'CREATE DATABASE "{db}"'""" in refused.value.line()
+
+
+@pytest.mark.parametrize("command", [b"\\! touch {}", b"\\o {}", b"\\copy (SELECT 1) TO '{}'"])
+@pytest.mark.parametrize("where", ["first", "last"])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_an_archive_never_runs_a_psql_backslash_command(
+    site: Site, tmp_path: Path, command: bytes, in_place: bool, where: str
+) -> None:
+    """psql loads under a restricted-mode key of opskit's own: pg_dump's \\restrict and
+    \\unrestrict lines are replaced, and a backslash command before the first or after the
+    last of them fails the load."""
+    build(site, other_owner=False)
+    good = backup(params(site.db), tmp_path / "b")
+    marker = tmp_path / "ran"
+    line = command.replace(b"{}", str(marker).encode()) + b"\n"
+    content = content_of(good)
+    crafted = archive_with(
+        line + content if where == "first" else content + line, tmp_path / "x", good
+    )
+    change(site)
+    before = state(site.db)
+    with pytest.raises(CommandFailed) as failed:
+        restore(params(site.db), crafted, tmp_path, in_place=in_place)
+    assert "backslash commands are restricted" in failed.value.line()
+    assert not marker.exists()
+    assert state(site.db) == before and derived(site.db) == []

@@ -1,10 +1,14 @@
-"""PostgreSQL: pg_dump plain SQL; restore into a scratch database, then swap by rename."""
+"""PostgreSQL: pg_dump (plain SQL or directory format) keeping owners and privileges, in
+the database's own encoding, with the database's properties in the manifest; loads that
+opskit commits itself once the archive proved whole. How a restore runs (a scratch
+database and a swap, or one transaction in place) is ``postgresql_restore``."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import json
+import secrets
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -22,9 +26,9 @@ from opskit.engines.base import (
     RestoreContext,
 )
 from opskit.engines.diagnose import connecting
-from opskit.engines.postgresql_dump import DumpObserver, DumpScanner
+from opskit.engines.postgresql_dump import CompleteContent, DumpObserver, DumpScanner, ToolContent
 from opskit.engines.postgresql_restore import Restorer
-from opskit.errors import ArchiveError, CommandFailed, OpsError
+from opskit.errors import CommandFailed, OpsError
 from opskit.journal import Journal
 
 log = logs.get("engines")
@@ -36,40 +40,6 @@ derived_name = catalog.derived_name  # the name other modules know it by
 def _passfile_line(password: str) -> str:
     escaped = password.replace("\\", "\\\\").replace(":", "\\:")
     return f"*:*:*:*:{escaped}\n"
-
-
-class _ToolContent:
-    """A program's output (pg_restore writing a directory archive as SQL), read as content:
-    its end is proven when the program exited cleanly."""
-
-    def __init__(self, child: proc.Child) -> None:
-        self.child = child
-        self.reader = proc.interruptible(child.stdout)
-        self.checked = False
-
-    def read(self, size: int = -1) -> bytes:
-        return self.reader.read(size if size > 0 else 1 << 20)
-
-    def check_end(self) -> None:
-        if not self.checked:
-            try:
-                self.child.wait()
-            except CommandFailed as exc:
-                raise ArchiveError(exc.message, "use another backup") from None
-            self.checked = True
-
-    def settle(self) -> ArchiveError | None:
-        try:
-            while self.read(1 << 20):
-                pass
-            self.check_end()
-        except ArchiveError as exc:
-            return exc
-        return None
-
-    def abandon(self) -> None:
-        if not self.checked:
-            self.child.kill()
 
 
 class PostgreSQL:
@@ -244,11 +214,15 @@ class PostgreSQL:
         no_privileges: bool = False,
         prologue: bytes = b"",
         epilogue: bytes = b"",
+        keep_extensions: frozenset[str] = frozenset(),
     ) -> DumpScanner:
         """Load an archive into ``dbname`` in one transaction that opskit opens and commits:
         COMMIT is sent only once the whole archive was read and matched its manifest."""
         scanner = DumpScanner(
-            no_owner=no_owner, no_privileges=no_privileges, single_transaction=True
+            no_owner=no_owner,
+            no_privileges=no_privileges,
+            single_transaction=True,
+            keep_extensions=keep_extensions,
         )
         if isinstance(open_archive, ArchiveDir) and not prologue and not epilogue:
             self._sql_run(
@@ -271,10 +245,12 @@ class PostgreSQL:
             pipes.load(
                 [*argv, "-o", "/dev/null"],
                 env,
-                content,
+                CompleteContent(content, scanner),
                 what=f"psql into {db.describe(dbname)}",
                 secrets=[db.password],
-                prologue=b"BEGIN;\n" + prologue,
+                # psql's restricted mode under a key of this load: no backslash command
+                # of the archive (\\!, \\o, \\copy...) ever runs.
+                prologue=f"\\restrict {secrets.token_hex(32)}\n".encode() + b"BEGIN;\n" + prologue,
                 epilogue=b"SET client_encoding = 'UTF8';\n" + epilogue + b"COMMIT;\n",
                 transform=scanner,
             )
@@ -283,14 +259,14 @@ class PostgreSQL:
     @contextlib.contextmanager
     def restore_script(
         self, folder: ArchiveDir, no_owner: bool = False, no_privileges: bool = False
-    ) -> Iterator[_ToolContent]:
+    ) -> Iterator[ToolContent]:
         """A directory archive as one SQL script (pg_restore --file=-), read as content."""
         argv = self.restore_argv(folder, "", no_owner, no_privileges)
         with contextlib.nullcontext(proc.child_env({})) as env:
             child = proc.Child(
                 argv, env, what=f"pg_restore of {folder.path.name}", stdout=proc.PIPE
             )
-            content = _ToolContent(child)
+            content = ToolContent(child)
             try:
                 yield content
             finally:

@@ -57,8 +57,13 @@ def free_name(taken: set[str], name: str, tag: str) -> str:
     raise ValueError(f"no free name like {derived_name(name, tag)}")
 
 
+def sql_command(sql: str) -> str:
+    """A shell command that runs ``sql`` on the maintenance database (quoted for sh)."""
+    return "psql -d postgres -c " + shlex.quote(sql)
+
+
 def drop_command(name: str) -> str:
-    return "psql -d postgres -c " + shlex.quote(f"DROP DATABASE {ident(name)}")
+    return sql_command(f"DROP DATABASE {ident(name)}")
 
 
 def table_pattern(schema: str, table: str) -> str:

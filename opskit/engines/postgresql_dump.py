@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from opskit.errors import ArchiveError
+from opskit import proc
+from opskit.engines.base import Content
+from opskit.errors import ArchiveError, CommandFailed
 
 # pg_dump writes each of these on one line of its own.
 _OWNER = re.compile(rb"^ALTER (?P<kind>[A-Z][A-Z ]*?) (?P<name>.+) OWNER TO (?P<role>.+);$")
@@ -21,6 +23,9 @@ _GRANT = re.compile(
 _DEFAULT = re.compile(
     rb"^ALTER DEFAULT PRIVILEGES FOR ROLE (?P<owner>\S+) .* (?:TO|FROM) (?P<role>\S+?)"
     rb"(?: WITH GRANT OPTION)?;$"
+)
+_KEPT_EXTENSION = re.compile(
+    rb"^(?:DROP EXTENSION IF EXISTS |COMMENT ON EXTENSION )(?P<name>\"(?:[^\"]|\"\")+\"|[^ ;]+)"
 )
 _EXTENSION = re.compile(rb"^CREATE EXTENSION (?:IF NOT EXISTS )?(?P<name>\S+)")
 # pg_dump's TOC comment before each entry: "-- Data for Name: BLOBS; Type: BLOBS; ..."
@@ -50,11 +55,14 @@ class DumpScanner:
         no_privileges: bool = False,
         single_transaction: bool = False,
         emit: bool = True,
+        keep_extensions: frozenset[str] = frozenset(),
     ) -> None:
         self.no_owner = no_owner
         self.no_privileges = no_privileges
         self.single_transaction = single_transaction  # drop the dump's BEGIN/COMMIT lines
         self.emit = emit
+        # Extensions installed by a role this one is not: left as they are (in place).
+        self.keep_extensions = keep_extensions
         self.held = b""
         self.in_copy = False
         self.line_start = True
@@ -108,14 +116,17 @@ class DumpScanner:
     def finish(self) -> bytes:
         rest, self.held = self.held, b""
         kept = rest if rest and (self.in_copy or self._keep(rest.rstrip(b"\n"))) else b""
-        if self.single_transaction and not self.complete:
-            # A whole compressed file of part of a dump: it must never commit.
+        return kept if self.emit else b""
+
+    def check_complete(self) -> None:
+        """Raise unless pg_dump's last line went past: a whole compressed file holding part
+        of a dump must never commit."""
+        if not self.complete:
             raise ArchiveError(
                 'the archive ends before pg_dump\'s last line ("dump complete"): it holds'
                 " part of a dump; nothing was committed",
                 "use another backup",
             )
-        return kept if self.emit else b""
 
     def result(self) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -162,6 +173,14 @@ class DumpScanner:
                 self.left_out["privileges"] += 1
                 return False
             return True
+        if self.single_transaction and line.startswith((b"\\restrict ", b"\\unrestrict ")):
+            # pg_dump's own restricted-mode lines: the load runs under opskit's key instead.
+            self.left_out["restrict"] = self.left_out.get("restrict", 0) + 1
+            return False
+        if self.keep_extensions and head.startswith((b"DROP EXT", b"COMMENT ")):
+            m = _KEPT_EXTENSION.match(line)
+            if m and unquote(m["name"]) in self.keep_extensions:
+                return False
         if head.startswith(b"CREATE E"):
             m = _EXTENSION.match(line)
             if m:
@@ -208,3 +227,62 @@ class DumpObserver:
     def result(self) -> dict[str, Any]:
         self.scanner.finish()
         return self.scanner.result()
+
+
+class CompleteContent:
+    """The content, whose end is proven only when pg_dump's last line went past too (after
+    the archive's own checks: a damaged archive is named as such first)."""
+
+    def __init__(self, content: Content, scanner: DumpScanner) -> None:
+        self.content = content
+        self.scanner = scanner
+
+    def read(self, size: int = -1) -> bytes:
+        return self.content.read(size)
+
+    def check_end(self) -> None:
+        self.content.check_end()
+        self.scanner.check_complete()
+
+    def settle(self) -> ArchiveError | None:
+        settle = getattr(self.content, "settle", None)
+        return settle() if settle is not None else None
+
+    def abandon(self) -> None:
+        abandon = getattr(self.content, "abandon", None)
+        if abandon is not None:
+            abandon()
+
+
+class ToolContent:
+    """A program's output (pg_restore writing a directory archive as SQL), read as content:
+    its end is proven when the program exited cleanly."""
+
+    def __init__(self, child: proc.Child) -> None:
+        self.child = child
+        self.reader = proc.interruptible(child.stdout)
+        self.checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        return self.reader.read(size if size > 0 else 1 << 20)
+
+    def check_end(self) -> None:
+        if not self.checked:
+            try:
+                self.child.wait()
+            except CommandFailed as exc:
+                raise ArchiveError(exc.message, "use another backup") from None
+            self.checked = True
+
+    def settle(self) -> ArchiveError | None:
+        try:
+            while self.read(1 << 20):
+                pass
+            self.check_end()
+        except ArchiveError as exc:
+            return exc
+        return None
+
+    def abandon(self) -> None:
+        if not self.checked:
+            self.child.kill()

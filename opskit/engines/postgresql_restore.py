@@ -18,7 +18,6 @@ psql's input without COMMIT: the server rolls everything back.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,31 +26,14 @@ from opskit import archive, logs
 from opskit.engines import postgresql_catalog as catalog
 from opskit.engines.base import ArchiveDir, DbParams, Leftover, OpenArchive, RestoreContext
 from opskit.engines.postgresql_dump import DumpScanner
-from opskit.errors import CommandFailed, OpsError, RestoreRefused
-from opskit.journal import Journal, JournalError
+from opskit.engines.postgresql_swap import PREVIOUS_TAG, RESTORE_TAG, Swapper
+from opskit.errors import CommandFailed, RestoreRefused
+from opskit.journal import Journal
 
 if TYPE_CHECKING:
     from opskit.engines.postgresql import PostgreSQL
 
 log = logs.get("engines")
-
-RESTORE_TAG = "__opskit_restore_"
-PREVIOUS_TAG = "__pre_restore_"
-_LEFTOVER = re.compile(
-    r"^(?P<base>.*)(?P<tag>__opskit_restore_|__opskit_verify_|__pre_restore_)\d{14}(?:_\d+)?$"
-)
-# End the live database's sessions and wait until they are gone (a rename needs none).
-_TERMINATE = """DO $opskit_swap$
-BEGIN
-  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
-    WHERE datname = {name} AND pid <> pg_backend_pid();
-  FOR i IN 1..1000 LOOP
-    PERFORM pg_stat_clear_snapshot();  -- else the view holds its first reading
-    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity
-      WHERE datname = {name} AND pid <> pg_backend_pid());
-    PERFORM pg_sleep(0.01);
-  END LOOP;
-END $opskit_swap$"""
 
 
 def _record(ctx: RestoreContext, **facts: Any) -> None:
@@ -69,6 +51,13 @@ class Restorer:
 
     def __init__(self, engine: PostgreSQL) -> None:
         self.engine = engine
+        self.swapper = Swapper(engine)
+
+    def recover(self, db: DbParams, journal: Journal) -> str:
+        return self.swapper.recover(db, journal)
+
+    def leftovers(self, db: DbParams) -> list[Leftover]:
+        return self.swapper.leftovers(db)
 
     # --- facts -----------------------------------------------------------------------------
 
@@ -107,14 +96,6 @@ class Restorer:
             f" WHERE name = ANY(ARRAY[{values}]::text[]) GROUP BY name) v"
         )
         return dict(self.engine.query_json(db, sql) or {})
-
-    def _oids(self, db: DbParams) -> dict[str, int]:
-        found = self.engine.query_json(
-            db,
-            "SELECT COALESCE(json_object_agg(datname, oid), '{}') FROM pg_database",
-            self.engine.admin_db(db),
-        )
-        return {str(k): int(v) for k, v in (found or {}).items()}
 
     def _scan(self, open_archive: OpenArchive) -> dict[str, Any]:
         """Read the archive once to learn what its manifest does not say (older backups)."""
@@ -167,15 +148,14 @@ class Restorer:
                     missing.add(role)
                     problems.append(f"privileges on {', '.join(objects)} for {role}: no such role")
         if not superuser:
-            for name, info in sorted(
-                self._extensions(db, list(scanned.get("extensions") or [])).items()
-            ):
-                if not info.get("trusted") and not (in_place and info.get("kept")):
+            wanted = list(scanned.get("extensions") or [])
+            found = self._extensions(db, wanted)
+            for name in wanted:
+                info = found.get(name)
+                if info is None:
+                    problems.append(f"extension {name}: not installed on this server")
+                elif not info.get("trusted") and not (in_place and info.get("kept")):
                     problems.append(f"extension {name}: untrusted, only a superuser may create it")
-            absent = set(scanned.get("extensions") or []) - set(
-                self._extensions(db, list(scanned.get("extensions") or []))
-            )
-            problems += [f"extension {n}: not installed on this server" for n in sorted(absent)]
         if not problems:
             return roles
         fixes = []
@@ -209,7 +189,8 @@ class Restorer:
         if not live:
             raise RestoreRefused(
                 f"{db.describe()} does not exist",
-                f"create it first: psql -d postgres -c 'CREATE DATABASE {catalog.ident(db.name)}'",
+                "create it first: "
+                + catalog.sql_command(f"CREATE DATABASE {catalog.ident(db.name)}"),
             )
         recorded = ctx.properties.get("database")
         props = dict(recorded) if isinstance(recorded, Mapping) and recorded else dict(live)
@@ -220,21 +201,27 @@ class Restorer:
         scanned = ctx.properties if "owners" in ctx.properties else self._scan(open_archive)
         me = self._me(db)
         in_place = ctx.in_place or not (me.get("super") or me.get("createdb"))
-        if (
-            in_place
-            and not me.get("super")
-            and not self._roles(db, {str(live.get("owner"))}).get(str(live.get("owner")))
-        ):
+        owner, user = str(live.get("owner")), str(me.get("user"))
+        if not me.get("super") and not self._roles(db, {owner}).get(owner):
+            # Only the owner (or a member) may empty it in place, or rename it for a swap.
+            why = (
+                "may not create databases, and an in-place restore"
+                if not me.get("createdb")
+                else "is not a superuser, and the restore (in place or by a swap)"
+            )
             raise RestoreRefused(
-                f"{me.get('user')} may not create databases, and an in-place restore needs the"
-                f" owner of {db.name} ({live.get('owner')}); nothing was changed",
-                f"restore as {live.get('owner')}, or ALTER ROLE"
-                f" {catalog.ident(str(me.get('user')))}"
-                " CREATEDB (the safe path: a scratch database and a swap)",
+                f"{user} {why} needs the owner of {db.name} ({owner}); nothing was changed",
+                f"restore as {owner} or as a superuser"
+                + (
+                    f" (with ALTER ROLE {catalog.ident(owner)} CREATEDB, the owner takes the"
+                    " safe path: a scratch database and a swap)"
+                    if not me.get("createdb")
+                    else ""
+                ),
             )
         roles = self._preflight(db, me, props, scanned, ctx, in_place)
         if in_place:
-            self._in_place(db, open_archive, ctx, props, live, me, set(roles))
+            self._in_place(db, open_archive, ctx, props, live, me, set(roles), scanned)
         else:
             self._swap_path(db, open_archive, ctx, props, set(roles))
 
@@ -247,6 +234,7 @@ class Restorer:
         live: dict[str, Any],
         me: Mapping[str, Any],
         roles: set[str],
+        scanned: Mapping[str, Any],
     ) -> None:
         user = str(me.get("user"))
         may_own = bool(me.get("super")) or (
@@ -281,6 +269,15 @@ class Restorer:
                 f" (the archive's: {props.get('encoding')}, {props.get('collate')}); an in-place"
                 " restore cannot change them"
             )
+        kept: frozenset[str] = frozenset()
+        if not me.get("super"):
+            found = self._extensions(db, list(scanned.get("extensions") or []))
+            kept = frozenset(n for n, info in found.items() if info.get("kept"))
+            if kept:
+                ctx.notes.append(
+                    f"extension(s) {', '.join(sorted(kept))} stay as installed (by a role"
+                    f" {user} is not a member of)"
+                )
         _record(ctx, phase="swapping", mode="in-place", in_place=True)
         prologue = (catalog.WIPE_SQL + catalog.reset_public_acl_sql()).encode()
         epilogue = "".join(s + ";\n" for s in statements).encode()
@@ -294,6 +291,7 @@ class Restorer:
                 no_privileges=ctx.no_privileges,
                 prologue=prologue,
                 epilogue=epilogue,
+                keep_extensions=kept,
             )
         except BaseException:
             _record(ctx, phase="done")  # psql's transaction did not commit: nothing changed
@@ -318,7 +316,7 @@ class Restorer:
     ) -> None:
         engine, admin = self.engine, self.engine.admin_db(db)
         stamp = ctx.now.strftime("%Y%m%d%H%M%S")
-        oids = self._oids(db)
+        oids = self.swapper.oids(db)
         scratch = catalog.free_name(set(oids), db.name, f"{RESTORE_TAG}{stamp}")
         previous = catalog.free_name(set(oids) | {scratch}, db.name, f"{PREVIOUS_TAG}{stamp}")
         _record(
@@ -340,7 +338,7 @@ class Restorer:
                 "install the locale on this server, or restore with --in-place",
             ) from None
         try:
-            _record(ctx, scratch_oid=self._oids(db).get(scratch))
+            _record(ctx, scratch_oid=self.swapper.oids(db).get(scratch))
             ctx.step("created")
             engine.load(
                 db, scratch, open_archive, no_owner=ctx.no_owner, no_privileges=ctx.no_privileges
@@ -358,158 +356,9 @@ class Restorer:
             engine.script(db, statements, admin)
             ctx.step("properties-set")
         except BaseException:
-            self._drop_scratch(db, ctx, scratch)
+            self.swapper.drop_scratch(db, ctx, scratch)
             raise
-        self._swap(db, ctx, scratch, previous)
-
-    def _drop_scratch(self, db: DbParams, ctx: RestoreContext, scratch: str) -> None:
-        try:
-            self.engine.drop_database(db, scratch, self.engine.admin_db(db))
-        except OpsError as exc:
-            log.error("restore_not_undone", database=db.alias, reason=exc.line())
-            ctx.notes.append(f"the failed restore left {scratch}; the next opskit run drops it")
-            return
-        _record(ctx, phase="done")
-        ctx.notes.append(f"restore failed; {db.name} was left as it was")
-
-    def _swap(self, db: DbParams, ctx: RestoreContext, scratch: str, previous: str) -> None:
-        engine, admin = self.engine, self.engine.admin_db(db)
-        live_q, prev_q, scratch_q = (catalog.ident(n) for n in (db.name, previous, scratch))
-        _record(ctx, phase="swapping")
-        started = time.monotonic()
-        try:
-            engine.sql(db, f"ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS false", admin)
-            ctx.step("connections-off")
-            engine.script(
-                db,
-                [
-                    _TERMINATE.format(name=catalog.literal(db.name)),
-                    f"BEGIN; ALTER DATABASE {live_q} RENAME TO {prev_q};"
-                    f" ALTER DATABASE {scratch_q} RENAME TO {live_q}; COMMIT",
-                ],
-                admin,
-            )
-            ended = time.monotonic()
-            ctx.step("renamed")
-        except BaseException:
-            self._undo_swap(db, ctx, scratch)
-            raise
-        seconds = round(ended - started, 3)
-        log.info("swap_window", database=db.alias, seconds=seconds, mode="swap")
-        ctx.notes.append(f"{db.name} was unavailable for {seconds} s (swap window)")
-        try:
-            engine.sql(db, f"ALTER DATABASE {prev_q} WITH ALLOW_CONNECTIONS true", admin)
-            ctx.step("previous-open")
-        except OpsError as exc:
-            ctx.notes.append(f"{previous} still refuses connections ({exc.line()})")
-        self._drop_or_keep(db, ctx.notes, previous, ctx.drop_old)
-        _record(ctx, phase="done")
-
-    def _undo_swap(self, db: DbParams, ctx: RestoreContext, scratch: str) -> None:
-        """The swap failed before its rename committed: live as it was, scratch dropped."""
-        try:
-            journal = ctx.journal
-            if journal is not None:
-                ctx.notes.append(self.recover(db, journal))
-                _record(ctx, phase="done")
-            else:
-                self.engine.sql(
-                    db,
-                    f"ALTER DATABASE {catalog.ident(db.name)} WITH ALLOW_CONNECTIONS true",
-                    self.engine.admin_db(db),
-                )
-                self._drop_scratch(db, ctx, scratch)
-        except OpsError as exc:
-            log.error("restore_not_undone", database=db.alias, reason=exc.line())
-            ctx.notes.append(
-                f"the stopped swap could not be undone ({exc.line()}); the next opskit run on"
-                f" {db.alias!r} finishes or undoes it (or: opskit restore --recover)"
-            )
-
-    def _drop_or_keep(self, db: DbParams, notes: list[str], previous: str, drop: bool) -> None:
-        if drop:
-            try:
-                self.engine.drop_database(db, previous, self.engine.admin_db(db))
-                notes.append(f"dropped the previous database {previous}")
-            except OpsError as exc:
-                notes.append(f"restored, but {exc.line()}")
-            return
-        notes.append(
-            f"the previous database is kept as {previous}; drop it when satisfied with:"
-            f" {catalog.drop_command(previous)} (or restore with --drop-old)"
-        )
-
-    # --- recovery and leftovers ------------------------------------------------------------
-
-    def recover(self, db: DbParams, journal: Journal) -> str:
-        mode = journal.get("mode")
-        if journal.phase in ("started", "done") or not mode:
-            return f"the restore of {db.name} had not changed it; nothing to do"
-        if mode == "in-place":
-            return (
-                f"the in-place restore of {db.name} was stopped; it ran in one transaction,"
-                f" which either committed whole or rolled back: {db.name} is whole"
-            )
-        engine, admin = self.engine, self.engine.admin_db(db)
-        scratch, previous = str(journal.get("scratch") or ""), str(journal.get("previous") or "")
-        scratch_oid, live_oid = journal.get("scratch_oid"), journal.get("live_oid")
-        oids = self._oids(db)
-        live_q = catalog.ident(db.name)
-        if scratch_oid is not None and oids.get(db.name) == scratch_oid:
-            # The rename committed: the live name is the restored database. Finish.
-            done: list[str] = []
-            if previous in oids and oids[previous] == live_oid:
-                engine.sql(
-                    db,
-                    f"ALTER DATABASE {catalog.ident(previous)} WITH ALLOW_CONNECTIONS true",
-                    admin,
-                )
-                journal.done("previous-open")
-            engine.sql(db, f"ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS true", admin)
-            self._drop_or_keep(db, done, previous, bool(journal.get("drop_old")))
-            return f"finished the stopped restore of {db.name}: it is restored; " + "; ".join(done)
-        if db.name not in oids:
-            raise JournalError(
-                f"{journal.describe()}: {db.name} does not exist (before or after the swap)",
-                f"inspect the server: {previous} and {scratch} may hold it",
-            )
-        engine.sql(db, f"ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS true", admin)
-        dropped = "nothing"
-        if scratch in oids and (scratch_oid is None or oids[scratch] == scratch_oid):
-            engine.drop_database(db, scratch, admin)
-            dropped = scratch
-        return (
-            f"undid the stopped restore of {db.name}: it is as it was and accepts connections;"
-            f" dropped {dropped}"
-        )
-
-    def leftovers(self, db: DbParams) -> list[Leftover]:
-        found = []
-        for name in self._oids(db):
-            match = _LEFTOVER.match(name)
-            if not match or match["base"] != db.name[: len(match["base"])]:
-                continue
-            if match["base"] != db.name and len(name.encode()) < catalog.MAX_IDENT:
-                continue  # only a full-length name is cut
-            kind = "previous" if match["tag"] == PREVIOUS_TAG else "scratch"
-            found.append((kind, name))
-        if not found:
-            return []
-        values = ", ".join(catalog.literal(n) for _, n in found)
-        sizes = (
-            self.engine.query_json(
-                db,
-                "SELECT COALESCE(json_object_agg(datname, CASE WHEN has_database_privilege(oid,"
-                " 'CONNECT') THEN pg_database_size(oid) END), '{}') FROM pg_database"
-                f" WHERE datname = ANY(ARRAY[{values}]::text[])",
-                self.engine.admin_db(db),
-            )
-            or {}
-        )
-        return [
-            Leftover(kind, name, catalog.drop_command(name), sizes.get(name))
-            for kind, name in found
-        ]
+        self.swapper.swap(db, ctx, scratch, previous)
 
 
 def owners_flag(problems: list[str]) -> bool:

@@ -22,6 +22,18 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
         raise click.BadParameter(str(exc)) from None
 
 
+def _user_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from opskit.cli_schedule import existing_user
+
+    return existing_user(ctx, param, value)
+
+
+def _cron_d_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from opskit.cli_schedule import cron_d_name
+
+    return cron_d_name(ctx, param, value)
+
+
 @click.command("check")
 @click.option(
     "--max-age",
@@ -35,9 +47,15 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option(
     "--cron-user",
     metavar="NAME",
+    callback=lambda ctx, param, value: _user_flag(ctx, param, value),
     help="With --cron: whose crontab to read; its jobs are checked as that user.",
 )
-@click.option("--cron-d", metavar="NAME", help="With --cron: read /etc/cron.d/NAME instead.")
+@click.option(
+    "--cron-d",
+    metavar="NAME",
+    callback=lambda ctx, param, value: _cron_d_flag(ctx, param, value),
+    help="With --cron: read /etc/cron.d/NAME instead.",
+)
 @click.option(
     "--name",
     metavar="NAME",

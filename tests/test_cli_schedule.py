@@ -264,12 +264,29 @@ def test_installed_line_runs_opskit_when_cron_runs_it(site: Path, env: dict[str,
     assert "no backups yet" in (site / "cron logs" / "cron.log").read_text()
 
 
-def test_bad_user_is_one_line_on_stderr(site: Path, env: dict[str, str]) -> None:
+def test_bad_user_is_a_usage_error_naming_it(site: Path, env: dict[str, str]) -> None:
     done = cron(site, env, "show", "--user", "opskit-no-such-user")
 
-    assert done.returncode == 1
-    assert done.stderr.startswith("opskit: error:")
-    assert "opskit-no-such-user" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 64
+    assert "Invalid value for '--user': no user 'opskit-no-such-user'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("install", "--cron-d", "shop.site"), "bad cron.d file name 'shop.site'"),
+        (("install", "--file", "no-such.txt"), "no-such.txt does not exist"),
+        (("remove", "--user", "opskit-no-such-user"), "no user 'opskit-no-such-user'"),
+    ],
+)
+def test_bad_cron_arguments_exit_64(
+    site: Path, env: dict[str, str], args: tuple[str, ...], message: str
+) -> None:
+    done = cron(site, env, *args)
+
+    assert done.returncode == 64
+    assert message in done.stderr
 
 
 def test_unknown_option_is_a_usage_error(site: Path, env: dict[str, str]) -> None:

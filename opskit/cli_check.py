@@ -213,7 +213,7 @@ def _cron_state(
     ctx: click.Context, config: Any, user: str | None, cron_d: str | None, name: str | None
 ) -> list[Any]:
     """Compare the schedule ``cron install`` would write with what the crontab holds."""
-    from opskit import cron
+    from opskit import cron, runas
     from opskit.check import FAIL, OK, Result, check_cron
     from opskit.cli_schedule import (
         job_problems,
@@ -230,6 +230,9 @@ def _cron_state(
         tab = target(user, cron_d)
         installed = cron.show(project, now(), tab=tab, proc=proc_dir()).jobs
         who = job_user(tab)
+        users = {job.user for job in installed if job.user}
+        if cron_d is not None and user is None and len(users) == 1:
+            who = runas.User.named(users.pop())  # the user column the file's jobs run as
         problems = job_problems(who, config)
     except OpsError as exc:
         return [Result("cron:jobs", FAIL, exc.message, exc.hint)]

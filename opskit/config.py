@@ -75,6 +75,11 @@ OTHER_ENV = (
     "OPSKIT_PROC_DIR",  # the /proc that tells whether cron runs (tests)
     "OPSKIT_REQUIRE_SERVICES",  # the test suite: fail instead of skipping
     "OPSKIT_TEST_KILL_AT",  # fault tests: stop at a named point
+    "OPSKIT_TEST_SCREENSHOTS",  # the browser tests: where screenshots go
+    # Read by the commands/*.sh wrappers, so the opskit they start sees them too.
+    "OPSKIT_BIN",
+    "OPSKIT_DATABASE",
+    "OPSKIT_PROJECT_DIR",
 )
 # Settings keys that name a file or folder: a relative one is relative to the project folder,
 # whether it comes from a flag, an OPSKIT_* variable or settings.OPSKIT.

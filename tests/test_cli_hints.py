@@ -184,3 +184,11 @@ def test_a_settings_module_that_is_not_there_still_says_check_settings(tmp_path:
     assert done.returncode == 1
     assert "cannot import settings 'no_such_module'" in done.stderr
     assert "check --settings and --project-dir" in done.stderr
+
+
+def test_the_variables_of_the_commands_wrappers_are_not_typos(site: Path) -> None:
+    wrappers = {"OPSKIT_BIN": "x", "OPSKIT_DATABASE": "default", "OPSKIT_PROJECT_DIR": str(site)}
+
+    done = run_opskit("list", cwd=site, env=wrappers)
+
+    assert done.returncode == 0 and "warning" not in done.stderr

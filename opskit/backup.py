@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opskit import __version__, archive, codec, locks, logs, manifest, pgdir, pipes, rotation, space
 from opskit.config import Config
@@ -18,6 +18,9 @@ from opskit.errors import ConfigError, OpsError
 from opskit.progress import ProgressFn
 from opskit.report import Report, StepFailed
 from opskit.restoretest import restore_test
+
+if TYPE_CHECKING:
+    from opskit.offsite.push import OffsitePush
 
 log = logs.get("backup")
 
@@ -47,11 +50,16 @@ def run_backup(
 ) -> Report:
     """Back up each database into its weekday slot; a failed database never stops the next."""
     report = Report("backup")
+    pusher = None
+    if config.offsite:
+        from opskit.offsite.push import OffsitePush
+
+        pusher = OffsitePush(config.offsite, report, now)
     for alias in aliases:
         start = time.monotonic()
         db = databases[alias]
         with contextlib.suppress(StepFailed):
-            written = backup_one(config, db, now, report, progress)
+            written = backup_one(config, db, now, report, progress, pusher)
             report.bytes += written
         failed = report.failed(alias)
         event = log.error if failed else log.info
@@ -63,6 +71,8 @@ def run_backup(
             duration=round(time.monotonic() - start, 3),
             **report.details.get(alias, {}),
         )
+    if pusher is not None:
+        pusher.finish()
     return report
 
 
@@ -87,8 +97,12 @@ def backup_one(
     now: datetime,
     report: Report,
     progress: ProgressFn | None = None,
+    pusher: OffsitePush | None = None,
 ) -> int:
-    """Back up one database under its lock; a failed step raises StepFailed and ends it."""
+    """Back up one database under its lock; a failed step raises StepFailed and ends it.
+
+    With ``pusher``, the committed archive is pushed off-site while the lock is still held.
+    """
     what = f"opskit backup of {db.alias!r}"
     with locked_folder(config, db, report, ("backup",), what) as folder:
         with report.step("engine", db.alias):
@@ -97,7 +111,11 @@ def backup_one(
         with report.step("recover", db.alias):
             recover_folder(config, db, engine, folder)
         job = _Backup(config, db, engine, folder, now, report, progress)
-        return job.run()
+        size = job.run()
+        if pusher is not None:
+            final = Path(report.details[db.alias]["archive"])
+            pusher.database(db.alias, engine.suffix, final, manifest.read(final))
+        return size
     raise AssertionError("unreachable")  # pragma: no cover - the with block returns
 
 

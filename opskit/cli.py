@@ -236,6 +236,22 @@ def backup(
     is_flag=True,
     help="Only finish or undo what a killed restore left, then exit.",
 )
+@click.option(
+    "--from",
+    "origin",
+    type=click.Choice(["local", "offsite"]),
+    default="local",
+    show_default=True,
+    help="offsite: SOURCE is a day (YYYY-MM-DD), latest or a snapshot id in the repository.",
+)
+@click.option(
+    "--media",
+    is_flag=True,
+    help="Restore the media folders (with --from offsite) instead of a database.",
+)
+@click.option(
+    "--destination", metavar="NAME", help="With --from offsite: which OFFSITE entry to read."
+)
 @lock_wait_option
 @hc_option
 @click.pass_context
@@ -252,10 +268,16 @@ def restore(
     trust_unsigned: bool,
     from_other_database: bool,
     recover_only: bool,
+    origin: str,
+    media: bool,
+    destination: str | None,
     lock_wait: float | None,
     check: str | None,
 ) -> None:
-    """Restore SOURCE (latest, a weekday like 1-Monday, or an archive path)."""
+    """Restore SOURCE (latest, a weekday like 1-Monday, or an archive path).
+
+    With --from offsite, SOURCE is a day, latest or a snapshot id of the OFFSITE repository.
+    """
     from opskit.report import StepFailed
     from opskit.restore import RestoreOptions, RestorePlan, restore_archive
 
@@ -280,6 +302,16 @@ def restore(
         if not yes:
             _confirm(ctx, run, report, alias)
 
+    if media and origin != "offsite":
+        raise click.UsageError(
+            "media are restored from the off-site repository: pass --media --from offsite"
+        )
+    if media or origin == "offsite":
+        for note in _restore_offsite(
+            ctx, config, dbs, alias, source, report, options, confirm, media, destination
+        ):
+            click.echo(note, err=True)
+        finish(ctx, run, report)
     notes: list[str] = []
     with contextlib.suppress(StepFailed):
         notes = restore_archive(
@@ -297,6 +329,40 @@ def restore(
     for note in notes:
         say(ctx, note, err=True)
     finish(ctx, run, report)
+
+
+def _restore_offsite(
+    ctx: click.Context,
+    config: Any,
+    dbs: Any,
+    alias: str,
+    source: str,
+    report: Report,
+    options: Any,
+    confirm: Any,
+    media: bool,
+    destination: str | None,
+) -> list[str]:
+    """restore --from offsite: a database snapshot, or (--media) the media folders."""
+    from opskit.offsite.fetch import restore_database, restore_media
+    from opskit.report import StepFailed
+
+    with contextlib.suppress(StepFailed):
+        if media:
+            return restore_media(config, source, now(), report, dest_name=destination)
+        return restore_database(
+            config,
+            dbs,
+            alias,
+            source,
+            now(),
+            report,
+            options,
+            dest_name=destination,
+            confirm=confirm,
+            progress=progress_of(ctx),
+        )
+    return []
 
 
 def _confirm(ctx: click.Context, run: Any, report: Report, alias: str) -> None:
@@ -381,9 +447,16 @@ def _row(row: dict[str, Any]) -> str:
 
 def _register() -> None:
     """Add the scheduling and monitoring commands (kept in their own modules)."""
-    from opskit import cli_check, cli_maintenance, cli_monitor, cli_schedule, cli_verify
+    from opskit import (
+        cli_check,
+        cli_maintenance,
+        cli_monitor,
+        cli_offsite,
+        cli_schedule,
+        cli_verify,
+    )
 
-    groups = (cli_schedule, cli_monitor, cli_verify, cli_check, cli_maintenance)
+    groups = (cli_schedule, cli_monitor, cli_verify, cli_check, cli_maintenance, cli_offsite)
     for command in (c for module in groups for c in module.COMMANDS):
         cli.add_command(command)
 

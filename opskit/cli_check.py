@@ -77,6 +77,12 @@ def _cron_d_flag(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--only", metavar="NAMES", help="Comma-separated checks to run, e.g. database,latest."
 )
+@click.option(
+    "--offsite",
+    "with_offsite",
+    is_flag=True,
+    help="Also check the OFFSITE repositories: reachable, newest snapshots within --max-age.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @hc_option
 @click.pass_context
@@ -90,6 +96,7 @@ def check_command(
     with_hc: bool,
     ack_size: tuple[str, ...],
     only: str | None,
+    with_offsite: bool,
     as_json: bool,
     check: str | None,
 ) -> None:
@@ -101,7 +108,7 @@ def check_command(
     from opskit import logs
     from opskit.config import build_config
     from opskit.django_project import databases as read_databases
-    from opskit.django_project import find_settings, opskit_settings, secret_keys, setup
+    from opskit.django_project import find_settings, media_root, opskit_settings, secret_keys, setup
 
     g: Globals = ctx.obj
     names = [n.strip() for n in (only or "").split(",") if n.strip()]
@@ -122,6 +129,7 @@ def check_command(
             environ=os.environ,
             flags={"BACKUP_DIR": g.backup_dir, "LOG_DIR": g.log_dir, "STRICT_PING": g.strict_ping},
             secret_keys=secret_keys(),
+            media_root=media_root(),
         )
     except OpsError as exc:
         results = checks.settings_failed(exc, names)
@@ -129,7 +137,12 @@ def check_command(
         ctx.exit(status.for_errors(sum(r.status == checks.FAIL for r in results)))
     # Read-only: log to stderr (and the ping's tail) only; the log folder is one of the checks.
     g.tail = logs.LogTail()
-    g.secrets = (*(db.password for db in dbs.values()), config.api_key, *config.signing_keys)
+    g.secrets = (
+        *(db.password for db in dbs.values()),
+        config.api_key,
+        *config.signing_keys,
+        *config.offsite_secrets(),
+    )
     logs.configure(log_dir=None, verbosity=g.verbosity, secrets=g.secrets, tail=g.tail)
     for alias in ack_size:
         _acknowledge(ctx, config, dbs, alias)
@@ -151,6 +164,17 @@ def check_command(
         cron_state=cron_state if with_cron else None,
         healthchecks=hc_state if with_hc else None,
     )
+    if with_offsite:
+        from opskit.offsite.health import check_offsite
+
+        if not config.offsite:
+            results.append(
+                checks.Result(
+                    "offsite", checks.FAIL, "no OPSKIT['OFFSITE'] is configured", "docs/offsite.md"
+                )
+            )
+        aliases = [a for a in dbs if not config.databases or a in config.databases]
+        results += check_offsite(config, aliases, started, max_age)
     _render(results, as_json)
     run.body = "".join(r.line() + "\n" for r in results)  # the ping body is the table
     finish(ctx, run, checks.to_report(results))

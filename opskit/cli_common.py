@@ -81,12 +81,14 @@ def load_project(
                 **flags,
             },
             secret_keys=django_project.secret_keys(),
+            media_root=django_project.media_root(),
         )
         g.tail = logs.LogTail()
         g.secrets = (
             *(db.password for db in databases.values()),
             config.api_key,
             *config.signing_keys,
+            *config.offsite_secrets(),
         )
         g.console = logs.configure(
             log_dir=config.log_dir if log_files else None,

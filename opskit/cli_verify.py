@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import click
 
@@ -30,6 +32,17 @@ from opskit.errors import OpsError
 @click.option(
     "--trust-unsigned", is_flag=True, help="Accept unsigned manifests (after inspecting them)."
 )
+@click.option(
+    "--offsite",
+    is_flag=True,
+    help="Check the OFFSITE repositories instead: restic check, and the newest snapshot of"
+    " each database read back and hashed.",
+)
+@click.option(
+    "--read-data-subset",
+    metavar="N/M",
+    help="With --offsite: also read this part of the data (restic check --read-data-subset).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @hc_option
 @click.pass_context
@@ -40,6 +53,8 @@ def verify_command(
     databases: tuple[str, ...],
     restore_test: bool,
     trust_unsigned: bool,
+    offsite: bool,
+    read_data_subset: str | None,
     as_json: bool,
     check: str | None,
 ) -> None:
@@ -58,6 +73,10 @@ def verify_command(
     except OpsError as exc:
         fail_early(ctx, exc)
     run = start_job(ctx, "verify", config, check)
+    if read_data_subset and not offsite:
+        raise click.UsageError("--read-data-subset goes with --offsite")
+    if offsite:
+        _verify_offsite(ctx, run, config, aliases, read_data_subset, as_json)
     started = now()
     targets = plan(config, dbs, aliases, sources, every=every)
     report, verdicts = run_verify(
@@ -73,6 +92,29 @@ def verify_command(
     else:
         for verdict in verdicts:
             click.echo(verdict.line())
+    finish(ctx, run, report)
+
+
+def _verify_offsite(
+    ctx: click.Context,
+    run: Any,
+    config: Any,
+    aliases: list[str],
+    subset: str | None,
+    as_json: bool,
+) -> None:
+    from opskit.offsite.health import verify_offsite
+
+    if not config.offsite:
+        fail_early(ctx, OpsError("no OPSKIT['OFFSITE'] is configured", "see docs/offsite.md"))
+    if subset is not None and not re.fullmatch(r"\d+/\d+|\d+(\.\d+)?%", subset):
+        raise click.BadParameter("give N/M (1/7) or a percentage", param_hint="--read-data-subset")
+    report, lines = verify_offsite(config, aliases, subset)
+    if as_json:
+        click.echo(json.dumps(lines, indent=2))
+    else:
+        for line in lines:
+            click.echo(line)
     finish(ctx, run, report)
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from opskit.errors import ConfigError
+from opskit.offsite.settings import Destination
+from opskit.offsite.settings import parse as parse_offsite
 
 COMPRESSIONS = ("zstd", "gzip", "none")
 FORMATS = ("plain", "directory")
@@ -65,6 +67,8 @@ DEFAULTS: dict[str, Any] = {
     "SIZE_DROP_RATIO": 0.5,
     # Seconds a step runs before the terminal shows its progress line.
     "PROGRESS_DELAY": 0.5,
+    # Off-site copies through restic: a dict, or a list of dicts (docs/offsite.md).
+    "OFFSITE": None,
 }
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -141,6 +145,16 @@ class Config:
     progress_delay: float = 0.5
     # Problems worth a warning that do not stop a run (an unknown OPSKIT_* variable).
     warnings: tuple[str, ...] = ()
+    # restic repositories each run pushes to (OPSKIT["OFFSITE"]).
+    offsite: tuple[Destination, ...] = ()
+
+    def offsite_secrets(self) -> tuple[str, ...]:
+        """The off-site passwords and credentials, for redaction."""
+        import os
+
+        found = [s for d in self.offsite for s in d.secrets()]
+        found += [os.environ.get(d.password_env, "") for d in self.offsite if d.password_env]
+        return tuple(s for s in found if s)
 
     def check_for(self, job: str) -> str | None:
         """Return the Healthchecks check configured for a job, if any."""
@@ -193,6 +207,7 @@ def build_config(
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
     secret_keys: tuple[str, ...] = (),
+    media_root: Path | None = None,
 ) -> Config:
     """Merge defaults, ``settings.OPSKIT``, ``OPSKIT_*`` variables and flags, in that order."""
     merged: dict[str, Any] = dict(DEFAULTS)
@@ -209,7 +224,7 @@ def build_config(
     environ = environ or {}
     for key in DEFAULTS:
         value = environ.get(f"OPSKIT_{key}")
-        if value and key != "HEALTHCHECKS":
+        if value and key not in ("HEALTHCHECKS", "OFFSITE"):
             merged[key] = value
             origin[key] = f"OPSKIT_{key}"
     warnings = []
@@ -291,6 +306,7 @@ def build_config(
         size_drop_ratio=check("SIZE_DROP_RATIO", _ratio),
         progress_delay=check("PROGRESS_DELAY", _seconds, True),
         warnings=tuple(warnings),
+        offsite=parse_offsite(merged["OFFSITE"], project_dir=project_dir, media_root=media_root),
     )
 
 

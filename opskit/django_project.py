@@ -173,6 +173,21 @@ def opskit_settings() -> dict[str, Any]:
     return value
 
 
+def media_root() -> Path | None:
+    """MEDIA_ROOT when the default storage keeps files there (FileSystemStorage), else None."""
+    from django.conf import settings
+
+    root = getattr(settings, "MEDIA_ROOT", "") or ""
+    if not root:
+        return None
+    storages = getattr(settings, "STORAGES", None) or {}
+    backend = str((storages.get("default") or {}).get("BACKEND", "")) if storages else ""
+    backend = backend or str(getattr(settings, "DEFAULT_FILE_STORAGE", "") or "")
+    if backend and not backend.endswith("FileSystemStorage"):
+        return None
+    return Path(str(root))
+
+
 def databases() -> dict[str, DbParams]:
     """Return the connection parameters of every alias in ``settings.DATABASES``."""
     from django.conf import settings

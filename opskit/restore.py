@@ -21,7 +21,7 @@ from opskit import manifest as manifests
 from opskit.backup import dump_to_temp, locked_folder, recover_folder, tools_of
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, engine_for, vendor_of
-from opskit.engines.base import RestoreContext
+from opskit.engines.base import OpenArchive, RestoreContext
 from opskit.errors import RestoreRefused
 from opskit.journal import Journal
 from opskit.progress import ProgressFn
@@ -120,25 +120,32 @@ def plan_restore(
     with report.step("verify", db.alias):
         path = resolve_source(config, db.alias, source)
         record = manifests.read(path)
-        if not options.trust_unsigned:
-            manifests.check_signature(path, record, config.signing_keys)
-        target_vendor = vendor_of(db.django_engine)
-        if record["engine"] != target_vendor:
-            raise RestoreRefused(
-                f"{path.name} is a {record['engine']} backup but {db.alias!r} is {target_vendor}",
-                "pick an archive of the same engine",
-            )
-        if not options.from_other_database:
-            ident = manifests.identity(db, config.settings_module, config.project_dir)
-            other = manifests.other_database(record, ident)
-            if other:
-                raise RestoreRefused(
-                    f"{path.name}: {other}",
-                    f"pass --from-other-database to restore it into {db.alias!r} anyway",
-                )
+        check_record(config, db, path, record, options)
         _check_size(path, record, whole=options.in_place)
     log.info("restore_checked", database=db.alias, archive=str(path), sha256=record["sha256"])
     return RestorePlan(db, session.engine, path, record, session.folder)
+
+
+def check_record(
+    config: Config, db: DbParams, path: Path, record: dict[str, Any], options: RestoreOptions
+) -> None:
+    """Refuse a manifest that is unsigned (unless trusted), of another engine or database."""
+    if not options.trust_unsigned:
+        manifests.check_signature(path, record, config.signing_keys)
+    target_vendor = vendor_of(db.django_engine)
+    if record["engine"] != target_vendor:
+        raise RestoreRefused(
+            f"{path.name} is a {record['engine']} backup but {db.alias!r} is {target_vendor}",
+            "pick an archive of the same engine",
+        )
+    if not options.from_other_database:
+        ident = manifests.identity(db, config.settings_module, config.project_dir)
+        other = manifests.other_database(record, ident)
+        if other:
+            raise RestoreRefused(
+                f"{path.name}: {other}",
+                f"pass --from-other-database to restore it into {db.alias!r} anyway",
+            )
 
 
 def _check_size(path: Path, record: Mapping[str, Any], whole: bool) -> None:
@@ -164,8 +171,13 @@ def run_restore(
     report: Report,
     options: RestoreOptions,
     progress: ProgressFn | None = None,
+    opener: OpenArchive | None = None,
 ) -> list[str]:
-    """Load the planned archive; on any failure the database is left as it was."""
+    """Load the planned archive; on any failure the database is left as it was.
+
+    ``opener`` replaces the local archive's (an off-site snapshot's stream, say): its
+    content must prove itself in ``check_end`` as a local archive's does.
+    """
     db = plan.db
     journal = Journal.begin(
         plan.folder,
@@ -192,7 +204,9 @@ def run_restore(
     switch = _maintenance(config, db.alias, journal, options)
     try:
         with report.step("load", db.alias):
-            load = pipes.opener(plan.archive, compress, progress, f"restore {db.alias}", expect)
+            load = opener or pipes.opener(
+                plan.archive, compress, progress, f"restore {db.alias}", expect
+            )
             plan.engine.restore(db, load, ctx)
     except BaseException:
         if journal.phase in ("started", "done"):

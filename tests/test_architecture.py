@@ -36,6 +36,9 @@ _LAYERS = {
         # The engine Protocol and DbParams are the vocabulary every layer speaks.
         "opskit.engines",
         "opskit.engines.base",
+        # OPSKIT["OFFSITE"], parsed by config.
+        "opskit.offsite",
+        "opskit.offsite.settings",
     ],
     SERVICES: [
         "opskit.archive",
@@ -59,6 +62,9 @@ _LAYERS = {
         "opskit.anomaly",
         "opskit.runlog",
         "opskit.chart",
+        "opskit.offsite.restic",
+        "opskit.offsite.catalog",
+        "opskit.offsite.push",
     ],
     JOBS: [
         "opskit.backup",
@@ -70,6 +76,8 @@ _LAYERS = {
         "opskit.catalog",
         "opskit.mail",
         "opskit.overview",
+        "opskit.offsite.fetch",
+        "opskit.offsite.health",
     ],
 }
 
@@ -81,6 +89,8 @@ JOB_USES = {
     ("opskit.verify", "opskit.restore"): "verify resolves SOURCE the way restore does",
     ("opskit.check", "opskit.verify"): "check verifies the newest archive of each database",
     ("opskit.overview", "opskit.catalog"): "the backups page lists what catalog lists",
+    ("opskit.offsite.fetch", "opskit.restore"): "an off-site restore goes the safe restore path",
+    ("opskit.offsite.health", "opskit.check"): "check --offsite gives check's verdict lines",
 }
 
 # Besides the named module, the site's edge (Django apps must import Django) may.

@@ -1,0 +1,179 @@
+"""Off-site push to a real restic repository: snapshots, tags, sidecar, and failures as a step."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from conftest import SUNDAY
+from dbdata import adapter_for
+from support.restic_repo import local_repo, plant_stale_lock, with_offsite
+
+from opskit import archive
+from opskit.backup import run_backup
+from opskit.config import Config
+from opskit.engines import DbParams
+from opskit.offsite.catalog import snapshots
+from opskit.offsite.fetch import restore_database
+from opskit.offsite.restic import Restic
+from opskit.report import Report
+from opskit.restore import RestoreOptions
+
+
+def _backup(config: Config, db: DbParams, when=SUNDAY) -> Report:  # type: ignore[no-untyped-def]
+    return run_backup(config, {db.alias: db}, [db.alias], when)
+
+
+def test_push_makes_a_tagged_dump_snapshot_and_its_sidecar(tmp_path, config, sqlite_db) -> None:
+    repo = local_repo(tmp_path)
+    cfg = with_offsite(config, repo.settings(host="h1", project="site"))
+    adapter_for(sqlite_db).populate()
+    report = _backup(cfg, sqlite_db)
+    assert report.exit_code == 0, report.failed()
+    assert [s.name for s in report.steps].count("offsite") == 1
+    snaps = repo.snapshots()
+    kinds = sorted(t for s in snaps for t in s["tags"] if t.startswith("kind="))
+    assert kinds == ["kind=dump", "kind=manifest"]
+    dump = next(s for s in snaps if "kind=dump" in s["tags"])
+    assert dump["hostname"] == "h1"
+    assert {"opskit", "project=site", "db=default"} <= set(dump["tags"])
+    assert dump["paths"] == ["/site/default.sqlite3"]
+    runs = {t for s in snaps for t in s["tags"] if t.startswith("run=")}
+    assert len(runs) == 1
+    # The dump went uncompressed: it is the local archive's content, byte for byte.
+    latest = next(cfg.backup_dir.glob("latest.*")).resolve()
+    with archive.open_content(latest) as reader:
+        content = reader.read(-1)
+    assert repo.read("dump", dump["id"], "/site/default.sqlite3") == content
+    side = json.loads(
+        repo.restic("dump", "--tag", "kind=manifest", "latest", "/site/default.opskit.json").stdout
+    )
+    assert side["size"] == len(content)
+    assert (
+        side["manifest"]["sha256"]
+        == json.loads(latest.with_name(latest.name + ".json").read_text())["sha256"]
+    )
+
+
+def test_restore_from_offsite_brings_back_the_pushed_state(tmp_path, config, any_db) -> None:
+    repo = local_repo(tmp_path)
+    cfg = with_offsite(config, repo.settings())
+    data = adapter_for(any_db)
+    data.populate()
+    before = data.snapshot()
+    assert _backup(cfg, any_db).exit_code == 0
+    # The local archives are gone: only the off-site copy is left.
+    for path in cfg.backup_dir.glob("*"):
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    data.mutate()
+    assert data.snapshot() != before
+    report = Report("restore")
+    restore_database(
+        cfg,
+        {any_db.alias: any_db},
+        any_db.alias,
+        "latest",
+        SUNDAY + timedelta(hours=1),
+        report,
+        RestoreOptions(drop_old=True),
+    )
+    assert report.exit_code == 0, report.failed()
+    assert data.snapshot() == {**before, "sessions": 0}
+
+
+def test_a_wrong_password_is_one_failed_step_and_latest_stays(tmp_path, config, sqlite_db) -> None:
+    repo = local_repo(tmp_path)
+    adapter_for(sqlite_db).populate()
+    assert _backup(config, sqlite_db).exit_code == 0
+    before = (config.backup_dir / "latest.sqlite3.zst").resolve()
+    repo.password_file.write_text("not-the-password\n")
+    cfg = with_offsite(config, repo.settings())
+    report = _backup(cfg, sqlite_db, SUNDAY + timedelta(days=1))
+    assert report.exit_code == 1
+    (step,) = report.failed()
+    assert step.name == "offsite"
+    assert "wrong password" in step.reason and "\n" not in step.reason
+    # The new local archive committed and latest moved to it: the push is after that.
+    now = (config.backup_dir / "latest.sqlite3.zst").resolve()
+    assert now != before and now.name.startswith("1-Monday")
+    assert "not-the-password" not in step.reason
+
+
+def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(tmp_path, config, sqlite_db):
+    adapter_for(sqlite_db).populate()
+    repo = local_repo(tmp_path)
+    missing = repo.settings(repository=str(tmp_path / "nowhere"), name="gone")
+    cfg = with_offsite(config, missing, repo.settings(name="ok"))
+    report = _backup(cfg, sqlite_db)
+    assert report.exit_code == 1
+    (step,) = report.failed()
+    assert "gone" in step.reason and "no restic repository" in step.reason
+    # The other destination got its snapshot all the same.
+    assert len(snapshots(Restic(cfg.offsite[1]), kind="dump")) == 1
+
+    # A stale exclusive lock (a killed prune, say) is named as such.
+    plant_stale_lock(repo)
+    report = _backup(with_offsite(config, repo.settings()), sqlite_db, SUNDAY + timedelta(1))
+    (step,) = report.failed()
+    assert "locked" in step.reason and "restic unlock" in step.reason
+
+
+def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) -> None:
+    """The repository on a 6 MB tmpfs; a 24 MB incompressible dump cannot fit."""
+    import os
+    import sqlite3
+    import subprocess
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], check=False)
+    if done.returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        repo = local_repo(mnt)
+        Path(sqlite_db.name).parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(sqlite_db.name) as conn:
+            conn.execute("CREATE TABLE blob (data BLOB)")
+            for _ in range(24):
+                conn.execute("INSERT INTO blob VALUES (?)", (os.urandom(1 << 20),))
+        report = _backup(with_offsite(config, repo.settings()), sqlite_db)
+        assert report.exit_code == 1
+        (step,) = report.failed()
+        assert step.name == "offsite" and "is full" in step.reason, step.reason
+        assert (config.backup_dir / "latest.sqlite3.zst").resolve().is_file()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_directory_archive_goes_as_its_folder_and_comes_back(tmp_path, config, pg_db) -> None:
+    import dataclasses
+
+    repo = local_repo(tmp_path)
+    cfg = with_offsite(dataclasses.replace(config, format="directory"), repo.settings())
+    data = adapter_for(pg_db)
+    data.populate()
+    before = data.snapshot()
+    assert _backup(cfg, pg_db).exit_code == 0
+    (dump,) = [s for s in repo.snapshots() if "kind=dump" in s["tags"]]
+    assert dump["paths"][0].endswith("0-Sunday.pgdir")
+    data.mutate()
+    report = Report("restore")
+    restore_database(
+        cfg,
+        {"default": pg_db},
+        "default",
+        dump["short_id"],
+        SUNDAY + timedelta(hours=1),
+        report,
+        RestoreOptions(drop_old=True),
+    )
+    assert report.exit_code == 0, report.failed()
+    assert data.snapshot() == {**before, "sessions": 0}
+    # The restored folder was a temporary one: nothing is left in the backup folder.
+    assert not list(cfg.backup_dir.glob(".offsite-*"))

@@ -126,15 +126,15 @@ def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) 
     import sqlite3
     import subprocess
 
-    import pytest
+    from conftest import unavailable
 
     if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
+        unavailable("root, to mount a tmpfs")
     mnt = tmp_path / "small"
     mnt.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], check=False)
     if done.returncode:
-        pytest.skip("cannot mount a tmpfs here")
+        unavailable("mounting a tmpfs")
     try:
         repo = local_repo(mnt)
         Path(sqlite_db.name).parent.mkdir(parents=True, exist_ok=True)

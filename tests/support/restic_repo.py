@@ -5,23 +5,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+from conftest import need_tools
 
 from opskit.config import Config
 from opskit.offsite.settings import parse
 
 
 def need_restic() -> None:
-    if shutil.which("restic") is None:
-        if os.environ.get("OPSKIT_REQUIRE_SERVICES") == "1":
-            pytest.fail("restic is required (OPSKIT_REQUIRE_SERVICES=1) but not installed")
-        pytest.skip("restic not installed")
+    need_tools("restic")
 
 
 @dataclasses.dataclass

@@ -14,16 +14,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from conftest import unavailable
 from support.restic_repo import Repo, need_restic, password_file
 
 SSHD = Path("/usr/sbin/sshd")
 
 
 def _missing(what: str) -> None:
-    if os.environ.get("OPSKIT_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{what} is required (OPSKIT_REQUIRE_SERVICES=1) but unavailable")
-    pytest.skip(f"{what} unavailable")
+    unavailable(what)
 
 
 def free_port() -> int:

@@ -39,6 +39,16 @@ def test_a_typo_in_an_opskit_variable_is_a_warning_listing_the_valid_ones(site: 
         ("OPSKIT_LOCK_WAIT", "-1", "OPSKIT_LOCK_WAIT='-1' is not a number of seconds"),
         ("OPSKIT_STRICT_PING", "maybe", "OPSKIT_STRICT_PING='maybe' is not yes or no"),
         ("OPSKIT_COMPRESS", "lz4", "OPSKIT_COMPRESS: unknown compression 'lz4'"),
+        (
+            "OPSKIT_HEALTHCHECKS_PING_URL",
+            "hc-ping.com",
+            "OPSKIT_HEALTHCHECKS_PING_URL='hc-ping.com' is not an http(s) URL",
+        ),
+        (
+            "OPSKIT_MAINTENANCE_ALLOW_IPS",
+            "10.0.0.0/33",
+            "OPSKIT_MAINTENANCE_ALLOW_IPS: '10.0.0.0/33' is not an address or network",
+        ),
     ],
 )
 def test_a_bad_variable_value_names_the_variable_in_one_line(

@@ -295,7 +295,10 @@ def restore(
     report = Report("restore")
 
     def confirm(plan: RestorePlan) -> None:
-        click.echo(f"About to {plan.describe()}.", err=True)
+        if not yes:  # the question needs it; with --yes it is information (-q drops it)
+            click.echo(f"About to {plan.describe()}.", err=True)
+        else:
+            say(ctx, f"About to {plan.describe()}.", err=True)
         if not yes:
             _confirm(ctx, run, report, alias)
 
@@ -324,7 +327,7 @@ def restore(
             progress=progress_of(ctx),
         )
     for note in notes:
-        click.echo(note, err=True)
+        say(ctx, note, err=True)
     finish(ctx, run, report)
 
 

@@ -22,6 +22,18 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
         raise click.BadParameter(str(exc)) from None
 
 
+def _user_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from opskit.cli_schedule import existing_user
+
+    return existing_user(ctx, param, value)
+
+
+def _cron_d_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from opskit.cli_schedule import cron_d_name
+
+    return cron_d_name(ctx, param, value)
+
+
 @click.command("check")
 @click.option(
     "--max-age",
@@ -35,9 +47,15 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option(
     "--cron-user",
     metavar="NAME",
+    callback=lambda ctx, param, value: _user_flag(ctx, param, value),
     help="With --cron: whose crontab to read; its jobs are checked as that user.",
 )
-@click.option("--cron-d", metavar="NAME", help="With --cron: read /etc/cron.d/NAME instead.")
+@click.option(
+    "--cron-d",
+    metavar="NAME",
+    callback=lambda ctx, param, value: _cron_d_flag(ctx, param, value),
+    help="With --cron: read /etc/cron.d/NAME instead.",
+)
 @click.option(
     "--name",
     metavar="NAME",
@@ -219,7 +237,7 @@ def _cron_state(
     ctx: click.Context, config: Any, user: str | None, cron_d: str | None, name: str | None
 ) -> list[Any]:
     """Compare the schedule ``cron install`` would write with what the crontab holds."""
-    from opskit import cron
+    from opskit import cron, runas
     from opskit.check import FAIL, OK, Result, check_cron
     from opskit.cli_schedule import (
         job_problems,
@@ -236,6 +254,9 @@ def _cron_state(
         tab = target(user, cron_d)
         installed = cron.show(project, now(), tab=tab, proc=proc_dir()).jobs
         who = job_user(tab)
+        users = {job.user for job in installed if job.user}
+        if cron_d is not None and user is None and len(users) == 1:
+            who = runas.User.named(users.pop())  # the user column the file's jobs run as
         problems = job_problems(who, config)
     except OpsError as exc:
         return [Result("cron:jobs", FAIL, exc.message, exc.hint)]

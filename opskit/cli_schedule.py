@@ -80,8 +80,6 @@ def wanted_entries(
     """Return the cron entries ``cron install`` writes for this project, and their source."""
     from opskit import cron
 
-    if path is not None and not path.is_absolute():
-        path = config.project_dir / path  # like every path option: relative to the project
     with schedule_file(path, config) as (source, label):
         lines = cron.parse_schedule(source, commands=subcommands(ctx))
     entries = cron.build_entries(
@@ -119,10 +117,33 @@ def global_options(ctx: click.Context, config: Config) -> list[str]:
     return options
 
 
+def existing_user(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An unknown --user is a usage error (64), before any crontab is read."""
+    if value is not None:
+        try:
+            pwd.getpwnam(value)
+        except KeyError:
+            raise click.BadParameter(f"no user {value!r} on this machine") from None
+    return value
+
+
+def cron_d_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A --cron-d name run-parts would skip is a usage error (64), with the name to use."""
+    from opskit import cron
+
+    if value is not None:
+        try:
+            cron.check_cron_d_name(value)
+        except OpsError as exc:
+            raise click.BadParameter(exc.line()) from None
+    return value
+
+
 def user_option(verb: str) -> Callable[[FC], FC]:
     return click.option(
         "--user",
         metavar="NAME",
+        callback=existing_user,
         help=f"Whose crontab to {verb} (another user's needs root); with --cron-d, who runs"
         " the jobs.",
     )
@@ -132,6 +153,7 @@ cron_d_option = click.option(
     "--cron-d",
     "cron_d",
     metavar="NAME",
+    callback=cron_d_name,
     help="Use the system file /etc/cron.d/NAME instead of a user crontab (needs root).",
 )
 name_option = click.option(
@@ -217,10 +239,10 @@ def cron_remove(
         fail_early(ctx, exc)
     click.echo(result.diff, nl=False)
     if not result.changed:
-        click.echo(f"opskit: no jobs of project {project} in {tab.label}", err=True)
+        say(ctx, f"opskit: no jobs of project {project} in {tab.label}", err=True)
     else:
         verb = "would remove" if dry_run else "removed"
-        click.echo(f"opskit: {verb} the jobs of project {project} from {tab.label}", err=True)
+        say(ctx, f"opskit: {verb} the jobs of project {project} from {tab.label}", err=True)
 
 
 @cron_group.command("show")
@@ -261,7 +283,15 @@ def project_name(ctx: click.Context, name: str | None) -> str:
 
 @contextmanager
 def schedule_file(flag: Path | None, config: Config) -> Iterator[tuple[Path, str]]:
-    """Yield the schedule to read and how to name it: flag, setting, project file, built-in."""
+    """Yield the schedule to read and how to name it: flag, setting, project file, built-in.
+
+    A relative ``--file`` is the project folder's, like every path option; a missing one is
+    a usage error (64).
+    """
+    if flag is not None:
+        flag = flag if flag.is_absolute() else config.project_dir / flag
+        if not flag.is_file():
+            raise click.BadParameter(f"{flag} does not exist", param_hint="'--file'")
     local = config.project_dir / "crontab.txt"
     chosen = flag or config.crontab or (local if local.is_file() else None)
     if chosen is not None:

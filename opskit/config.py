@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,11 @@ OTHER_ENV = (
     "OPSKIT_PROC_DIR",  # the /proc that tells whether cron runs (tests)
     "OPSKIT_REQUIRE_SERVICES",  # the test suite: fail instead of skipping
     "OPSKIT_TEST_KILL_AT",  # fault tests: stop at a named point
+    "OPSKIT_TEST_SCREENSHOTS",  # the browser tests: where screenshots go
+    # Read by the commands/*.sh wrappers, so the opskit they start sees them too.
+    "OPSKIT_BIN",
+    "OPSKIT_DATABASE",
+    "OPSKIT_PROJECT_DIR",
 )
 # Settings keys that name a file or folder: a relative one is relative to the project folder,
 # whether it comes from a flag, an OPSKIT_* variable or settings.OPSKIT.
@@ -279,18 +285,18 @@ def build_config(
         mysql_bin_dir=optional_dir("MYSQL_BIN_DIR"),
         crontab=optional_dir("CRONTAB"),
         healthchecks=checks,
-        ping_url=str(merged["HEALTHCHECKS_PING_URL"]),
+        ping_url=check("HEALTHCHECKS_PING_URL", _url),
         ping_create=check("HEALTHCHECKS_CREATE", _bool),
         ping_timeout=check("HEALTHCHECKS_TIMEOUT", _seconds),
         ping_budget=check("HEALTHCHECKS_BUDGET", _seconds),
-        api_url=str(merged["HEALTHCHECKS_API_URL"]),
+        api_url=check("HEALTHCHECKS_API_URL", _url),
         api_key=str(merged["HEALTHCHECKS_API_KEY"] or ""),
         strict_ping=check("STRICT_PING", _bool),
         mail_admins_on_error=check("MAIL_ADMINS_ON_ERROR", _bool),
         signing_keys=((str(merged["SIGNING_KEY"]),) if merged["SIGNING_KEY"] else ()) + secret_keys,
         state_dir=_path(merged["STATE_DIR"], project_dir),
-        maintenance_allow_ips=_networks(merged["MAINTENANCE_ALLOW_IPS"]),
-        maintenance_allow_paths=_prefixes(merged["MAINTENANCE_ALLOW_PATHS"]),
+        maintenance_allow_ips=check("MAINTENANCE_ALLOW_IPS", _networks),
+        maintenance_allow_paths=check("MAINTENANCE_ALLOW_PATHS", _prefixes),
         maintenance_allow_staff=check("MAINTENANCE_ALLOW_STAFF", _bool),
         maintenance_ip_header=str(merged["MAINTENANCE_IP_HEADER"] or ""),
         maintenance_message=str(merged["MAINTENANCE_MESSAGE"] or DEFAULTS["MAINTENANCE_MESSAGE"]),
@@ -305,27 +311,40 @@ def build_config(
     )
 
 
-def _networks(value: Any) -> tuple[str, ...]:
+def _url(value: Any, key: str, *, name: str = "") -> str:
+    """An http(s) URL with a host (a typo'd scheme would send every ping nowhere)."""
+    text = str(value).strip()
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"{name or key}={value!r} is not an http(s) URL", f"e.g. {name or key}={DEFAULTS[key]}"
+        )
+    return text
+
+
+def _networks(value: Any, key: str = "MAINTENANCE_ALLOW_IPS", *, name: str = "") -> tuple[str, ...]:
     """Addresses and networks (``192.0.2.7``, ``10.0.0.0/8``, ``::1``), each as a network."""
     found = []
-    for item in _split(value, "MAINTENANCE_ALLOW_IPS"):
+    for item in _split(value, key, name or None):
         try:
             found.append(str(ipaddress.ip_network(item, strict=False)))
         except ValueError:
             raise ConfigError(
-                f"OPSKIT['MAINTENANCE_ALLOW_IPS']: {item!r} is not an address or network",
+                f"{name or _setting(key)}: {item!r} is not an address or network",
                 "e.g. ['127.0.0.1', '10.0.0.0/8']",
             ) from None
     return tuple(found)
 
 
-def _prefixes(value: Any) -> tuple[str, ...]:
+def _prefixes(
+    value: Any, key: str = "MAINTENANCE_ALLOW_PATHS", *, name: str = ""
+) -> tuple[str, ...]:
     """URL path prefixes; each must start with a slash."""
-    found = _split(value, "MAINTENANCE_ALLOW_PATHS")
+    found = _split(value, key, name or None)
     bad = [p for p in found if not p.startswith("/")]
     if bad:
         raise ConfigError(
-            f"OPSKIT['MAINTENANCE_ALLOW_PATHS']: {bad[0]!r} does not start with /",
+            f"{name or _setting(key)}: {bad[0]!r} does not start with /",
             "e.g. ['/admin/', '/health/']",
         )
     return tuple(found)

@@ -424,12 +424,17 @@ class CronDTab:
             raise ConfigError(f"cannot write {self.path}: {e.strerror}", "run it as root") from e
 
 
-def cron_d_tab(name: str, *, run_as: str, directory: Path = Path("/etc/cron.d")) -> CronDTab:
-    """Return the cron.d file ``directory/name`` whose jobs run as ``run_as``."""
+def check_cron_d_name(name: str) -> None:
+    """Raise ConfigError for a cron.d file name run-parts would skip, with one it would not."""
     if not _CRON_D_NAME_RE.fullmatch(name):
         fixed = re.sub(r"[^A-Za-z0-9_-]", "-", name) or "opskit"
         hint = f"use only letters, digits, '_' and '-' (run-parts skips names with dots): {fixed}"
         raise ConfigError(f"bad cron.d file name {name!r}", hint)
+
+
+def cron_d_tab(name: str, *, run_as: str, directory: Path = Path("/etc/cron.d")) -> CronDTab:
+    """Return the cron.d file ``directory/name`` whose jobs run as ``run_as``."""
+    check_cron_d_name(name)
     try:
         pwd.getpwnam(run_as)
     except KeyError:

@@ -59,6 +59,7 @@ _LAYERS = {
         "opskit.runs",
         "opskit.metrics",
         "opskit.cron",
+        "opskit.runas",
         "opskit.anomaly",
         "opskit.runlog",
         "opskit.chart",

@@ -39,6 +39,16 @@ def test_a_typo_in_an_opskit_variable_is_a_warning_listing_the_valid_ones(site: 
         ("OPSKIT_LOCK_WAIT", "-1", "OPSKIT_LOCK_WAIT='-1' is not a number of seconds"),
         ("OPSKIT_STRICT_PING", "maybe", "OPSKIT_STRICT_PING='maybe' is not yes or no"),
         ("OPSKIT_COMPRESS", "lz4", "OPSKIT_COMPRESS: unknown compression 'lz4'"),
+        (
+            "OPSKIT_HEALTHCHECKS_PING_URL",
+            "hc-ping.com",
+            "OPSKIT_HEALTHCHECKS_PING_URL='hc-ping.com' is not an http(s) URL",
+        ),
+        (
+            "OPSKIT_MAINTENANCE_ALLOW_IPS",
+            "10.0.0.0/33",
+            "OPSKIT_MAINTENANCE_ALLOW_IPS: '10.0.0.0/33' is not an address or network",
+        ),
     ],
 )
 def test_a_bad_variable_value_names_the_variable_in_one_line(
@@ -184,3 +194,11 @@ def test_a_settings_module_that_is_not_there_still_says_check_settings(tmp_path:
     assert done.returncode == 1
     assert "cannot import settings 'no_such_module'" in done.stderr
     assert "check --settings and --project-dir" in done.stderr
+
+
+def test_the_variables_of_the_commands_wrappers_are_not_typos(site: Path) -> None:
+    wrappers = {"OPSKIT_BIN": "x", "OPSKIT_DATABASE": "default", "OPSKIT_PROJECT_DIR": str(site)}
+
+    done = run_opskit("list", cwd=site, env=wrappers)
+
+    assert done.returncode == 0 and "warning" not in done.stderr

@@ -264,12 +264,29 @@ def test_installed_line_runs_opskit_when_cron_runs_it(site: Path, env: dict[str,
     assert "no backups yet" in (site / "cron logs" / "cron.log").read_text()
 
 
-def test_bad_user_is_one_line_on_stderr(site: Path, env: dict[str, str]) -> None:
+def test_bad_user_is_a_usage_error_naming_it(site: Path, env: dict[str, str]) -> None:
     done = cron(site, env, "show", "--user", "opskit-no-such-user")
 
-    assert done.returncode == 1
-    assert done.stderr.startswith("opskit: error:")
-    assert "opskit-no-such-user" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 64
+    assert "Invalid value for '--user': no user 'opskit-no-such-user'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("install", "--cron-d", "shop.site"), "bad cron.d file name 'shop.site'"),
+        (("install", "--file", "no-such.txt"), "no-such.txt does not exist"),
+        (("remove", "--user", "opskit-no-such-user"), "no user 'opskit-no-such-user'"),
+    ],
+)
+def test_bad_cron_arguments_exit_64(
+    site: Path, env: dict[str, str], args: tuple[str, ...], message: str
+) -> None:
+    done = cron(site, env, *args)
+
+    assert done.returncode == 64
+    assert message in done.stderr
 
 
 def test_unknown_option_is_a_usage_error(site: Path, env: dict[str, str]) -> None:
@@ -335,3 +352,32 @@ def test_show_help_says_whose_crontab_it_reads(site: Path) -> None:
     done = run_opskit("cron", "show", "--help")
 
     assert "Whose crontab to read" in done.stdout and "to edit" not in done.stdout
+
+
+def test_every_global_option_reaches_the_installed_jobs(site: Path, env: dict[str, str]) -> None:
+    """A new global option must be carried into cron lines too (or this test says which)."""
+    from opskit.cli import cli
+
+    given = {
+        "--settings": [
+            "--settings",
+            re.findall(r"'(settings_\w+)'", (site / "manage.py").read_text())[0],
+        ],
+        "--project-dir": ["--project-dir", str(site)],
+        "--backup-dir": ["--backup-dir", "b"],
+        "--log-dir": ["--log-dir", "l"],
+        "--verbose": ["-vv"],
+        "--strict-ping": ["--strict-ping"],
+        "--mail-admins": ["--mail-admins"],
+    }
+    globals_ = {p.opts[-1] for p in cli.params if p.name not in ("version", "help", "quiet")}
+    assert globals_ == set(given), "a new global option: make cron install write it into jobs"
+    args = [a for flags in given.values() for a in flags]
+
+    done = run_opskit(*args, "cron", "install", "--cron-d", "x", "--dry-run", env=env)
+
+    assert done.returncode == 0, done.stderr
+    [line] = [ln for ln in done.stdout.splitlines() if ln.endswith("# opskit:site:backup")]
+    for flags in given.values():
+        value = flags[-1] if len(flags) == 1 else f"{flags[0]} {flags[1]}"
+        assert value.replace(" b", f" {site / 'b'}").replace(" l", f" {site / 'l'}") in line

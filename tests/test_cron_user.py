@@ -117,34 +117,40 @@ def as_user(user: str, command: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.postgresql
+@pytest.mark.parametrize("where", ["crontab", "cron.d"])
 def test_install_for_a_user_as_root_makes_the_folders_theirs_and_the_job_backs_up_as_them(
-    user: str, opskit_for_all: Path, project: Path, env: dict[str, str]
+    user: str, opskit_for_all: Path, project: Path, env: dict[str, str], where: str
 ) -> None:
     (project / "crontab.txt").write_text("0 2 * * * opskit backup\n")
 
-    done = opskit(
-        opskit_for_all, "--project-dir", project, "cron", "install", "--user", user, env=env
-    )
+    tab = ("--cron-d", "shop") if where == "cron.d" else ()
+    args = ("--project-dir", project, "cron", "install", *tab, "--user", user)
+    done = opskit(opskit_for_all, *args, env=env)
 
     assert done.returncode == 0, done.stderr
     assert "would fail" not in done.stderr
     uid = int(subprocess.run(["id", "-u", user], capture_output=True, text=True).stdout)
     assert (project / "logs").stat().st_uid == uid
     assert (project / "db_backups").stat().st_uid == uid
-    [command] = installed_commands(user)
+    if where == "cron.d":  # the system format: a user column after the schedule
+        lines = (Path(env["OPSKIT_CRON_D_DIR"]) / "shop").read_text().splitlines()
+        [command] = [TAG.sub("", ln).split(None, 6)[6] for ln in lines if TAG.search(ln)]
+        assert f" {user} " in lines[-1]
+    else:
+        [command] = installed_commands(user)
     ran = as_user(user, command)
     assert ran.returncode == 0, ran.stderr + (project / "logs" / "cron.log").read_text()
     archives = list((project / "db_backups").glob("?-*.sql.zst"))
     assert len(archives) == 1 and archives[0].stat().st_uid == uid
     assert "opskit backup: 0 errors" in (project / "logs" / "cron.log").read_text()
+    which = ("--cron-d", "shop") if where == "cron.d" else ("--cron-user", user)
     checked = opskit(
         opskit_for_all,
         "--project-dir",
         project,
         "check",
         "--cron",
-        "--cron-user",
-        user,
+        *which,
         "--only",
         "cron",
         env=env,

@@ -24,11 +24,19 @@ class Command(BaseCommand):
 
     def run_from_argv(self, argv: list[str]) -> None:
         """Hand everything after ``opskit`` to opskit's own parser; exit with its status."""
+        from django.conf import settings
+        from django.core.management.base import CommandError
+
         from opskit import django_project
         from opskit.cli import cli
 
+        module = os.environ.get("DJANGO_SETTINGS_MODULE") or settings.SETTINGS_MODULE
+        if not module:  # settings.configure() in manage.py: no module for the cron lines
+            raise CommandError("opskit needs a settings module: set DJANGO_SETTINGS_MODULE")
         manage = Path(argv[0]).resolve()
-        django_project.host(os.environ["DJANGO_SETTINGS_MODULE"], manage.parent)
+        # django-admin opskit ...: no manage.py, so the project is the current folder.
+        admin = manage.name in ("django-admin", "django-admin.py", "__main__.py")
+        django_project.host(str(module), Path.cwd() if admin else manage.parent)
         prog = f"{Path(sys.executable).name} {manage.name} opskit"
         cli.main(args=argv[2:], prog_name=prog)  # exits: SystemExit with opskit's status
 

@@ -206,7 +206,13 @@ def _keep(value: Any, index: int | None) -> tuple[tuple[str, int], ...]:
 def _media(
     value: Any, index: int | None, project_dir: Path, media_root: Path | None
 ) -> tuple[bool, tuple[Path, ...]]:
-    where = _where(index, "media")
+    return media_folders(value, _where(index, "media"), project_dir, media_root)
+
+
+def media_folders(
+    value: Any, where: str, project_dir: Path, media_root: Path | None
+) -> tuple[bool, tuple[Path, ...]]:
+    """``True`` (MEDIA_ROOT), ``False`` or a list of folders, checked; ``where`` names the key."""
     if value is False or value is None:
         return False, ()
     if value is True:

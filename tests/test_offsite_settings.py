@@ -94,6 +94,10 @@ def test_restic_messages_become_one_line_reasons() -> None:
         "Fatal: unable to open config file: stat /r/config: no such file or directory\n"
         "Is there a repository at the following location?\n/r": "no restic repository at",
         "subprocess ssh: ssh: connect to host vault port 22: Connection refused": "cannot reach",
+        'Fatal: unable to open config file: client.Head: Head "http://u:***@h:1/config": dial tcp'
+        " h:1: connect: connection refused\nIs there a repository at the following location?": (
+            "cannot reach offsite (/r)"
+        ),
     }
     for stderr, expected in cases.items():
         line = reason(stderr, label).line()

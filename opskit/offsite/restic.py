@@ -60,10 +60,6 @@ def reason(stderr: str, label: str) -> OffsiteError:
         )
     if "no space left" in low or "disk quota" in low:
         return OffsiteError(f"the disk of {label} is full", "free space there or prune older data")
-    if "is there a repository at" in low or "unable to open config file" in low:
-        return OffsiteError(
-            f"no restic repository at {label}", "create it once with restic init (docs/offsite.md)"
-        )
     network = (
         "connection refused",
         "connection reset",
@@ -72,17 +68,22 @@ def reason(stderr: str, label: str) -> OffsiteError:
         "broken pipe",
         "ssh: ",
         "ssh exited",
+        "ssh command exited",
         "subprocess ssh",
         "no such host",
         "i/o timeout",
         "network is unreachable",
         "dial tcp",
         "unexpected eof",
-        "eof",
+        "error: eof",
     )
     if any(word in low for word in network):
         return OffsiteError(
             f"cannot reach {label}: {_fatal(stderr)}", "check the network and the server"
+        )
+    if "is there a repository at" in low or "unable to open config file" in low:
+        return OffsiteError(
+            f"no restic repository at {label}", "create it once with restic init (docs/offsite.md)"
         )
     return OffsiteError(f"restic failed on {label}: {_fatal(stderr)}", "see restic's message")
 

@@ -30,6 +30,7 @@ def _parse(value: object, media_root: Path | None = None):  # type: ignore[no-un
         ({**BASE, "media": "yes"}, "OPSKIT['OFFSITE']['media'] must be True, False or a list"),
         ({**BASE, "media": True}, "OPSKIT['OFFSITE']['media'] is True but the project has no"),
         ({**BASE, "colour": 1}, "OPSKIT['OFFSITE']: unknown key 'colour'"),
+        ({**BASE, "timeout": "1h"}, "OPSKIT['OFFSITE']['timeout'] must be a number of seconds"),
         ({**BASE, "project": "a,b"}, "OPSKIT['OFFSITE']['project'] 'a,b' is not a plain name"),
         ({**BASE, "env": {"RESTIC_REPOSITORY": "x"}}, "OPSKIT['OFFSITE']['env'] sets RESTIC_REPO"),
         ([BASE, {**BASE, "keep": []}], "OPSKIT['OFFSITE'][1]['keep'] must be a dict"),

@@ -75,9 +75,8 @@ def write_stream(
 ) -> Written:
     """Compress ``source`` into a 0600 temp file beside ``final``, fsynced; remove it on failure."""
     raw = 0
-    tmp, fd = files.create_temp(final)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with files.temp_file(final) as (tmp, fh):
             out = _HashingWriter(fh)
             if compress == "zstd":
                 cctx = zstandard.ZstdCompressor(level=level, threads=threads)
@@ -93,14 +92,8 @@ def write_stream(
                 while chunk := source.read(CHUNK):
                     raw += len(chunk)
                     out.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise disk_error(exc, final.parent) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return Written(tmp, out.size, raw, out.sha.hexdigest())
 
 
@@ -119,9 +112,8 @@ def write_verified(
     """
     decoder = Decoder(compress, final.name)
     raw = 0
-    tmp, fd = files.create_temp(final)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with files.temp_file(final) as (tmp, fh):
             out = _HashingWriter(fh)
             if progress:
                 progress(label, 0, None, False)
@@ -137,21 +129,16 @@ def write_verified(
             fh.flush()
             os.fsync(fh.fileno())
             size = os.fstat(fh.fileno()).st_size
-        rest = decoder.finish()
-        if observer is not None and rest:
-            observer.feed(rest)
-        raw += len(rest)
+            rest = decoder.finish()
+            if observer is not None and rest:
+                observer.feed(rest)
+            raw += len(rest)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise disk_error(exc, final.parent) from None
     except ArchiveError as exc:
-        tmp.unlink(missing_ok=True)
         raise ArchiveError(
             f"{final.name} does not decompress: {exc.message}", "run a new backup"
         ) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     if progress:
         progress(label, raw, None, True)
     if size != out.size:

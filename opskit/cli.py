@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from opskit import __version__, signals
 from opskit.cli_common import (
+    DATABASE_HELP,
     Globals,
     fail_early,
     finish,
@@ -21,6 +23,8 @@ from opskit.cli_common import (
     lock_wait_option,
     now,
     progress_of,
+    say,
+    source_argument,
     start_job,
 )
 from opskit.errors import Interrupted, OpsError
@@ -42,6 +46,10 @@ class OpsGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            exc.exit_code = Status.USAGE  # type: ignore[misc]
+            _name_global_option(self, ctx, exc)
+            raise
         except click.UsageError as exc:
             exc.exit_code = Status.USAGE  # type: ignore[misc]
             raise
@@ -61,6 +69,19 @@ class OpsGroup(click.Group):
         raise click.exceptions.Exit(code)
 
 
+def _name_global_option(group: click.Group, ctx: click.Context, exc: click.NoSuchOption) -> None:
+    """Turn "No such option: -q" after a subcommand into where the global option goes."""
+    names = {o for p in group.params for o in (*p.opts, *p.secondary_opts)}
+    option = exc.option_name.split("=", 1)[0]
+    if option not in names or exc.ctx is None:
+        return
+    words = exc.ctx.command_path.split()
+    sub = words[1] if len(words) > 1 else exc.ctx.command_path
+    # click marks message Final, but a UsageError is ours to reword before it is shown.
+    hint = f"{option} is a global option: put it before {sub!r} (opskit {option} ... {sub})"
+    exc.message = hint  # type: ignore[misc]
+
+
 @click.group(cls=OpsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--settings", metavar="MODULE", help="Django settings module.")
 @click.option(
@@ -72,13 +93,20 @@ class OpsGroup(click.Group):
 )
 @click.option(
     "--backup-dir",
-    type=click.Path(path_type=Path, resolve_path=True),
-    help="[default: db_backups/]",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Folder for the archives and their manifests (one subfolder per extra alias);"
+    " relative to the project folder. Overrides OPSKIT_BACKUP_DIR and"
+    " OPSKIT['BACKUP_DIR'].  [default: db_backups/]",
 )
 @click.option(
-    "--log-dir", type=click.Path(path_type=Path, resolve_path=True), help="[default: logs/]"
+    "--log-dir",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Folder for opskit.log, opskit.json.log and cron's cron.log; relative to the"
+    " project folder. Overrides OPSKIT_LOG_DIR and OPSKIT['LOG_DIR'].  [default: logs/]",
 )
-@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-v", "--verbose", count=True, help="Log each step's start and end with its timings.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.option("--strict-ping", is_flag=True, default=None, help="Count a failed ping as an error.")
 @click.option(
@@ -98,7 +126,12 @@ def cli(
     mail_admins: bool | None,
 ) -> None:
     """Nightly maintenance for a Django deployment: backups, sessions, cron, Healthchecks."""
+    from opskit.django_project import hosted_project_dir
+
     signals.install()
+    hosted = hosted_project_dir()
+    if hosted is not None and ctx.get_parameter_source("project_dir") is ParameterSource.DEFAULT:
+        project_dir = hosted  # manage.py opskit: manage.py's folder, wherever it is run from
     verbosity = -1 if quiet else verbose
     ctx.obj = Globals(
         settings,
@@ -112,7 +145,7 @@ def cli(
 
 
 @cli.command()
-@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
+@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS", help=DATABASE_HELP)
 @click.option("--compress", type=click.Choice(["zstd", "gzip", "none"]), help="[default: zstd]")
 @click.option(
     "--format",
@@ -155,12 +188,12 @@ def backup(
     run = start_job(ctx, "backup", config, check)
     report = run_backup(config, dbs, aliases, now(), progress_of(ctx))
     for alias, detail in report.details.items():
-        click.echo(f"{alias}: {detail['archive']}")
+        say(ctx, f"{alias}: {detail['archive']}")
     finish(ctx, run, report)
 
 
 @cli.command()
-@click.argument("source", default="latest")
+@click.argument("source", default="latest", callback=source_argument)
 @click.option(
     "--database",
     "-d",
@@ -340,11 +373,12 @@ def _confirm(ctx: click.Context, run: Any, report: Report, alias: str) -> None:
 
 
 @cli.command("list")
-@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
+@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS", help=DATABASE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None:
-    """List each database's archives: weekday, age, size, ratio, verified, latest."""
+    """List each database's archives (weekday, age, size, ratio, verified, latest) and what
+    restores kept: previous databases and safety copies, with the command that removes each."""
     from opskit.backup import select
     from opskit.catalog import catalog
 
@@ -353,7 +387,14 @@ def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None
         aliases = select(config, dbs, databases)
     except OpsError as exc:
         fail_early(ctx, exc)
+    from opskit.overview import kept_copies
+
     entries = catalog(config, dbs, aliases, now())
+    for entry in entries:
+        kept, problem = kept_copies(config, dbs[entry["alias"]], Path(entry["folder"]), now())
+        entry["kept"] = kept
+        if problem:
+            entry["kept_problem"] = problem
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -363,6 +404,20 @@ def list_(ctx: click.Context, databases: tuple[str, ...], as_json: bool) -> None
             click.echo("  no backups yet")
         for row in entry["archives"]:
             click.echo("  " + _row(row))
+        _kept_rows(entry)
+
+
+def _kept_rows(entry: dict[str, Any]) -> None:
+    """What restores kept: opskit never deletes it, so say how much room it takes and how."""
+    kept = entry["kept"]
+    if kept:
+        total = sum(k["size"] or 0 for k in kept)
+        click.echo(f"  kept by restores, {human(total)} in all; remove each when no longer needed:")
+    for item in kept:
+        size = human(item["size"]) if item["size"] is not None else "?"
+        click.echo(f"    {item['kind']:<11} {item['name']:<40} {size:>9}  {item['drop']}")
+    if entry.get("kept_problem"):
+        click.echo(f"  cannot list what restores kept: {entry['kept_problem']}")
 
 
 def _human_age(seconds: int | None) -> str:

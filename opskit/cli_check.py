@@ -32,7 +32,11 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
     help="Oldest acceptable latest backup: 90m, 26h, 2d.",
 )
 @click.option("--cron", "with_cron", is_flag=True, help="Also check the installed cron jobs.")
-@click.option("--cron-user", metavar="NAME", help="With --cron: whose crontab to read.")
+@click.option(
+    "--cron-user",
+    metavar="NAME",
+    help="With --cron: whose crontab to read; its jobs are checked as that user.",
+)
 @click.option("--cron-d", metavar="NAME", help="With --cron: read /etc/cron.d/NAME instead.")
 @click.option(
     "--name",
@@ -216,17 +220,33 @@ def _cron_state(
 ) -> list[Any]:
     """Compare the schedule ``cron install`` would write with what the crontab holds."""
     from opskit import cron
-    from opskit.check import FAIL, Result, check_cron
-    from opskit.cli_schedule import proc_dir, project_name, target, wanted_entries
+    from opskit.check import FAIL, OK, Result, check_cron
+    from opskit.cli_schedule import (
+        job_problems,
+        job_user,
+        proc_dir,
+        project_name,
+        target,
+        wanted_entries,
+    )
 
     project = project_name(ctx, name)
     try:
         wanted, _ = wanted_entries(ctx, config, None, project)
         tab = target(user, cron_d)
         installed = cron.show(project, now(), tab=tab, proc=proc_dir()).jobs
+        who = job_user(tab)
+        problems = job_problems(who, config)
     except OpsError as exc:
         return [Result("cron:jobs", FAIL, exc.message, exc.hint)]
-    return check_cron(wanted, installed, tab.label, cron.cron_daemon_running(proc_dir()))
+    results = check_cron(wanted, installed, tab.label, cron.cron_daemon_running(proc_dir()))
+    # What cron needs before opskit even starts, checked as the user the jobs run as.
+    for problem in problems:
+        results.append(Result("cron:start", FAIL, f"a job would fail: {problem.text}", problem.fix))
+    if not problems:
+        found = f"as {who.name}: cron.log, the folders, opskit and the project are usable"
+        results.append(Result("cron:start", OK, found))
+    return results
 
 
 COMMANDS: list[click.Command] = [check_command]

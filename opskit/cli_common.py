@@ -49,9 +49,12 @@ def fail_early(ctx: click.Context, exc: OpsError) -> NoReturn:
 
 
 def load_project(
-    ctx: click.Context, *, apps: bool = True, **flags: Any
+    ctx: click.Context, *, apps: bool = True, log_files: bool = True, **flags: Any
 ) -> tuple[Config, dict[str, DbParams]]:
     """Find the settings, set Django up once, build the Config and configure logging.
+
+    ``log_files=False`` logs to stderr only and leaves the log folder alone (cron install
+    makes it for the user the jobs run as).
 
     ``apps=False`` reads the settings without loading the installed apps: the jobs that
     use no models (backup, restore, verify, list) start faster and import no driver.
@@ -88,12 +91,13 @@ def load_project(
             *config.offsite_secrets(),
         )
         g.console = logs.configure(
-            log_dir=config.log_dir,
+            log_dir=config.log_dir if log_files else None,
             verbosity=g.verbosity,
             secrets=g.secrets,
             tail=g.tail,
-            progress_delay=float(os.environ.get("OPSKIT_PROGRESS_DELAY") or 0.5),
+            progress_delay=config.progress_delay,
         )
+        warn(config.warnings)
         for stale in sweep_secret_dirs():
             logs.get().info("removed_stale_credentials", path=str(stale))
     except OpsError as exc:
@@ -101,6 +105,12 @@ def load_project(
     except OSError as exc:
         fail_early(ctx, OpsError(f"cannot open the log folder: {exc}", "set --log-dir"))
     return config, databases
+
+
+def warn(warnings: tuple[str, ...]) -> None:
+    """Print each warning as one line on stderr (shown under -q too)."""
+    for warning in warnings:
+        click.echo(f"opskit: warning: {warning}", err=True)
 
 
 def start_job(ctx: click.Context, job: str, config: Config, check: str | None = None) -> JobRun:
@@ -128,13 +138,31 @@ def finish(ctx: click.Context, run: JobRun, report: Report) -> NoReturn:
     code = run.finish(report)
     databases = {s.database for s in report.steps if s.database}
     word = "error" if report.errors == 1 else "errors"
-    click.echo(
-        f"opskit {report.job}: {report.errors} {word}, {len(databases)} database(s),"
-        f" {report.duration:.1f} s",
-        err=True,
-    )
+    if report.errors or not quiet(ctx):  # -q: only warnings and errors
+        click.echo(
+            f"opskit {report.job}: {report.errors} {word}, {len(databases)} database(s),"
+            f" {report.duration:.1f} s",
+            err=True,
+        )
     ctx.exit(code)
 
+
+def quiet(ctx: click.Context) -> bool:
+    """Whether -q was given: say nothing but warnings and errors."""
+    g = ctx.find_object(Globals)
+    return g is not None and g.verbosity < 0
+
+
+def say(ctx: click.Context, text: str, *, err: bool = False) -> None:
+    """Print a line of information, unless -q asked for warnings and errors only."""
+    if not quiet(ctx):
+        click.echo(text, err=err)
+
+
+DATABASE_HELP = (
+    "An alias of settings.DATABASES; repeat for several  [default: every alias, or"
+    " OPSKIT['DATABASES']]."
+)
 
 lock_wait_option = click.option(
     "--lock-wait",
@@ -142,6 +170,35 @@ lock_wait_option = click.option(
     metavar="SECONDS",
     help="Wait this long for another run of the same job and database [default: 0].",
 )
+
+
+def check_source(value: str) -> str:
+    """A SOURCE that is neither latest, a weekday nor an existing file is a usage error (64).
+
+    An archive path is relative to the current folder, like any file named on a command line.
+    """
+    from opskit.restore import looks_like_path
+    from opskit.rotation import parse_slot
+
+    if value == "latest" or Path(value).expanduser().exists():
+        return value
+    if looks_like_path(value):
+        raise click.BadParameter(f"{value} does not exist; run opskit list to see the archives")
+    try:
+        parse_slot(value)
+    except OpsError as exc:
+        raise click.BadParameter(
+            f"{value!r} is not latest, a weekday (0-6, Monday, mon, 1-Monday),"
+            " nor a file that exists"
+        ) from exc
+    return value
+
+
+def source_argument(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback: check one SOURCE or each of several."""
+    if isinstance(value, tuple):
+        return tuple(check_source(v) for v in value)
+    return check_source(value)
 
 
 def _check_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -8,20 +8,31 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from opskit.cli_common import Globals, fail_early, finish, hc_option, load_project, now, start_job
+from opskit.cli_common import (
+    Globals,
+    fail_early,
+    finish,
+    hc_option,
+    load_project,
+    now,
+    say,
+    start_job,
+)
 from opskit.config import Config
 from opskit.errors import OpsError, ToolNotFound
 
 # opskit.cron (python-crontab brings asyncio) is imported where used: --help stays fast.
 if TYPE_CHECKING:
-    from opskit import cron
+    from opskit import cron, runas
+
+FC = TypeVar("FC", bound=Callable[..., object])
 
 # A copy of the repository's crontab.txt (a test keeps them equal), so a wheel needs no data file.
 DEFAULT_CRONTAB = """\
@@ -54,7 +65,7 @@ def clear_sessions(ctx: click.Context, check: str | None) -> None:
     run = start_job(ctx, "clear-sessions", config, check)
     report = run_clear_sessions(now())
     for where, details in report.details.items():
-        click.echo(f"{where}: {describe(details)}")
+        say(ctx, f"{where}: {describe(details)}")
     finish(ctx, run, report)
 
 
@@ -69,6 +80,8 @@ def wanted_entries(
     """Return the cron entries ``cron install`` writes for this project, and their source."""
     from opskit import cron
 
+    if path is not None and not path.is_absolute():
+        path = config.project_dir / path  # like every path option: relative to the project
     with schedule_file(path, config) as (source, label):
         lines = cron.parse_schedule(source, commands=subcommands(ctx))
     entries = cron.build_entries(
@@ -78,15 +91,43 @@ def wanted_entries(
         settings=config.settings_module,
         log_dir=config.log_dir,
         project=project,
+        options=global_options(ctx, config),
     )
     return entries, label
 
 
-user_option = click.option(
-    "--user",
-    metavar="NAME",
-    help="Whose crontab to edit (another user's needs root); with --cron-d, who runs the jobs.",
-)
+def global_options(ctx: click.Context, config: Config) -> list[str]:
+    """The global options this run was given, as every installed job must repeat them.
+
+    Paths are written resolved (absolute), so the job means what the user meant wherever
+    cron starts it.
+    """
+    g: Globals = ctx.obj
+    options: list[str] = []
+    if g.backup_dir is not None:
+        options += ["--backup-dir", str(config.backup_dir)]
+    if g.log_dir is not None:
+        options += ["--log-dir", str(config.log_dir)]
+    if g.verbosity < 0:
+        options.append("--quiet")
+    elif g.verbosity > 0:
+        options.append("-" + "v" * g.verbosity)
+    if g.strict_ping:
+        options.append("--strict-ping")
+    if g.mail_admins:
+        options.append("--mail-admins")
+    return options
+
+
+def user_option(verb: str) -> Callable[[FC], FC]:
+    return click.option(
+        "--user",
+        metavar="NAME",
+        help=f"Whose crontab to {verb} (another user's needs root); with --cron-d, who runs"
+        " the jobs.",
+    )
+
+
 cron_d_option = click.option(
     "--cron-d",
     "cron_d",
@@ -103,9 +144,10 @@ name_option = click.option(
     "--file",
     "path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Schedule to install [default: OPSKIT['CRONTAB'], else crontab.txt, else built-in].",
+    help="Schedule to install, relative to the project folder"
+    "  [default: OPSKIT['CRONTAB'], else crontab.txt, else built-in].",
 )
-@user_option
+@user_option("edit")
 @cron_d_option
 @name_option
 @click.option("--dry-run", is_flag=True, help="Print the change as a diff; write nothing.")
@@ -123,7 +165,7 @@ def cron_install(
     """Put the jobs of crontab.txt into cron, replacing only this project's old lines."""
     from opskit import cron
 
-    config, _ = load_project(ctx)
+    config, _ = load_project(ctx, log_files=False)
     project = project_name(ctx, name)
     try:
         entries, label = wanted_entries(ctx, config, path, project)
@@ -133,8 +175,7 @@ def cron_install(
                 "no cron daemon is running, so no job would run",
                 "start it: service cron start; or pass --allow-no-daemon to install anyway",
             )
-        if not dry_run:
-            _make_log_dir(config.log_dir)
+        problems = _prepare_for(job_user(tab), config, dry_run)
         result = cron.install(
             entries,
             project=project,
@@ -145,19 +186,19 @@ def cron_install(
         )
     except OpsError as exc:
         fail_early(ctx, exc)
-    _warn(result.warnings)
+    _warn(result.warnings + problems + _unseen_env(os.environ))
     click.echo(result.diff, nl=False)
     jobs = f"{len(entries)} job(s) of project {project} from {label}"
     if not result.changed:
-        click.echo(f"opskit: {tab.label} already has the {jobs}", err=True)
+        say(ctx, f"opskit: {tab.label} already has the {jobs}", err=True)
     elif dry_run:
-        click.echo(f"opskit: dry run: would install {jobs} into {tab.label}", err=True)
+        say(ctx, f"opskit: dry run: would install {jobs} into {tab.label}", err=True)
     else:
-        click.echo(f"opskit: installed {jobs} into {tab.label}", err=True)
+        say(ctx, f"opskit: installed {jobs} into {tab.label}", err=True)
 
 
 @cron_group.command("remove")
-@user_option
+@user_option("edit")
 @cron_d_option
 @name_option
 @click.option("--dry-run", is_flag=True, help="Print the change as a diff; write nothing.")
@@ -183,7 +224,7 @@ def cron_remove(
 
 
 @cron_group.command("show")
-@user_option
+@user_option("read")
 @cron_d_option
 @name_option
 @click.option("--all-projects", is_flag=True, help="Show the opskit jobs of every project.")
@@ -273,13 +314,61 @@ def proc_dir() -> Path:
     return Path(os.environ.get(ENV_PROC_DIR) or "/proc")
 
 
-def _make_log_dir(log_dir: Path) -> None:
+def job_user(tab: cron.Tab) -> runas.User:
+    """Who cron runs the jobs as: the cron.d user column, else the crontab's owner."""
+    from opskit import runas
 
-    # cron appends to <log dir>/cron.log; a missing folder would lose every job's output.
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OpsError(f"cannot create {log_dir}: {exc.strerror}", "set --log-dir") from None
+    name = tab.run_as or getattr(tab, "user", None)
+    return runas.User.named(name) if name else runas.User.current()
+
+
+def job_problems(user: runas.User, config: Config) -> list[runas.Problem]:
+    """Why a job of this project would not start or write as ``user`` (empty: it would)."""
+    from opskit import runas
+
+    return runas.job_problems(
+        user,
+        opskit_bin=opskit_bin(),
+        project_dir=config.project_dir,
+        log_file=config.log_dir / "cron.log",
+        folders=[config.log_dir, config.backup_dir],
+    )
+
+
+def _prepare_for(user: runas.User, config: Config, dry_run: bool) -> tuple[str, ...]:
+    """Make the job's folders writable by its user, or refuse naming the folder and the fix.
+
+    cron appends to <log dir>/cron.log before opskit starts: a folder the job's user cannot
+    write would lose every run. A dry run changes nothing and only warns.
+    """
+    from opskit import runas
+
+    if not dry_run:
+        # The log folder always (cron.log); the backup folder for another user, who could
+        # not create it in a project folder that is not theirs.
+        folders = [config.log_dir] if user.is_me else [config.log_dir, config.backup_dir]
+        runas.make_folders(user, folders)
+    problems = job_problems(user, config)
+    unwritable = [p for p in problems if p.kind == "folder"]
+    if unwritable and not dry_run:
+        first, more = unwritable[0], len(unwritable) - 1
+        also = f" (and {more} more)" if more else ""
+        raise OpsError(f"the jobs could not write: {first.text}{also}", first.fix)
+    return tuple(f"the jobs would fail: {p.text} (fix: {p.fix})" for p in problems)
+
+
+def _unseen_env(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """OPSKIT_* settings of this shell, which cron's jobs will not have."""
+    from opskit.config import DEFAULTS
+
+    names = sorted(f"OPSKIT_{k}" for k in DEFAULTS if environ.get(f"OPSKIT_{k}"))
+    names += sorted(n for n in environ if n.startswith("OPSKIT_HC_") and environ[n])
+    if not names:
+        return ()
+    return (
+        f"{', '.join(names)} is set in this shell but cron's jobs will not see it:"
+        " pass the global option before 'cron install', or put it in settings.OPSKIT",
+    )
 
 
 def _warn(warnings: tuple[str, ...]) -> None:

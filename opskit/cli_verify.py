@@ -9,21 +9,23 @@ from typing import Any
 import click
 
 from opskit.cli_common import (
+    DATABASE_HELP,
     fail_early,
     finish,
     hc_option,
     load_project,
     now,
     progress_of,
+    source_argument,
     start_job,
 )
 from opskit.errors import OpsError
 
 
 @click.command("verify")
-@click.argument("sources", nargs=-1, metavar="[SOURCE]...")
+@click.argument("sources", nargs=-1, metavar="[SOURCE]...", callback=source_argument)
 @click.option("--all", "every", is_flag=True, help="Every archive, pre-restore copies too.")
-@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS")
+@click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS", help=DATABASE_HELP)
 @click.option(
     "--restore-test", is_flag=True, help="Also restore into a scratch database and count rows."
 )

@@ -65,12 +65,34 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_FILE": None,
     # A dump smaller than this fraction of the median of the last 7 runs is a WARN (0: off).
     "SIZE_DROP_RATIO": 0.5,
+    # Seconds a step runs before the terminal shows its progress line.
+    "PROGRESS_DELAY": 0.5,
     # Off-site copies through restic: a dict, or a list of dicts (docs/offsite.md).
     "OFFSITE": None,
     # Local media copies per weekday (unchanged files hard-linked): True for MEDIA_ROOT, or folders.
     "MEDIA_SNAPSHOTS": False,
 }
 _TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+# Environment variables opskit reads besides OPSKIT_<key of DEFAULTS> and OPSKIT_HC_<JOB>.
+OTHER_ENV = (
+    "OPSKIT_CACHE_DIR",  # where the Healthchecks body limits are cached
+    "OPSKIT_CRON_D_DIR",  # where --cron-d files go (tests)
+    "OPSKIT_PROC_DIR",  # the /proc that tells whether cron runs (tests)
+    "OPSKIT_REQUIRE_SERVICES",  # the test suite: fail instead of skipping
+    "OPSKIT_TEST_KILL_AT",  # fault tests: stop at a named point
+)
+# Settings keys that name a file or folder: a relative one is relative to the project folder,
+# whether it comes from a flag, an OPSKIT_* variable or settings.OPSKIT.
+PATH_KEYS = (
+    "BACKUP_DIR",
+    "LOG_DIR",
+    "STATE_DIR",
+    "CRONTAB",
+    "METRICS_FILE",
+    "PG_BIN_DIR",
+    "MYSQL_BIN_DIR",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +139,9 @@ class Config:
     ping_start_budget: float = 10.0
     metrics_file: Path | None = None
     size_drop_ratio: float = 0.5
+    progress_delay: float = 0.5
+    # Problems worth a warning that do not stop a run (an unknown OPSKIT_* variable).
+    warnings: tuple[str, ...] = ()
     # restic repositories each run pushes to (OPSKIT["OFFSITE"]).
     offsite: tuple[Destination, ...] = ()
     # Media folders snapshotted per weekday under backup_dir/media/ (OPSKIT["MEDIA_SNAPSHOTS"]).
@@ -140,12 +165,32 @@ class Config:
         return {"zstd": self.zstd_level, "gzip": self.gzip_level}.get(self.compress, 0)
 
 
-def _split(value: Any, key: str) -> list[str]:
+def _split(value: Any, key: str, name: str | None = None) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, list | tuple):
         return [str(v) for v in value]
-    raise ConfigError(f"OPSKIT[{key!r}] must be a list of names", "e.g. ['django_session']")
+    raise ConfigError(f"{name or _setting(key)} must be a list of names", "e.g. ['django_session']")
+
+
+def _setting(key: str) -> str:
+    return f"OPSKIT[{key!r}]"
+
+
+def known_env() -> list[str]:
+    """Every OPSKIT_* variable opskit reads (OPSKIT_HC_<JOB> stands for one per job)."""
+    keys = [f"OPSKIT_{k}" for k in DEFAULTS if k != "HEALTHCHECKS"]
+    return sorted([*keys, *OTHER_ENV, "OPSKIT_HC_<JOB>"])
+
+
+def unknown_env(environ: Mapping[str, str]) -> list[str]:
+    """Return the OPSKIT_* variables set in ``environ`` that opskit does not read (typos)."""
+    known = set(known_env())
+    return sorted(
+        name
+        for name in environ
+        if name.startswith("OPSKIT_") and name not in known and not name.startswith("OPSKIT_HC_")
+    )
 
 
 def _path(value: Any, base: Path) -> Path:
@@ -173,11 +218,21 @@ def build_config(
             f"valid keys: {', '.join(sorted(DEFAULTS))}",
         )
     merged.update({k: v for k, v in settings_opskit.items() if k in DEFAULTS})
+    # Where each value came from, so that a bad one is named as the user wrote it.
+    origin = {key: _setting(key) for key in DEFAULTS}
     environ = environ or {}
     for key in DEFAULTS:
         value = environ.get(f"OPSKIT_{key}")
         if value and key not in ("HEALTHCHECKS", "OFFSITE"):
             merged[key] = value
+            origin[key] = f"OPSKIT_{key}"
+    warnings = []
+    typos = unknown_env(environ)
+    if typos:
+        warnings.append(
+            f"unknown environment variable {', '.join(typos)} is ignored;"
+            f" valid ones: {', '.join(known_env())}"
+        )
     checks = merged["HEALTHCHECKS"]
     if not isinstance(checks, dict):
         raise ConfigError("OPSKIT['HEALTHCHECKS'] must be a dict", "e.g. {'backup': '<uuid>'}")
@@ -186,18 +241,26 @@ def build_config(
     for name, value in environ.items():
         if name.startswith("OPSKIT_HC_") and value:
             checks[name[len("OPSKIT_HC_") :].lower().replace("_", "-")] = value
-    merged.update({k: v for k, v in (flags or {}).items() if v not in (None, (), [])})
+    given = {k: v for k, v in (flags or {}).items() if v not in (None, (), [])}
+    merged.update(given)
+    origin.update({k: "--" + k.lower().replace("_", "-") for k in given})
+
+    def check(key: str, parse: Any, *args: Any) -> Any:
+        return parse(merged[key], key, *args, name=origin[key])
 
     compress = str(merged["COMPRESS"]).lower()
     if compress not in COMPRESSIONS:
         raise ConfigError(
-            f"unknown compression {compress!r}", f"use one of {', '.join(COMPRESSIONS)}"
+            f"{origin['COMPRESS']}: unknown compression {compress!r}",
+            f"use one of {', '.join(COMPRESSIONS)}",
         )
     fmt = str(merged["FORMAT"]).lower()
     if fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}")
-    level = _level(merged["ZSTD_LEVEL"], "ZSTD_LEVEL", 22)
-    gzip_level = _level(merged["GZIP_LEVEL"], "GZIP_LEVEL", 9)
+        raise ConfigError(
+            f"{origin['FORMAT']}: unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}"
+        )
+    level = check("ZSTD_LEVEL", _level, 22)
+    gzip_level = check("GZIP_LEVEL", _level, 9)
 
     def optional_dir(key: str) -> Path | None:
         return _path(merged[key], project_dir) if merged[key] else None
@@ -211,39 +274,37 @@ def build_config(
         format=fmt,
         zstd_level=level,
         gzip_level=gzip_level,
-        exclude_table_data=tuple(_split(merged["EXCLUDE_TABLE_DATA"], "EXCLUDE_TABLE_DATA")),
-        databases=tuple(_split(merged["DATABASES"], "DATABASES")),
-        lock_wait=_seconds(merged["LOCK_WAIT"], "LOCK_WAIT", allow_zero=True),
-        verify_restore=_bool(merged["VERIFY_RESTORE"]),
-        count_rows=_bool(merged["COUNT_ROWS"]),
+        exclude_table_data=tuple(check("EXCLUDE_TABLE_DATA", _split)),
+        databases=tuple(check("DATABASES", _split)),
+        lock_wait=check("LOCK_WAIT", _seconds, True),
+        verify_restore=check("VERIFY_RESTORE", _bool),
+        count_rows=check("COUNT_ROWS", _bool),
         pg_bin_dir=optional_dir("PG_BIN_DIR"),
         mysql_bin_dir=optional_dir("MYSQL_BIN_DIR"),
         crontab=optional_dir("CRONTAB"),
         healthchecks=checks,
         ping_url=str(merged["HEALTHCHECKS_PING_URL"]),
-        ping_create=_bool(merged["HEALTHCHECKS_CREATE"]),
-        ping_timeout=_seconds(merged["HEALTHCHECKS_TIMEOUT"], "HEALTHCHECKS_TIMEOUT"),
-        ping_budget=_seconds(merged["HEALTHCHECKS_BUDGET"], "HEALTHCHECKS_BUDGET"),
+        ping_create=check("HEALTHCHECKS_CREATE", _bool),
+        ping_timeout=check("HEALTHCHECKS_TIMEOUT", _seconds),
+        ping_budget=check("HEALTHCHECKS_BUDGET", _seconds),
         api_url=str(merged["HEALTHCHECKS_API_URL"]),
         api_key=str(merged["HEALTHCHECKS_API_KEY"] or ""),
-        strict_ping=_bool(merged["STRICT_PING"]),
-        mail_admins_on_error=_bool(merged["MAIL_ADMINS_ON_ERROR"]),
+        strict_ping=check("STRICT_PING", _bool),
+        mail_admins_on_error=check("MAIL_ADMINS_ON_ERROR", _bool),
         signing_keys=((str(merged["SIGNING_KEY"]),) if merged["SIGNING_KEY"] else ()) + secret_keys,
         state_dir=_path(merged["STATE_DIR"], project_dir),
         maintenance_allow_ips=_networks(merged["MAINTENANCE_ALLOW_IPS"]),
         maintenance_allow_paths=_prefixes(merged["MAINTENANCE_ALLOW_PATHS"]),
-        maintenance_allow_staff=_bool(merged["MAINTENANCE_ALLOW_STAFF"]),
+        maintenance_allow_staff=check("MAINTENANCE_ALLOW_STAFF", _bool),
         maintenance_ip_header=str(merged["MAINTENANCE_IP_HEADER"] or ""),
         maintenance_message=str(merged["MAINTENANCE_MESSAGE"] or DEFAULTS["MAINTENANCE_MESSAGE"]),
-        maintenance_retry_after=int(
-            _seconds(merged["MAINTENANCE_RETRY_AFTER"], "MAINTENANCE_RETRY_AFTER")
-        ),
-        maintenance_during_restore=_bool(merged["MAINTENANCE_DURING_RESTORE"]),
-        ping_start_budget=_seconds(
-            merged["HEALTHCHECKS_START_BUDGET"], "HEALTHCHECKS_START_BUDGET"
-        ),
+        maintenance_retry_after=int(check("MAINTENANCE_RETRY_AFTER", _seconds)),
+        maintenance_during_restore=check("MAINTENANCE_DURING_RESTORE", _bool),
+        ping_start_budget=check("HEALTHCHECKS_START_BUDGET", _seconds),
         metrics_file=optional_dir("METRICS_FILE"),
-        size_drop_ratio=_ratio(merged["SIZE_DROP_RATIO"], "SIZE_DROP_RATIO"),
+        size_drop_ratio=check("SIZE_DROP_RATIO", _ratio),
+        progress_delay=check("PROGRESS_DELAY", _seconds, True),
+        warnings=tuple(warnings),
         offsite=parse_offsite(merged["OFFSITE"], project_dir=project_dir, media_root=media_root),
         media_snapshots=media_folders(
             _bool(merged["MEDIA_SNAPSHOTS"])
@@ -282,36 +343,50 @@ def _prefixes(value: Any) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _seconds(value: Any, key: str, allow_zero: bool = False) -> float:
+def _seconds(value: Any, key: str, allow_zero: bool = False, *, name: str = "") -> float:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
         seconds = -1.0
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ConfigError(f"{key} must be a positive number of seconds", f"e.g. {DEFAULTS[key]}")
+    if seconds < 0 or (seconds == 0 and not allow_zero) or seconds != seconds:
+        what = "a number of seconds, 0 or more" if allow_zero else "a positive number of seconds"
+        raise ConfigError(
+            f"{name or key}={value!r} is not {what}", f"e.g. {name or key}={DEFAULTS[key]}"
+        )
     return seconds
 
 
-def _ratio(value: Any, key: str) -> float:
+def _ratio(value: Any, key: str, *, name: str = "") -> float:
     try:
         ratio = float(value)
     except (TypeError, ValueError):
         ratio = -1.0
     if not 0 <= ratio < 1:
-        raise ConfigError(f"{key} must be a fraction from 0 to 1", f"e.g. {DEFAULTS[key]}")
+        raise ConfigError(
+            f"{name or key}={value!r} is not a fraction from 0 to 1",
+            f"e.g. {name or key}={DEFAULTS[key]}",
+        )
     return ratio
 
 
-def _bool(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in _TRUE
+def _bool(value: Any, key: str = "", *, name: str = "") -> bool:
+    if value is None or isinstance(value, bool | int):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(
+        f"{name or key}={value!r} is not yes or no", f"use one of {', '.join(_TRUE + _FALSE[:-1])}"
+    )
 
 
-def _level(value: Any, key: str, highest: int) -> int:
+def _level(value: Any, key: str, highest: int, *, name: str = "") -> int:
     """Return a compression level from 1 to ``highest``, or raise a one-line ConfigError."""
+    name = name or key
     try:
         level = int(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a whole number", "e.g. 1") from None
+        raise ConfigError(f"{name}={value!r} is not a whole number", f"e.g. {name}=1") from None
     if not 1 <= level <= highest:
-        raise ConfigError(f"{key} {level} is out of range", f"use 1 to {highest} (1 is fastest)")
+        raise ConfigError(f"{name}={level} is out of range", f"use 1 to {highest} (1 is fastest)")
     return level

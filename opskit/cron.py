@@ -157,6 +157,11 @@ class UserTab:
         raise CommandFailed(f"{self.program} -l failed: {err}", "check the user name")
 
     def write(self, text: str) -> None:
+        if not text:  # no lines left: remove the crontab rather than leave an empty one
+            code, _, err = self._run(r="")
+            if code != 0 and "no crontab for" not in err:
+                raise CommandFailed(f"{self.program} -r failed: {err}", "check the user name")
+            return
         with tempfile.NamedTemporaryFile("w", prefix="opskit-crontab-", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -289,12 +294,17 @@ def build_entries(
     settings: str,
     log_dir: str | Path,
     project: str,
+    options: Sequence[str] = (),
 ) -> list[Entry]:
-    """Turn schedule lines into self-contained, shell-quoted, tagged cron entries."""
+    """Turn schedule lines into self-contained, shell-quoted, tagged cron entries.
+
+    ``options`` are the global options given to ``cron install`` (absolute paths by then):
+    every job runs with them, between ``--settings`` and the subcommand.
+    """
     _check_project(project)
     log = os.path.join(os.path.abspath(log_dir), "cron.log")
     base = [os.path.abspath(opskit_bin), "--project-dir", os.path.abspath(project_dir)]
-    base += ["--settings", settings]
+    base += ["--settings", settings, *options]
     seen: dict[str, int] = {}
     entries = []
     for line in lines:

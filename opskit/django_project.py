@@ -18,8 +18,31 @@ _SETDEFAULT = re.compile(
 )
 
 
+# Set by ``manage.py opskit``: Django is already set up with these settings, in this folder.
+_hosted: tuple[str, Path] | None = None
+
+
+def host(settings_module: str, project_dir: Path) -> None:
+    """Run inside a project's own Django (manage.py opskit): use its settings, set up once."""
+    global _hosted
+    _hosted = (settings_module, project_dir)
+
+
+def hosted_project_dir() -> Path | None:
+    """manage.py's folder when opskit runs as ``manage.py opskit``, else None."""
+    return _hosted[1] if _hosted else None
+
+
 def find_settings(project_dir: Path, settings: str | None, environ: Mapping[str, str]) -> str:
     """Return the settings module: the flag, else DJANGO_SETTINGS_MODULE, else manage.py's."""
+    if _hosted is not None:
+        if settings and settings != _hosted[0]:
+            raise ConfigError(
+                f"manage.py runs with the settings {_hosted[0]!r}, not {settings!r}",
+                "give manage.py the settings: python manage.py opskit ... --settings MODULE,"
+                " or DJANGO_SETTINGS_MODULE",
+            )
+        return _hosted[0]
     if settings:
         return settings
     if environ.get("DJANGO_SETTINGS_MODULE"):
@@ -40,7 +63,13 @@ def find_settings(project_dir: Path, settings: str | None, environ: Mapping[str,
 
 
 def setup(project_dir: Path, settings_module: str, apps: bool = True) -> None:
-    """Put the project on sys.path and run ``django.setup()`` once (or only read settings)."""
+    """Put the project on sys.path and run ``django.setup()`` once (or only read settings).
+
+    Inside ``manage.py opskit`` Django is set up already, with manage.py's settings: nothing
+    is changed then.
+    """
+    if _hosted is not None:
+        return
     path = str(project_dir)
     if path not in sys.path:
         sys.path.insert(0, path)
@@ -56,11 +85,11 @@ def setup(project_dir: Path, settings_module: str, apps: bool = True) -> None:
             # importing every installed app and the database drivers.
             settings.INSTALLED_APPS  # noqa: B018
     except ImportError as exc:
-        raise ConfigError(
-            f"cannot import settings {settings_module!r}: {exc}",
-            "check --settings and --project-dir",
-        ) from None
+        raise _import_error(settings_module, exc) from None
     except Exception as exc:
+        driver = _missing_driver(exc)
+        if driver is not None:
+            raise driver from None
         # A settings module that raises is the user's bug, but it must read as one line.
         raise ConfigError(
             f"Django setup failed for {settings_module!r}: {type(exc).__name__}: {exc}",
@@ -68,6 +97,70 @@ def setup(project_dir: Path, settings_module: str, apps: bool = True) -> None:
         ) from None
     if not settings.configured:  # pragma: no cover - django.setup() configures or raises
         raise ConfigError("Django settings are not configured", "pass --settings MODULE")
+
+
+# The driver each Django backend loads, and what to pip install for it.
+_DRIVERS = {
+    "psycopg": ("PostgreSQL", "psycopg[binary]"),
+    "psycopg2": ("PostgreSQL", "psycopg[binary]"),
+    "MySQLdb": ("MySQL/MariaDB", "mysqlclient"),
+}
+
+
+def environment() -> str:
+    """The Python environment opskit runs in, as a user would name it (a venv's folder)."""
+    return f"{sys.prefix} ({sys.executable})"
+
+
+def _install_hint(package: str, exact: bool = True) -> str:
+    which = "" if exact else " (or the package that provides it)"
+    return (
+        f"install it there: {sys.executable} -m pip install {package!r}{which};"
+        " or run the opskit of the project's own virtualenv"
+    )
+
+
+def _import_error(settings_module: str, exc: ImportError) -> ConfigError:
+    """Tell a settings module that is not there from a package the settings need."""
+    missing = getattr(exc, "name", None) or ""
+    parts = settings_module.split(".")
+    ours = {".".join(parts[: i + 1]) for i in range(len(parts))}
+    if isinstance(exc, ModuleNotFoundError) and missing and missing not in ours:
+        top = missing.split(".")[0]
+        driver = _DRIVERS.get(top)
+        if driver is not None:
+            return _driver_error(*driver)
+        return ConfigError(
+            f"settings {settings_module!r} need the package {top!r}, which is not installed"
+            f" in {environment()}",
+            _install_hint(top, exact=False),
+        )
+    return ConfigError(
+        f"cannot import settings {settings_module!r}: {exc}", "check --settings and --project-dir"
+    )
+
+
+def _driver_error(vendor: str, package: str) -> ConfigError:
+    return ConfigError(
+        f"the {vendor} driver is not installed in {environment()}", _install_hint(package)
+    )
+
+
+def _missing_driver(exc: Exception) -> ConfigError | None:
+    """Django's 'Error loading psycopg2 or psycopg module' as the driver to install."""
+    text = str(exc)
+    if type(exc).__name__ != "ImproperlyConfigured" or "Error loading" not in text:
+        return None
+    if "psycopg" in text:
+        return _driver_error(*_DRIVERS["psycopg"])
+    if "MySQLdb" in text or "mysqlclient" in text:
+        return _driver_error(*_DRIVERS["MySQLdb"])
+    return None
+
+
+def driver_error(exc: Exception) -> ConfigError | None:
+    """The missing-driver error behind a failed first connection, if that is what it is."""
+    return _missing_driver(exc)
 
 
 def opskit_settings() -> dict[str, Any]:

@@ -16,7 +16,9 @@ import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
+from opskit import signals
 from opskit.errors import OpsError
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -63,6 +65,25 @@ def create_temp(final: Path, mode: int = 0o600) -> tuple[Path, int]:
     )
 
 
+@contextlib.contextmanager
+def temp_file(final: Path, mode: int = 0o600) -> Iterator[tuple[Path, IO[bytes]]]:
+    """A new temp file beside ``final``, open for writing: fsynced and kept when the block
+    ends, removed when it raises. A signal at any instant (even while the file is being
+    created) removes it too: its exception is held until the name is known."""
+    path: Path | None = None
+    try:
+        with signals.deferred():
+            path, fd = create_temp(final, mode)
+        with os.fdopen(fd, "wb") as fh:
+            yield path, fh
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        if path is not None:
+            path.unlink(missing_ok=True)
+        raise
+
+
 def fsync(path: Path) -> None:
     """fsync a file's content, or a folder's entries (so that renames in it survive a crash)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -80,12 +101,9 @@ def commit(tmp: Path, final: Path) -> None:
 
 def write_atomic(final: Path, data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` to ``final`` all or nothing: exclusive temp file, fsync, rename, fsync."""
-    tmp, fd = create_temp(final, mode)
+    with temp_file(final, mode) as (tmp, fh):
+        fh.write(data)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         commit(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -62,7 +62,7 @@ def collect(config: Config, databases: Mapping[str, DbParams], now: datetime) ->
         alias = entry["alias"]
         db = databases[alias]
         rows = [_row(row, checked) for row in entry["archives"]]
-        kept, problem = _kept(config, db, Path(entry["folder"]), now)
+        kept, problem = kept_copies(config, db, Path(entry["folder"]), now)
         dumps = runlog.dumps(events, alias)
         svg = chart.render(dumps, f"Dump size and duration of {alias}, last {len(dumps)} runs")
         try:
@@ -98,7 +98,7 @@ def _row(row: dict[str, Any], checked: Mapping[str, dict[str, Any]]) -> dict[str
     }
 
 
-def _kept(
+def kept_copies(
     config: Config, db: DbParams, folder: Path, now: datetime
 ) -> tuple[list[dict[str, Any]], str]:
     """Previous and scratch databases the engine reports, and the safety copies on disk."""

@@ -174,9 +174,17 @@ def compress_to_temp(
             raise
         return written
     what = f"{found.tool} compressing into {final.name}"
-    with through(source, found.compress_argv(level), what=what) as compressed:
-        written = archive.write_verified(compressed, final, compress, progress, label, observer)
-    return written
+    verified: archive.Written | None = None
+    try:
+        with through(source, found.compress_argv(level), what=what) as compressed:
+            verified = archive.write_verified(
+                compressed, final, compress, progress, label, observer
+            )
+    except BaseException:  # the compressor failed, or a signal came while waiting for it
+        if verified is not None:
+            verified.path.unlink(missing_ok=True)
+        raise
+    return verified
 
 
 @dataclasses.dataclass(frozen=True)

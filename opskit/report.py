@@ -53,10 +53,17 @@ class Report:
 
     @contextmanager
     def step(self, name: str, database: str | None = None) -> Iterator[Step]:
-        """Run a block as a step: an OpsError fails it; anything else propagates."""
+        """Run a block as a step: an OpsError fails it; anything else propagates.
+
+        Its start and end are debug events (shown with -v), the end with the step's duration.
+        """
+        from opskit import logs
+
+        log = logs.get()
         step = Step(name, database)
         start = time.monotonic()
         self.steps.append(step)
+        log.debug("step_started", job=self.job, step=name, database=database)
         try:
             yield step
         except OpsError as exc:
@@ -65,6 +72,15 @@ class Report:
             raise StepFailed(step) from exc
         finally:
             step.duration = time.monotonic() - start
+            log.debug(
+                "step_finished",
+                job=self.job,
+                step=name,
+                database=database,
+                ok=step.ok,
+                duration=round(step.duration, 3),
+                since_start=round(time.monotonic() - self.started, 3),
+            )
 
     def failed(self, database: str | None = None) -> list[Step]:
         return [s for s in self.steps if not s.ok and (database is None or s.database == database)]

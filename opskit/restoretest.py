@@ -48,6 +48,15 @@ def expected_counts(manifest: Mapping[str, Any]) -> dict[str, int] | None:
     if not isinstance(tables, dict):
         return None
     excluded = [str(t) for t in manifest.get("excluded_table_data") or []]
+    props = manifest.get("properties")
+    exact = props.get("excluded_tables") if isinstance(props, dict) else None
+    if isinstance(exact, list):
+        # What the dump really left out, as schema.table (PostgreSQL, by exact name).
+        chosen = {str(t) for t in exact}
+        return {
+            str(t): 0 if t in chosen or f"public.{t}" in chosen else int(n)
+            for t, n in tables.items()
+        }
 
     def is_excluded(table: str) -> bool:
         # pg_dump takes patterns, qualified or not; counts name public tables unqualified.

@@ -31,6 +31,16 @@ def unavailable(what: str) -> None:
     pytest.skip(f"{what} unavailable")
 
 
+def need_tools(*programs: str, package: str = "") -> None:
+    """Skip unless every program is on PATH; fail instead under OPSKIT_REQUIRE_SERVICES=1.
+
+    The one way a test says a tool is missing, so CI can require every tool alike.
+    """
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        unavailable(f"{', '.join(missing)} (apt-get install {package or ' '.join(missing)})")
+
+
 def psql(sql: str, db: str = "postgres", **params: str) -> str:
     conn = {**PG, **params}
     env = {**os.environ, "PGHOST": conn["host"], "PGPORT": conn["port"], "PGUSER": conn["user"]}

@@ -134,18 +134,17 @@ def test_switching_formats_deletes_only_files_that_opskit_manifests_name(
     sqlite_db: DbParams, tmp_path: Path
 ) -> None:
     """Files shaped like another format of the slot survive unless opskit's manifest names them."""
-    from datetime import datetime
-
     adapter_for(sqlite_db).populate()
     site = project(tmp_path, sqlite_db)
     folder = site / "db_backups"
     folder.mkdir(mode=0o700)
-    slot = rotation.slot_for(datetime.now())
+    assert run_opskit("backup", "--compress", "gzip", cwd=site).returncode == 0
+    # The slot is the weekday in the project's TIME_ZONE, as the backup saw it.
+    slot = (folder / "latest.sqlite3.gz").readlink().name.removesuffix(".sqlite3.gz")
+    assert slot in rotation.SLOTS and (folder / f"{slot}.sqlite3.gz").is_file()
     theirs = [folder / f"{slot}.sqlite3.bak", folder / f"{slot}.tar"]
     for path in theirs:
         path.write_bytes(b"my own copy, not an opskit archive")
-    assert run_opskit("backup", "--compress", "gzip", cwd=site).returncode == 0
-    assert (folder / f"{slot}.sqlite3.gz").is_file()
     done = run_opskit("backup", cwd=site)  # zstd: the .gz that opskit wrote goes
     assert done.returncode == 0, done.stderr
     assert not (folder / f"{slot}.sqlite3.gz").exists()

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import mysql, psql, random_name
+from conftest import mysql, need_tools, psql, random_name
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "bench.py"
@@ -65,9 +64,7 @@ def table_rows(markdown: str, heading: str) -> list[list[str]]:
 
 
 def test_bench_smoke_writes_every_row_and_the_targets(prefix: str, tmp_path: Path) -> None:
-    for tool in ("zstd", "gzip", "pg_dump", "psql", "mariadb-dump", "mariadb"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed")
+    need_tools("zstd", "gzip", "pg_dump", "psql", "mariadb-dump", "mariadb")
     results_before = RESULTS.read_bytes() if RESULTS.exists() else None
     output = tmp_path / "R.md"
     done = subprocess.run(

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import OPSKIT, PG, run_opskit, unavailable, write_project
+from conftest import OPSKIT, PG, need_tools, run_opskit, unavailable, write_project
 from hcserver import HCServer
 
 from opskit import manifest as manifests
@@ -158,6 +158,7 @@ def test_every_check_passes_in_a_healthy_project(tmp_path: Path, cron_env: dict[
         "restore:default",
         "cron:jobs",
         "cron:daemon",
+        "cron:start",
         "healthchecks:clear-sessions",
         "healthchecks:backup",
         "sessions",
@@ -260,8 +261,9 @@ def test_a_backup_folder_that_cannot_be_created_fails(site: Path, tmp_path: Path
 
 
 def test_a_read_only_backup_folder_fails_even_for_root(site: Path, tmp_path: Path) -> None:
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("needs root to mount a read-only tmpfs")
+    need_tools("mount")
+    if os.geteuid() != 0:
+        unavailable("root, to mount a read-only tmpfs")
     mnt = tmp_path / "ro"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", mnt], check=True)

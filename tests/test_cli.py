@@ -475,11 +475,12 @@ def test_restore_of_a_missing_weekday_fails_with_one_line(site: Path) -> None:
     assert read_items(site / "db.sqlite3") == ROWS
 
 
-def test_restore_of_a_weekday_that_is_not_one_fails(site: Path) -> None:
+def test_restore_of_a_weekday_that_is_not_one_is_a_usage_error(site: Path) -> None:
     backup_ok(site)
     result = run_opskit("--project-dir", site, "restore", "Funday", "--yes", cwd=site.parent)
-    assert result.returncode == 1
-    assert "'Funday' is not a weekday" in result.stderr
+    assert result.returncode == 64
+    assert "'Funday' is not latest, a weekday (0-6, Monday, mon, 1-Monday)" in result.stderr
+    assert read_items(site / "db.sqlite3") == ROWS
 
 
 # --- configuration precedence -----------------------------------------------------------------
@@ -560,14 +561,15 @@ def test_backup_dir_env_overrides_settings_and_the_flag_overrides_env(tmp_path: 
     assert len(list(from_env.glob("*.sqlite3.zst.json"))) == 1
 
 
-def test_a_relative_backup_dir_flag_is_relative_to_the_working_directory(
+def test_a_relative_backup_dir_flag_is_relative_to_the_project_like_the_setting(
     site: Path, tmp_path: Path
 ) -> None:
     work = tmp_path / "work"
     work.mkdir()
     result = run_opskit("--project-dir", site, "--backup-dir", "out", "backup", cwd=work)
     assert result.returncode == 0, result.stderr
-    assert (work / "out" / "latest.sqlite3.zst").exists()
+    assert (site / "out" / "latest.sqlite3.zst").exists()
+    assert not (work / "out").exists()
 
 
 # --- choosing databases -----------------------------------------------------------------------

@@ -278,3 +278,60 @@ def test_unknown_option_is_a_usage_error(site: Path, env: dict[str, str]) -> Non
 
 def test_builtin_schedule_is_the_shipped_crontab_txt() -> None:
     assert (REPO / "crontab.txt").read_text() == DEFAULT_CRONTAB
+
+
+def test_global_options_given_to_install_are_written_into_every_job_as_absolute_paths(
+    site: Path, env: dict[str, str]
+) -> None:
+    (site / "crontab.txt").write_text("0 1 * * * opskit clear-sessions\n0 2 * * * opskit list\n")
+    given = ("--backup-dir", "backups", "--log-dir", "var/log", "-q")
+    flags = ("--strict-ping", "--mail-admins")
+    args = ("--project-dir", site, *given, *flags, "cron", "install", "--cron-d", "x")
+
+    dry = run_opskit(*args, "--dry-run", env=env)
+    done = run_opskit(*args, env=env)
+
+    # Relative paths mean the project folder's, as they do for every opskit run.
+    options = (
+        f"--backup-dir {site / 'backups'} --log-dir {site / 'var/log'} --quiet {' '.join(flags)}"
+    )
+    assert dry.returncode == 0 and done.returncode == 0, done.stderr
+    assert dry.stdout.count(options) == 2
+    lines = (Path(env["OPSKIT_CRON_D_DIR"]) / "x").read_text().splitlines()[3:]
+    assert len(lines) == 2 and all(options in line for line in lines)
+    assert all(f">> {site / 'var/log' / 'cron.log'} 2>&1" in line for line in lines)
+
+    command = TAG.sub("", lines[1]).split(None, 6)[6]
+    ran = subprocess.run(["/bin/sh", "-c", command], cwd="/", env={"PATH": "/usr/bin:/bin"})
+    assert ran.returncode == 0
+    assert "no backups yet" in (site / "var/log" / "cron.log").read_text()
+    assert (site / "var/log" / "opskit.log").is_file() and not (site / "logs").exists()
+
+
+def test_install_warns_about_opskit_variables_cron_will_not_have(
+    site: Path, env: dict[str, str]
+) -> None:
+    done = cron(site, {**env, "OPSKIT_COMPRESS": "gzip"}, "install", "--cron-d", "x")
+
+    assert done.returncode == 0, done.stderr
+    assert "warning: OPSKIT_COMPRESS is set in this shell but cron's jobs will not see it" in (
+        done.stderr
+    )
+
+
+def test_remove_of_the_last_jobs_deletes_the_crontab(
+    site: Path, env: dict[str, str], cron_user: str
+) -> None:
+    assert cron(site, env, "install", "--user", cron_user).returncode == 0
+
+    removed = cron(site, env, "remove", "--user", cron_user)
+
+    assert removed.returncode == 0, removed.stderr
+    listed = subprocess.run(["crontab", "-l", "-u", cron_user], capture_output=True, text=True)
+    assert listed.returncode == 1 and "no crontab for" in listed.stderr
+
+
+def test_show_help_says_whose_crontab_it_reads(site: Path) -> None:
+    done = run_opskit("cron", "show", "--help")
+
+    assert "Whose crontab to read" in done.stdout and "to edit" not in done.stdout

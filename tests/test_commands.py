@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import OPSKIT, REQUIRE, run_opskit, write_project
+from conftest import OPSKIT, need_tools, run_opskit, write_project
 from dbdata import adapter_for
 from test_sessions import ROWS, migrate_sessions
 
@@ -72,10 +72,7 @@ def test_handbook_scripts_are_all_there_executable_posix_sh() -> None:
 
 
 def test_shellcheck_finds_nothing() -> None:
-    if not shutil.which("shellcheck"):
-        if REQUIRE:
-            pytest.fail("shellcheck is required (OPSKIT_REQUIRE_SERVICES=1) but missing")
-        pytest.skip("shellcheck missing (apt-get install shellcheck)")
+    need_tools("shellcheck")
     scripts = sorted(str(p) for p in COMMANDS.glob("*.sh"))
     done = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from conftest import unavailable
 
 from opskit import cron
 from opskit.errors import ConfigError, ToolNotFound
@@ -457,21 +458,15 @@ def test_editing_another_users_crontab_needs_root(tmp_path: Path) -> None:
 # Real crontab: a throwaway system user, never the developer's own crontab.
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("OPSKIT_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (OPSKIT_REQUIRE_SERVICES=1)")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def throwaway_user() -> Iterator[str]:
     """A system user with no home, deleted afterwards with its crontab."""
     if shutil.which("crontab") is None:
-        _unavailable("no crontab program: apt-get install cron")
+        unavailable("no crontab program: apt-get install cron")
     sbin = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
     useradd, userdel = shutil.which("useradd", path=sbin), shutil.which("userdel", path=sbin)
     if os.geteuid() != 0 or useradd is None or userdel is None:
-        _unavailable("needs root, useradd and userdel to create a throwaway user")
+        unavailable("needs root, useradd and userdel to create a throwaway user")
         return
     name = f"opskit-test-{secrets.token_hex(4)}"
     subprocess.run([useradd, "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)

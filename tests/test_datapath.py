@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import SUNDAY, run_opskit, write_project
+from conftest import SUNDAY, need_tools, run_opskit, write_project
 from dbdata import adapter_for
 from test_roundtrip import backup, restore
 
@@ -133,8 +133,8 @@ def test_without_compressor_programs_backup_and_restore_still_work(
     assert data.snapshot() == {**before, "sessions": 0}
 
 
-@pytest.mark.skipif(not shutil.which("pigz"), reason="pigz is not installed")
 def test_gzip_uses_pigz_and_says_so(sqlite_db: DbParams, tmp_path: Path) -> None:
+    need_tools("pigz")
     adapter_for(sqlite_db).populate()
     site = write_project(tmp_path / "site", {"default": sqlite_db}, "{'COMPRESS': 'gzip'}")
     done = run_opskit("backup", cwd=site)

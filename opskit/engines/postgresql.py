@@ -12,30 +12,25 @@ from pathlib import Path
 from typing import IO, Any
 
 from opskit import logs, pipes, proc
+from opskit.engines import postgresql_catalog as catalog
 from opskit.engines import tooling
 from opskit.engines.base import (
     ArchiveDir,
-    ContentObserver,
     DbParams,
     Leftover,
     OpenArchive,
     RestoreContext,
 )
 from opskit.engines.diagnose import connecting
-from opskit.errors import CommandFailed, OpsError
-from opskit.journal import Journal, JournalError
+from opskit.engines.postgresql_dump import DumpObserver, DumpScanner
+from opskit.engines.postgresql_restore import Restorer
+from opskit.errors import ArchiveError, CommandFailed, OpsError
+from opskit.journal import Journal
 
 log = logs.get("engines")
 
-_MAX_IDENT = 63  # PostgreSQL truncates longer identifiers silently; never let it.
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+VERIFY_TAG = "__opskit_verify_"
+derived_name = catalog.derived_name  # the name other modules know it by
 
 
 def _passfile_line(password: str) -> str:
@@ -43,16 +38,38 @@ def _passfile_line(password: str) -> str:
     return f"*:*:*:*:{escaped}\n"
 
 
-def _conninfo_dbname(name: str) -> str:
-    """Return a conninfo string naming ``name``, so that no database name reads as options."""
-    return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
+class _ToolContent:
+    """A program's output (pg_restore writing a directory archive as SQL), read as content:
+    its end is proven when the program exited cleanly."""
 
+    def __init__(self, child: proc.Child) -> None:
+        self.child = child
+        self.reader = proc.interruptible(child.stdout)
+        self.checked = False
 
-def derived_name(name: str, tag: str) -> str:
-    """Return ``<name><tag>``, shortening ``name`` so the result fits in 63 bytes."""
-    room = _MAX_IDENT - len(tag.encode())
-    short = name.encode()[:room].decode("utf-8", "ignore")
-    return short + tag
+    def read(self, size: int = -1) -> bytes:
+        return self.reader.read(size if size > 0 else 1 << 20)
+
+    def check_end(self) -> None:
+        if not self.checked:
+            try:
+                self.child.wait()
+            except CommandFailed as exc:
+                raise ArchiveError(exc.message, "use another backup") from None
+            self.checked = True
+
+    def settle(self) -> ArchiveError | None:
+        try:
+            while self.read(1 << 20):
+                pass
+            self.check_end()
+        except ArchiveError as exc:
+            return exc
+        return None
+
+    def abandon(self) -> None:
+        if not self.checked:
+            self.child.kill()
 
 
 class PostgreSQL:
@@ -63,6 +80,7 @@ class PostgreSQL:
 
     def __init__(self, bin_dir: Path | None = None) -> None:
         self.bin_dir = bin_dir
+        self._watcher: DumpScanner | None = None
 
     def _tool(self, name: str) -> Path:
         return tooling.find_tool([name], self.bin_dir, "PG_BIN_DIR")
@@ -85,7 +103,7 @@ class PostgreSQL:
             extra["PGPASSFILE"] = str(passfile)
             yield proc.child_env(extra, drop=drop)
 
-    def _sql(
+    def sql(
         self, db: DbParams, sql: str, dbname: str | None = None, timeout: float | None = 120
     ) -> str:
         """Run SQL with psql and return its unaligned output."""
@@ -105,7 +123,7 @@ class PostgreSQL:
         with self._env(db) as env:
             tool = proc.run([pg_dump, "--version"], env, what="pg_dump --version")
         sql = "SELECT current_setting('server_version'), current_setting('server_version_num')"
-        server, _, num = self._sql(db, sql).partition("|")
+        server, _, num = self.sql(db, sql).partition("|")
         where = f"{db.host or 'localhost'}:{db.port or '5432'}"
         problem = tooling.pg_dump_problem(tool, num, where, str(pg_dump))
         if problem is not None:
@@ -114,7 +132,7 @@ class PostgreSQL:
 
     def size(self, db: DbParams) -> int:
         # The user tables only: an empty database's catalog is megabytes that dump to nothing.
-        total = self._sql(
+        total = self.sql(
             db,
             "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm')"
@@ -135,22 +153,44 @@ class PostgreSQL:
             " WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema'"
             " AND n.nspname NOT LIKE 'pg\\_%'; COMMIT"
         )
-        out = self._sql(db, sql, timeout=None)
+        out = self.sql(db, sql, timeout=None)
         return {str(k): int(v) for k, v in sorted(json.loads(out).items())} if out else {}
+
+    def exclusions(self, db: DbParams, names: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        """The exact tables (``schema.table``) that EXCLUDE_TABLE_DATA names, and the names
+        that match none. Names are names, not pg_dump patterns: ``*`` is a table called ``*``."""
+        if not names:
+            return [], []
+        found = json.loads(self.sql(db, catalog.exclusion_sql(names)) or "[]")
+        tables = sorted({f"{schema}.{table}" for _, schema, table in found})
+        matched = {name for name, _, _ in found}
+        missing = [n for n in names if n not in matched]
+        for name in missing:
+            log.warning(
+                "excluded_table_not_found",
+                database=db.alias,
+                table=name,
+                fix="fix OPSKIT['EXCLUDE_TABLE_DATA'] (exact table names, or schema.table)",
+            )
+        return tables, missing
+
+    def _exclude_args(self, db: DbParams, names: tuple[str, ...]) -> list[str]:
+        tables, missing = self.exclusions(db, names)
+        if self._watcher is not None:
+            self._watcher.excluded, self._watcher.not_found = tables, missing
+        args = []
+        for qualified in tables:
+            schema, _, table = qualified.partition(".")
+            args.append("--exclude-table-data=" + catalog.table_pattern(schema, table))
+        return args
 
     def dump(
         self, db: DbParams, exclude_data: tuple[str, ...]
     ) -> AbstractContextManager[IO[bytes]]:
-        argv: list[str | Path] = [
-            self._tool("pg_dump"),
-            "--format=plain",
-            "--clean",
-            "--if-exists",
-            "--no-owner",
-            "--no-privileges",
-            "--encoding=UTF8",
-        ]
-        argv += [f"--exclude-table-data={table}" for table in exclude_data]
+        # Owners and privileges stay in; in the database's own encoding (a SQL_ASCII
+        # database's bytes as they are); the database is named by PGDATABASE, never argv.
+        argv: list[str | Path] = [self._tool("pg_dump"), "--format=plain", "--clean", "--if-exists"]
+        argv += self._exclude_args(db, exclude_data)
         return self._dump(db, argv)
 
     @contextlib.contextmanager
@@ -173,57 +213,60 @@ class PostgreSQL:
             "--format=directory",
             f"--jobs={jobs}",
             f"--compress={level}",
-            "--encoding=UTF8",
             f"--file={target}",
         ]
-        argv += [f"--exclude-table-data={table}" for table in exclude_data]
+        argv += self._exclude_args(db, exclude_data)
         with self._env(db) as env, connecting(self.vendor, db):
             proc.run(
                 argv, env, what=f"pg_dump of {db.describe()}", secrets=[db.password], timeout=None
             )
 
-    def _load_directory(
-        self, db: DbParams, dbname: str, folder: ArchiveDir, in_place: bool
-    ) -> None:
-        """pg_restore a folder: in parallel into a new database, else in one transaction."""
-        argv: list[str | Path] = [
-            self._tool("pg_restore"),
-            "--no-owner",
-            "--no-privileges",
-            "--exit-on-error",
-            "--dbname=" + _conninfo_dbname(dbname),
-        ]
-        if in_place:
-            argv += ["--clean", "--if-exists", "--single-transaction"]
+    def restore_argv(
+        self, folder: ArchiveDir, dbname: str, no_owner: bool, no_privileges: bool
+    ) -> list[str | Path]:
+        """pg_restore of a folder: into a new database in parallel, or as SQL on stdout."""
+        argv: list[str | Path] = [self._tool("pg_restore"), "--exit-on-error"]
+        argv += ["--no-owner"] if no_owner else []
+        argv += ["--no-privileges"] if no_privileges else []
+        if dbname:
+            argv += ["--dbname=" + catalog.conninfo_dbname(dbname), f"--jobs={folder.jobs}"]
         else:
-            argv.append(f"--jobs={folder.jobs}")
-        with self._env(db, dbname) as env, connecting(self.vendor, db, dbname):
-            proc.run(
-                [*argv, folder.path],
-                env,
-                what=f"pg_restore into {db.describe(dbname)}",
-                secrets=[db.password],
-                timeout=None,
-            )
+            argv += ["--clean", "--if-exists", "--file=-"]
+        return [*argv, folder.path]
 
-    def _load(
-        self, db: DbParams, dbname: str, open_archive: OpenArchive, in_place: bool = False
-    ) -> None:
+    def load(
+        self,
+        db: DbParams,
+        dbname: str,
+        open_archive: OpenArchive,
+        *,
+        no_owner: bool = False,
+        no_privileges: bool = False,
+        prologue: bytes = b"",
+        epilogue: bytes = b"",
+    ) -> DumpScanner:
+        """Load an archive into ``dbname`` in one transaction that opskit opens and commits:
+        COMMIT is sent only once the whole archive was read and matched its manifest."""
+        scanner = DumpScanner(
+            no_owner=no_owner, no_privileges=no_privileges, single_transaction=True
+        )
+        if isinstance(open_archive, ArchiveDir) and not prologue and not epilogue:
+            self._sql_run(
+                db,
+                self.restore_argv(open_archive, dbname, no_owner, no_privileges),
+                dbname,
+                f"pg_restore into {db.describe(dbname)}",
+            )
+            return scanner
+        argv: list[str | Path] = [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+        source: OpenArchive = open_archive
         if isinstance(open_archive, ArchiveDir):
-            self._load_directory(db, dbname, open_archive, in_place)
-            return
-        argv: list[str | Path] = [
-            self._tool("psql"),
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--single-transaction",
-        ]
+            folder = open_archive
+            source = lambda: self.restore_script(folder, no_owner, no_privileges)  # noqa: E731
         with (
             self._env(db, dbname) as env,
             connecting(self.vendor, db, dbname),
-            open_archive() as content,
+            source() as content,
         ):
             pipes.load(
                 [*argv, "-o", "/dev/null"],
@@ -231,40 +274,56 @@ class PostgreSQL:
                 content,
                 what=f"psql into {db.describe(dbname)}",
                 secrets=[db.password],
+                prologue=b"BEGIN;\n" + prologue,
+                epilogue=b"SET client_encoding = 'UTF8';\n" + epilogue + b"COMMIT;\n",
+                transform=scanner,
+            )
+        return scanner
+
+    @contextlib.contextmanager
+    def restore_script(
+        self, folder: ArchiveDir, no_owner: bool = False, no_privileges: bool = False
+    ) -> Iterator[_ToolContent]:
+        """A directory archive as one SQL script (pg_restore --file=-), read as content."""
+        argv = self.restore_argv(folder, "", no_owner, no_privileges)
+        with contextlib.nullcontext(proc.child_env({})) as env:
+            child = proc.Child(
+                argv, env, what=f"pg_restore of {folder.path.name}", stdout=proc.PIPE
+            )
+            content = _ToolContent(child)
+            try:
+                yield content
+            finally:
+                content.abandon()
+
+    def _sql_run(self, db: DbParams, argv: list[str | Path], dbname: str, what: str) -> None:
+        with self._env(db, dbname) as env, connecting(self.vendor, db, dbname):
+            proc.run(argv, env, what=what, secrets=[db.password], timeout=None)
+
+    def script(self, db: DbParams, statements: list[str], dbname: str) -> None:
+        """Run statements one after the other (each its own transaction) on ``dbname``."""
+        if not statements:
+            return
+        psql = self._tool("psql")
+        sql = "".join(s.rstrip().rstrip(";") + ";\n" for s in statements)
+        with self._env(db, dbname) as env, connecting(self.vendor, db, dbname):
+            proc.run(
+                [psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
+                env,
+                what=f"psql on {db.describe(dbname)}",
+                secrets=[db.password],
+                stdin=sql.encode(),
+                timeout=None,
             )
 
     def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
-        stamp = ctx.now.strftime("%Y%m%d%H%M%S")
-        scratch = derived_name(db.name, f"__opskit_restore_{stamp}")
-        old = derived_name(db.name, f"__pre_restore_{stamp}")
-        admin = str(db.options.get("maintenance_db", "postgres"))
-        try:
-            self._create_like(db, scratch, admin)
-        except CommandFailed as exc:
-            if "permission denied" not in str(exc):
-                raise
-            # No CREATEDB: the dump's DROP/CREATE run in one transaction in place instead.
-            self._load(db, db.name, open_archive, in_place=True)
-            ctx.notes.append(f"restored {db.name} in place in one transaction (no CREATEDB)")
-            return
-        try:
-            self._load(db, scratch, open_archive)
-        except BaseException:
-            self._drop(db, scratch, admin)
-            raise
-        self._swap(db, scratch, old, admin)
-        if ctx.drop_old:
-            try:
-                self._drop_database(db, old, admin)
-                ctx.notes.append(f"dropped the previous database {old}")
-            except OpsError as exc:
-                # The restore itself succeeded; say so, and what is left to do by hand.
-                ctx.notes.append(f"restored, but {exc.line()}")
-        else:
-            ctx.notes.append(
-                f"the previous database is kept as {old}; drop it when satisfied with: "
-                f"psql -c 'DROP DATABASE \"{old}\"' (or restore with --drop-old)"
-            )
+        Restorer(self).restore(db, open_archive, ctx)
+
+    def recover(self, db: DbParams, journal: Journal) -> str:
+        return Restorer(self).recover(db, journal)
+
+    def leftovers(self, db: DbParams) -> list[Leftover]:
+        return Restorer(self).leftovers(db)
 
     def scratch_copy(
         self, db: DbParams, open_archive: OpenArchive, now: datetime, work_dir: Path
@@ -276,94 +335,78 @@ class PostgreSQL:
     def _scratch_copy(
         self, db: DbParams, open_archive: OpenArchive, now: datetime
     ) -> Iterator[DbParams]:
-        scratch = derived_name(db.name, f"__opskit_verify_{now:%Y%m%d%H%M%S}")
-        admin = str(db.options.get("maintenance_db", "postgres"))
+        admin = self.admin_db(db)
+        taken = set(self.databases(db))
+        scratch = catalog.free_name(taken, db.name, f"{VERIFY_TAG}{now:%Y%m%d%H%M%S}")
         try:
-            self._create_like(db, scratch, admin)
+            self.create_database(db, scratch, self.database_properties(db, db.name))
         except CommandFailed as exc:
             if "permission denied" not in str(exc):
                 raise
             raise CommandFailed(
                 f"{db.user or 'this role'} may not create databases on"
                 f" {db.host or 'localhost'}:{db.port or '5432'}, so the restore test cannot run",
-                f"ALTER ROLE {_quote_ident(db.user or 'role')} CREATEDB, or verify without"
+                f"ALTER ROLE {catalog.ident(db.user or 'role')} CREATEDB, or verify without"
                 " --restore-test",
             ) from None
         try:
-            self._load(db, scratch, open_archive)
+            # A restore test checks the data: owners and grants of roles missing here go.
+            self.load(db, scratch, open_archive, no_owner=True, no_privileges=True)
             yield dataclasses.replace(db, name=scratch)
         except BaseException:
-            self._drop(db, scratch, admin)
+            self.drop_quietly(db, scratch, admin)
             raise
-        self._drop_database(db, scratch, admin)
+        self.drop_database(db, scratch, admin)
 
     def properties(self, db: DbParams) -> dict[str, Any]:
-        return {}
+        """The database's own properties (ACL, settings, locale...), which a dump leaves out."""
+        return {"database": self.database_properties(db, db.name)}
 
-    def observer(self) -> ContentObserver | None:
-        return None
-
-    def recover(self, db: DbParams, journal: Journal) -> str:
-        raise JournalError(
-            f"cannot finish or undo {journal.describe()}", "inspect the database by hand"
+    def database_properties(self, db: DbParams, name: str) -> dict[str, Any]:
+        raw = self.sql(
+            db, catalog.PROPERTIES_SQL.format(name=catalog.literal(name)), self.admin_db(db)
         )
+        return catalog.database_properties(json.loads(raw)) if raw else {}
 
-    def leftovers(self, db: DbParams) -> list[Leftover]:
-        return []
+    def observer(self) -> DumpObserver:
+        watcher = DumpObserver()
+        self._watcher = watcher.scanner
+        return watcher
 
-    def _drop_database(self, db: DbParams, name: str, admin: str) -> None:
+    # --- small pieces the restore uses -----------------------------------------------------
+
+    def admin_db(self, db: DbParams) -> str:
+        return str(db.options.get("maintenance_db", "postgres"))
+
+    def databases(self, db: DbParams) -> list[str]:
+        out = self.sql(db, "SELECT datname FROM pg_database", self.admin_db(db))
+        return out.splitlines()
+
+    def query_json(self, db: DbParams, sql: str, dbname: str | None = None) -> Any:
+        out = self.sql(db, sql, dbname)
+        return json.loads(out) if out else None
+
+    def create_database(self, db: DbParams, name: str, props: dict[str, Any]) -> None:
+        """CREATE DATABASE from template0 with the recorded encoding and locale."""
+        clause = catalog.create_clause(props)
+        sql = f"CREATE DATABASE {catalog.ident(name)} TEMPLATE template0 {clause}".rstrip()
+        self.sql(db, sql, self.admin_db(db))
+
+    def drop_database(self, db: DbParams, name: str, admin: str) -> None:
         """Drop a database even if a killed client's session still lingers on it."""
-        quoted = _quote_ident(name)
+        quoted = catalog.ident(name)
         try:
-            self._sql(db, f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)", admin)
+            self.sql(db, f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)", admin)
         except CommandFailed as exc:
             if "syntax error" not in str(exc):  # WITH (FORCE) needs PostgreSQL 13
                 log.error("database_not_dropped", database=name, reason=exc.line())
                 raise CommandFailed(
                     f"could not drop the database {name}: {exc.message}",
-                    f"drop it by hand: psql -c 'DROP DATABASE {quoted}'",
+                    f"drop it by hand: {catalog.drop_command(name)}",
                 ) from None
-            self._sql(db, f"DROP DATABASE IF EXISTS {quoted}", admin)
+            self.sql(db, f"DROP DATABASE IF EXISTS {quoted}", admin)
 
-    def _create_like(self, db: DbParams, scratch: str, admin: str) -> None:
-        row = self._sql(
-            db,
-            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database"
-            f" WHERE datname = {_quote_literal(db.name)}",
-            admin,
-        )
-        sql = f"CREATE DATABASE {_quote_ident(scratch)} TEMPLATE template0"
-        if row.count("|") == 2:
-            # Same encoding and collation as the live database, so text sorts the same.
-            encoding, collate, ctype = (_quote_literal(v) for v in row.split("|"))
-            sql += f" ENCODING {encoding} LC_COLLATE {collate} LC_CTYPE {ctype}"
-        self._sql(db, sql, admin)
-
-    def _drop(self, db: DbParams, name: str, admin: str) -> None:
+    def drop_quietly(self, db: DbParams, name: str, admin: str) -> None:
         """Drop a database while already failing (or on Ctrl-C): the first error is the one."""
         with contextlib.suppress(OpsError):
-            self._drop_database(db, name, admin)
-
-    def _swap(self, db: DbParams, scratch: str, old: str, admin: str) -> None:
-        """Rename live → old and scratch → live in one transaction, after closing sessions."""
-        live_q, old_q, scratch_q = _quote_ident(db.name), _quote_ident(old), _quote_ident(scratch)
-        self._sql(db, f"ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS false", admin)
-        try:
-            self._sql(
-                db,
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                f" WHERE datname = {_quote_literal(db.name)} AND pid <> pg_backend_pid()",
-                admin,
-            )
-            self._sql(
-                db,
-                f"BEGIN; ALTER DATABASE {live_q} RENAME TO {old_q};"
-                f" ALTER DATABASE {scratch_q} RENAME TO {live_q}; COMMIT;",
-                admin,
-            )
-        except BaseException:
-            with contextlib.suppress(CommandFailed):
-                self._sql(db, f"ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS true", admin)
-            self._drop(db, scratch, admin)
-            raise
-        self._sql(db, f"ALTER DATABASE {old_q} WITH ALLOW_CONNECTIONS true", admin)
+            self.drop_database(db, name, admin)

@@ -82,7 +82,7 @@ def test_a_signal_during_a_backup_sends_the_final_ping_as_a_failure(
     assert [p.path for p in pings] == [f"/{UUID}/start", f"/{UUID}/{128 + signum}"]
     assert pings[0].rid and pings[0].rid == pings[1].rid
     assert b"event=dump_started" in pings[1].body  # the log tail says how far it got
-    assert temp_files(backups) == []
+    assert temp_files(backups) == [], stopped.stderr
     assert state(backups) == before
     assert assert_archives_verify(backups) == 1
 

@@ -1,0 +1,1 @@
+"""``python manage.py opskit ...``: the opskit CLI inside the project's own Django."""

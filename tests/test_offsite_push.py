@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from conftest import SUNDAY
 from dbdata import adapter_for
 from support.restic_repo import local_repo, plant_stale_lock, with_offsite
@@ -17,7 +18,7 @@ from opskit.engines import DbParams
 from opskit.offsite.catalog import snapshots
 from opskit.offsite.fetch import restore_database
 from opskit.offsite.restic import Restic
-from opskit.report import Report
+from opskit.report import Report, StepFailed
 from opskit.restore import RestoreOptions
 
 
@@ -210,3 +211,44 @@ def test_a_repository_that_never_answers_is_cut_off_at_the_timeout(
     (step,) = report.failed()
     assert "did not finish in 2 s" in step.reason and "timeout" in step.reason, step.reason
     _latest_verifies(config)
+
+
+def test_a_stream_that_is_not_the_pushed_dump_commits_nothing(tmp_path, config, any_db) -> None:
+    """A sidecar that records another sha256 (a forged or mixed-up one): the restore loads the
+    whole stream, finds the hash wrong before it commits, and the live database stays."""
+    import subprocess
+
+    repo = local_repo(tmp_path)
+    cfg = with_offsite(config, repo.settings(project="site"))
+    data = adapter_for(any_db)
+    data.populate()
+    assert _backup(cfg, any_db).exit_code == 0
+    data.mutate()
+    changed = data.snapshot()
+    (side,) = [s for s in repo.snapshots() if "kind=manifest" in s["tags"]]
+    record = json.loads(repo.restic("dump", side["id"], side["paths"][0]).stdout)
+    record["sha256"] = "0" * 64
+    env = {"RESTIC_REPOSITORY": repo.repository, "RESTIC_PASSWORD_FILE": str(repo.password_file)}
+    forged = ["--stdin", "--stdin-filename", "site/default.opskit.json"]
+    forged += ["--host", side["hostname"], "--tag", ",".join(side["tags"])]
+    subprocess.run(
+        ["restic", "backup", *forged],
+        input=json.dumps(record).encode(),
+        env={**__import__("os").environ, **env},
+        check=True,
+        capture_output=True,
+    )
+    report = Report("restore")
+    with pytest.raises(StepFailed):
+        restore_database(
+            cfg,
+            {any_db.alias: any_db},
+            any_db.alias,
+            "latest",
+            SUNDAY + timedelta(hours=1),
+            report,
+            RestoreOptions(drop_old=True),
+        )
+    (step,) = report.failed()
+    assert step.name == "load" and "is not the dump that was pushed" in step.reason, step.reason
+    assert data.snapshot() == changed

@@ -71,6 +71,11 @@ def run_backup(
             duration=round(time.monotonic() - start, 3),
             **report.details.get(alias, {}),
         )
+    for live in config.media_snapshots:
+        from opskit.offsite import media
+
+        with contextlib.suppress(StepFailed), report.step("media", None):
+            media.take(config.backup_dir, live, now)
     if pusher is not None:
         pusher.finish()
     return report

@@ -247,7 +247,8 @@ def backup(
 @click.option(
     "--media",
     is_flag=True,
-    help="Restore the media folders (with --from offsite) instead of a database.",
+    help="Restore the media folders (local weekday snapshots, or --from offsite) instead of a"
+    " database.",
 )
 @click.option(
     "--destination", metavar="NAME", help="With --from offsite: which OFFSITE entry to read."
@@ -302,13 +303,9 @@ def restore(
         if not yes:
             _confirm(ctx, run, report, alias)
 
-    if media and origin != "offsite":
-        raise click.UsageError(
-            "media are restored from the off-site repository: pass --media --from offsite"
-        )
     if media or origin == "offsite":
         for note in _restore_offsite(
-            ctx, config, dbs, alias, source, report, options, confirm, media, destination
+            ctx, config, dbs, alias, source, report, options, confirm, media, destination, origin
         ):
             click.echo(note, err=True)
         finish(ctx, run, report)
@@ -342,12 +339,15 @@ def _restore_offsite(
     confirm: Any,
     media: bool,
     destination: str | None,
+    origin: str,
 ) -> list[str]:
-    """restore --from offsite: a database snapshot, or (--media) the media folders."""
-    from opskit.offsite.fetch import restore_database, restore_media
+    """restore --from offsite (a database snapshot), or --media (local or off-site)."""
+    from opskit.offsite.fetch import restore_database, restore_local_media, restore_media
     from opskit.report import StepFailed
 
     with contextlib.suppress(StepFailed):
+        if media and origin == "local":
+            return restore_local_media(config, source, now(), report)
         if media:
             return restore_media(config, source, now(), report, dest_name=destination)
         return restore_database(

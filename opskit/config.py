@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit.errors import ConfigError
-from opskit.offsite.settings import Destination
+from opskit.offsite.settings import Destination, media_folders
 from opskit.offsite.settings import parse as parse_offsite
 
 COMPRESSIONS = ("zstd", "gzip", "none")
@@ -70,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
     "PROGRESS_DELAY": 0.5,
     # Off-site copies through restic: a dict, or a list of dicts (docs/offsite.md).
     "OFFSITE": None,
+    # Local media copies per weekday (unchanged files hard-linked): True for MEDIA_ROOT, or folders.
+    "MEDIA_SNAPSHOTS": False,
 }
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -148,6 +150,8 @@ class Config:
     warnings: tuple[str, ...] = ()
     # restic repositories each run pushes to (OPSKIT["OFFSITE"]).
     offsite: tuple[Destination, ...] = ()
+    # Media folders snapshotted per weekday under backup_dir/media/ (OPSKIT["MEDIA_SNAPSHOTS"]).
+    media_snapshots: tuple[Path, ...] = ()
 
     def offsite_secrets(self) -> tuple[str, ...]:
         """The off-site passwords and credentials, for redaction."""
@@ -308,6 +312,14 @@ def build_config(
         progress_delay=check("PROGRESS_DELAY", _seconds, True),
         warnings=tuple(warnings),
         offsite=parse_offsite(merged["OFFSITE"], project_dir=project_dir, media_root=media_root),
+        media_snapshots=media_folders(
+            _bool(merged["MEDIA_SNAPSHOTS"])
+            if isinstance(merged["MEDIA_SNAPSHOTS"], str)
+            else merged["MEDIA_SNAPSHOTS"],
+            "OPSKIT['MEDIA_SNAPSHOTS']",
+            project_dir,
+            media_root,
+        )[1],
     )
 
 

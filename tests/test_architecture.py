@@ -66,6 +66,7 @@ _LAYERS = {
         "opskit.offsite.restic",
         "opskit.offsite.catalog",
         "opskit.offsite.push",
+        "opskit.offsite.media",
     ],
     JOBS: [
         "opskit.backup",

@@ -92,9 +92,10 @@ def test_bad_offsite_settings_are_one_line_and_nothing_runs(tmp_path: Path) -> N
     assert not (site / "db_backups").exists()
 
 
-def test_media_restore_needs_from_offsite(tmp_path: Path) -> None:
+def test_media_restore_without_snapshots_says_how_to_get_them(tmp_path: Path) -> None:
     repo = local_repo(tmp_path)
-    site, _, _ = _project(tmp_path, repo.settings(media=True))
+    site, _, media = _project(tmp_path, repo.settings(media=True))
     done = run_opskit("restore", "--media", cwd=site)
-    assert done.returncode == 64
-    assert "--from offsite" in done.stderr
+    assert done.returncode == 1
+    assert "MEDIA_SNAPSHOTS" in done.stderr and "--from offsite" in done.stderr
+    assert (media / "uploads" / "a.txt").read_text() == "first upload\n"

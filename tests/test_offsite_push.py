@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from conftest import SUNDAY, unavailable
 from dbdata import adapter_for
 from support.restic_repo import local_repo, plant_stale_lock, with_offsite
@@ -17,12 +18,23 @@ from opskit.engines import DbParams
 from opskit.offsite.catalog import snapshots
 from opskit.offsite.fetch import restore_database
 from opskit.offsite.restic import Restic
-from opskit.report import Report
+from opskit.report import Report, StepFailed
 from opskit.restore import RestoreOptions
 
 
 def _backup(config: Config, db: DbParams, when=SUNDAY) -> Report:  # type: ignore[no-untyped-def]
     return run_backup(config, {db.alias: db}, [db.alias], when)
+
+
+def _latest_verifies(config: Config) -> Path:
+    """latest names tonight's archive, and it matches its signed manifest."""
+    from opskit import manifest as manifests
+
+    latest = (config.backup_dir / "latest.sqlite3.zst").resolve()
+    record = manifests.read(latest)
+    manifests.check_signature(latest, record, config.signing_keys)
+    archive.check_checksum(latest, record)
+    return latest
 
 
 def test_push_makes_a_tagged_dump_snapshot_and_its_sidecar(tmp_path, config, sqlite_db) -> None:
@@ -96,7 +108,7 @@ def test_a_wrong_password_is_one_failed_step_and_latest_stays(tmp_path, config, 
     assert step.name == "offsite"
     assert "wrong password" in step.reason and "\n" not in step.reason
     # The new local archive committed and latest moved to it: the push is after that.
-    now = (config.backup_dir / "latest.sqlite3.zst").resolve()
+    now = _latest_verifies(config)
     assert now != before and now.name.startswith("1-Monday")
     assert "not-the-password" not in step.reason
 
@@ -110,6 +122,7 @@ def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(tmp_path, conf
     assert report.exit_code == 1
     (step,) = report.failed()
     assert "gone" in step.reason and "no restic repository" in step.reason
+    _latest_verifies(config)
     # The other destination got its snapshot all the same.
     assert len(snapshots(Restic(cfg.offsite[1]), kind="dump")) == 1
 
@@ -118,6 +131,7 @@ def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(tmp_path, conf
     report = _backup(with_offsite(config, repo.settings()), sqlite_db, SUNDAY + timedelta(1))
     (step,) = report.failed()
     assert "locked" in step.reason and "restic unlock" in step.reason
+    assert _latest_verifies(config).name.startswith("1-Monday")
 
 
 def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) -> None:
@@ -140,11 +154,12 @@ def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) 
             conn.execute("CREATE TABLE blob (data BLOB)")
             for _ in range(24):
                 conn.execute("INSERT INTO blob VALUES (?)", (os.urandom(1 << 20),))
-        report = _backup(with_offsite(config, repo.settings()), sqlite_db)
+        # restic retries a failing write for minutes: the timeout bounds it, the cause stays.
+        report = _backup(with_offsite(config, repo.settings(timeout=90)), sqlite_db)
         assert report.exit_code == 1
         (step,) = report.failed()
         assert step.name == "offsite" and "is full" in step.reason, step.reason
-        assert (config.backup_dir / "latest.sqlite3.zst").resolve().is_file()
+        _latest_verifies(config)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
@@ -175,3 +190,63 @@ def test_a_directory_archive_goes_as_its_folder_and_comes_back(tmp_path, config,
     assert data.snapshot() == {**before, "sessions": 0}
     # The restored folder was a temporary one: nothing is left in the backup folder.
     assert not list(cfg.backup_dir.glob(".offsite-*"))
+
+
+def test_a_repository_that_never_answers_is_cut_off_at_the_timeout(
+    tmp_path, config, sqlite_db
+) -> None:
+    import time
+
+    repo = local_repo(tmp_path)
+    adapter_for(sqlite_db).populate()
+    # An "SFTP server" that never says a word: restic would wait for it forever.
+    silent = repo.settings(
+        repository="sftp:nobody@127.0.0.1:/nowhere", options={"sftp.command": "sleep 60"}, timeout=2
+    )
+    start = time.monotonic()
+    report = _backup(with_offsite(config, silent), sqlite_db)
+    assert time.monotonic() - start < 30
+    (step,) = report.failed()
+    assert "did not finish in 2 s" in step.reason and "timeout" in step.reason, step.reason
+    _latest_verifies(config)
+
+
+def test_a_stream_that_is_not_the_pushed_dump_commits_nothing(tmp_path, config, any_db) -> None:
+    """A sidecar that records another sha256 (a forged or mixed-up one): the restore loads the
+    whole stream, finds the hash wrong before it commits, and the live database stays."""
+    import subprocess
+
+    repo = local_repo(tmp_path)
+    cfg = with_offsite(config, repo.settings(project="site"))
+    data = adapter_for(any_db)
+    data.populate()
+    assert _backup(cfg, any_db).exit_code == 0
+    data.mutate()
+    changed = data.snapshot()
+    (side,) = [s for s in repo.snapshots() if "kind=manifest" in s["tags"]]
+    record = json.loads(repo.restic("dump", side["id"], side["paths"][0]).stdout)
+    record["sha256"] = "0" * 64
+    env = {"RESTIC_REPOSITORY": repo.repository, "RESTIC_PASSWORD_FILE": str(repo.password_file)}
+    forged = ["--stdin", "--stdin-filename", "site/default.opskit.json"]
+    forged += ["--host", side["hostname"], "--tag", ",".join(side["tags"])]
+    subprocess.run(
+        ["restic", "backup", *forged],
+        input=json.dumps(record).encode(),
+        env={**__import__("os").environ, **env},
+        check=True,
+        capture_output=True,
+    )
+    report = Report("restore")
+    with pytest.raises(StepFailed):
+        restore_database(
+            cfg,
+            {any_db.alias: any_db},
+            any_db.alias,
+            "latest",
+            SUNDAY + timedelta(hours=1),
+            report,
+            RestoreOptions(drop_old=True),
+        )
+    (step,) = report.failed()
+    assert step.name == "load" and "is not the dump that was pushed" in step.reason, step.reason
+    assert data.snapshot() == changed

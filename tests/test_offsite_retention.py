@@ -11,6 +11,7 @@ from support.restic_repo import local_repo, with_offsite
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams
+from opskit.offsite.health import listing
 
 
 def _fill(db: DbParams, rows: int = 20000) -> None:
@@ -54,6 +55,18 @@ def test_retention_keeps_exactly_the_policy_and_never_another_hosts(
     assert len([s for s in web2 if "kind=dump" in s["tags"]]) == 1
     blog = repo.snapshots("--tag", "project=blog")
     assert len([s for s in blog if "kind=dump" in s["tags"]]) == 1
+    # offsite list --all-hosts: every host's and project's newest, one line each.
+    rows, problems = listing(ours, all_hosts=True)
+    assert not problems
+    assert sorted((r["host"], r["project"], r["what"]) for r in rows) == [
+        ("web1", "blog", "default"),
+        ("web1", "site", "default"),
+        ("web2", "site", "default"),
+    ]
+    newest = next(r for r in rows if r["host"] == "web1" and r["project"] == "site")
+    assert newest["time"].startswith("2026-11-26")
+    mine, _ = listing(ours)
+    assert {r["host"] for r in mine} == {"web1"} and len(mine) == 3
 
 
 def test_a_night_with_one_percent_changed_rows_adds_a_fraction(

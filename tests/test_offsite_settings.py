@@ -30,6 +30,7 @@ def _parse(value: object, media_root: Path | None = None):  # type: ignore[no-un
         ({**BASE, "media": "yes"}, "OPSKIT['OFFSITE']['media'] must be True, False or a list"),
         ({**BASE, "media": True}, "OPSKIT['OFFSITE']['media'] is True but the project has no"),
         ({**BASE, "colour": 1}, "OPSKIT['OFFSITE']: unknown key 'colour'"),
+        ({**BASE, "timeout": "1h"}, "OPSKIT['OFFSITE']['timeout'] must be a number of seconds"),
         ({**BASE, "project": "a,b"}, "OPSKIT['OFFSITE']['project'] 'a,b' is not a plain name"),
         ({**BASE, "env": {"RESTIC_REPOSITORY": "x"}}, "OPSKIT['OFFSITE']['env'] sets RESTIC_REPO"),
         ([BASE, {**BASE, "keep": []}], "OPSKIT['OFFSITE'][1]['keep'] must be a dict"),
@@ -94,6 +95,10 @@ def test_restic_messages_become_one_line_reasons() -> None:
         "Fatal: unable to open config file: stat /r/config: no such file or directory\n"
         "Is there a repository at the following location?\n/r": "no restic repository at",
         "subprocess ssh: ssh: connect to host vault port 22: Connection refused": "cannot reach",
+        'Fatal: unable to open config file: client.Head: Head "http://u:***@h:1/config": dial tcp'
+        " h:1: connect: connection refused\nIs there a repository at the following location?": (
+            "cannot reach offsite (/r)"
+        ),
     }
     for stderr, expected in cases.items():
         line = reason(stderr, label).line()

@@ -176,13 +176,29 @@ def restore_media(
     return notes
 
 
+def restore_local_media(config: Config, source: str, now: datetime, report: Report) -> list[str]:
+    """Bring each media folder back from its local weekday snapshot (a full copy, swapped in)."""
+    from opskit.offsite import media
+
+    notes: list[str] = []
+    if not config.media_snapshots:
+        with report.step("media", None):
+            raise RestoreRefused(
+                "no local media snapshots are configured",
+                "set OPSKIT['MEDIA_SNAPSHOTS'], or restore with --media --from offsite",
+            )
+    for live in config.media_snapshots:
+        with report.step("media", None):
+            snapshot = media.find(config.backup_dir, live, source)
+            fresh = media.copy_beside(snapshot, live, now)
+            notes.append(swap_in(fresh, live, now, f"the local snapshot {snapshot}"))
+    return notes
+
+
 def _swap_in(restic: Restic, snap: catalog.Snap, live: Path, now: datetime) -> str:
     parent = live.parent
     stamp = f"{now:%Y%m%d%H%M%S}"
     work = parent / f".{live.name}.opskit-restore-{os.getpid()}"
-    previous = parent / f"{live.name}.before-restore-{stamp}"
-    if previous.exists():
-        raise RestoreRefused(f"{previous} already exists", "move it away first")
     shutil.rmtree(work, ignore_errors=True)
     try:
         restic.run("restore", snap.id, "--target", str(work))
@@ -194,17 +210,26 @@ def _swap_in(restic: Restic, snap: catalog.Snap, live: Path, now: datetime) -> s
         os.rename(got, fresh)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return swap_in(fresh, live, now, f"snapshot {snap.short} of {snap.time:%Y-%m-%d %H:%M}")
+
+
+def swap_in(fresh: Path, live: Path, now: datetime, what: str) -> str:
+    """Put ``fresh`` in the place of ``live`` by rename; keep and name the previous folder."""
+    previous = live.parent / f"{live.name}.before-restore-{now:%Y%m%d%H%M%S}"
+    if previous.exists():
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise RestoreRefused(f"{previous} already exists", "move it away first")
     if not live.exists():
         os.rename(fresh, live)
-        log.info("media_restored", folder=str(live), snapshot=snap.id)
-        return f"media {live} restored from snapshot {snap.short} (there was no folder before)"
+        log.info("media_restored", folder=str(live), source=what)
+        return f"media {live} restored from {what} (there was no folder before)"
     if _exchange(fresh, live):
         os.rename(fresh, previous)  # ``fresh`` now names the previous folder
     else:
         os.rename(live, previous)
         os.rename(fresh, live)
-    log.info("media_restored", folder=str(live), snapshot=snap.id, previous=str(previous))
+    log.info("media_restored", folder=str(live), source=what, previous=str(previous))
     return (
-        f"media {live} restored from snapshot {snap.short} of {snap.time:%Y-%m-%d %H:%M};"
-        f" the previous folder is {previous} (remove it with: rm -rf -- '{previous}')"
+        f"media {live} restored from {what}; the previous folder is {previous}"
+        f" (remove it with: rm -rf -- '{previous}')"
     )

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -60,10 +61,6 @@ def reason(stderr: str, label: str) -> OffsiteError:
         )
     if "no space left" in low or "disk quota" in low:
         return OffsiteError(f"the disk of {label} is full", "free space there or prune older data")
-    if "is there a repository at" in low or "unable to open config file" in low:
-        return OffsiteError(
-            f"no restic repository at {label}", "create it once with restic init (docs/offsite.md)"
-        )
     network = (
         "connection refused",
         "connection reset",
@@ -72,17 +69,22 @@ def reason(stderr: str, label: str) -> OffsiteError:
         "broken pipe",
         "ssh: ",
         "ssh exited",
+        "ssh command exited",
         "subprocess ssh",
         "no such host",
         "i/o timeout",
         "network is unreachable",
         "dial tcp",
         "unexpected eof",
-        "eof",
+        "error: eof",
     )
     if any(word in low for word in network):
         return OffsiteError(
             f"cannot reach {label}: {_fatal(stderr)}", "check the network and the server"
+        )
+    if "is there a repository at" in low or "unable to open config file" in low:
+        return OffsiteError(
+            f"no restic repository at {label}", "create it once with restic init (docs/offsite.md)"
         )
     return OffsiteError(f"restic failed on {label}: {_fatal(stderr)}", "see restic's message")
 
@@ -102,6 +104,8 @@ class Restic:
     def __init__(self, dest: Destination, environ: Mapping[str, str] | None = None) -> None:
         self.dest = dest
         self.environ = os.environ if environ is None else environ
+        self._timers: dict[int, threading.Timer] = {}
+        self._expired: set[int] = set()
 
     @property
     def label(self) -> str:
@@ -149,7 +153,7 @@ class Restic:
         """Run a restic command to its end and return its stdout; a failure is one line."""
         env = self.env()
         with tempfile.TemporaryFile() as out:
-            child = proc.Child(
+            child = self.start(
                 self.argv(*args),
                 env,
                 what=self.what(args[0]),
@@ -161,15 +165,51 @@ class Restic:
             out.seek(0)
             return out.read().decode("utf-8", "replace")
 
+    def start(self, argv: list[str], env: Mapping[str, str], **kwargs: Any) -> proc.Child:
+        """Start restic; past the destination's timeout it is killed (restic itself retries
+        a failing repository for up to 15 minutes per operation, over and over)."""
+        child = proc.Child(argv, env, **kwargs)
+        if self.dest.timeout:
+            timer = threading.Timer(self.dest.timeout, self._expire, (child,))
+            timer.daemon = True
+            timer.start()
+            self._timers[child.pid] = timer
+        return child
+
+    def stop(self, child: proc.Child) -> None:
+        """Kill restic now (the other end failed) and forget its timer."""
+        child.kill()
+        timer = self._timers.pop(child.pid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expire(self, child: proc.Child) -> None:
+        self._expired.add(child.pid)
+        with contextlib.suppress(OSError):
+            child.proc.kill()
+
     def wait(self, child: proc.Child) -> None:
         try:
             child.wait()
         except CommandFailed:
             raise self.failure(child) from None
+        finally:
+            timer = self._timers.pop(child.pid, None)
+            if timer is not None:
+                timer.cancel()
 
     def failure(self, child: proc.Child) -> OffsiteError:
         text = redact(redact_url(child.stderr_text()), self.secrets())
-        return reason(text, self.label)
+        cause = reason(text, self.label)
+        if child.pid not in self._expired:
+            return cause
+        known = not cause.message.startswith("restic failed")
+        return OffsiteError(
+            f"restic did not finish in {self.dest.timeout:g} s on {self.label}"
+            + (f" ({cause.message})" if known else ""),
+            "it retries a failing repository for minutes: check the repository, or raise"
+            " OFFSITE 'timeout'",
+        )
 
     def json(self, *args: str) -> Any:
         out = self.run(*args, "--json")
@@ -211,7 +251,7 @@ class Restic:
         env = self.env()
         sha, size = hashlib.sha256(), 0
         with tempfile.TemporaryFile() as out:
-            child = proc.Child(
+            child = self.start(
                 self.argv(*args),
                 env,
                 what=self.what("backup"),
@@ -233,7 +273,7 @@ class Restic:
                 raise self.failure_of(child) from None
             except BaseException:
                 _abandon(source)
-                child.kill()
+                self.stop(child)
                 raise
             self.wait(child)
             out.seek(0)
@@ -241,8 +281,8 @@ class Restic:
         return summary, sha.hexdigest(), size
 
     def failure_of(self, child: proc.Child) -> OffsiteError:
-        with contextlib.suppress(CommandFailed):
-            child.wait()
+        with contextlib.suppress(OffsiteError):
+            self.wait(child)
         return self.failure(child)
 
     def backup_paths(
@@ -259,7 +299,7 @@ class Restic:
     @contextlib.contextmanager
     def dump(self, snapshot: str, path: str) -> Iterator[proc.Child]:
         """Run ``restic dump``; yield it (its stdout is the file's bytes)."""
-        child = proc.Child(
+        child = self.start(
             self.argv("dump", snapshot, path),
             self.env(),
             what=self.what("dump"),
@@ -270,7 +310,7 @@ class Restic:
         try:
             yield child
         except BaseException:
-            child.kill()
+            self.stop(child)
             raise
 
     def read_file(self, snapshot: str, path: str, limit: int = 16 << 20) -> bytes:
@@ -278,7 +318,7 @@ class Restic:
         with self.dump(snapshot, path) as child:
             data = child.stdout.read(limit + 1)
             if len(data) > limit:
-                child.kill()
+                self.stop(child)
                 raise OffsiteError(f"{path} in snapshot {snapshot[:8]} is too large for a sidecar")
             self.wait(child)
         return data
@@ -350,4 +390,4 @@ class SnapshotContent:
         return None
 
     def abandon(self) -> None:
-        self.child.kill()
+        self.restic.stop(self.child)

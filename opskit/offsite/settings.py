@@ -25,7 +25,9 @@ KEYS = (
     "host",
     "project",
     "restic",
+    "timeout",
 )
+DEFAULT_TIMEOUT = 4 * 3600.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # user:password@ inside a URL (rest:https://u:p@host/, s3:https://k:s@host/b, sftp://u:p@h/)
 _USERINFO = re.compile(
@@ -61,6 +63,8 @@ class Destination:
     host: str = ""
     project: str = ""
     restic: str = "restic"
+    # Seconds one restic command may take before it is killed (0: no limit).
+    timeout: float = DEFAULT_TIMEOUT
 
     @property
     def shown(self) -> str:
@@ -182,6 +186,16 @@ def _one(
         host=host,
         project=project,
         restic=str(item.get("restic") or "restic"),
+        timeout=_timeout(item.get("timeout", DEFAULT_TIMEOUT), index),
+    )
+
+
+def _timeout(value: Any, index: int | None) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    raise ConfigError(
+        f"{_where(index, 'timeout')} must be a number of seconds (0: no limit)",
+        f"e.g. {DEFAULT_TIMEOUT:g}",
     )
 
 
@@ -206,7 +220,13 @@ def _keep(value: Any, index: int | None) -> tuple[tuple[str, int], ...]:
 def _media(
     value: Any, index: int | None, project_dir: Path, media_root: Path | None
 ) -> tuple[bool, tuple[Path, ...]]:
-    where = _where(index, "media")
+    return media_folders(value, _where(index, "media"), project_dir, media_root)
+
+
+def media_folders(
+    value: Any, where: str, project_dir: Path, media_root: Path | None
+) -> tuple[bool, tuple[Path, ...]]:
+    """``True`` (MEDIA_ROOT), ``False`` or a list of folders, checked; ``where`` names the key."""
     if value is False or value is None:
         return False, ()
     if value is True:

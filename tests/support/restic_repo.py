@@ -117,7 +117,14 @@ def plant_stale_lock(repo: Repo) -> None:
     )
     locks = Path(repo.repository) / "locks"
     deadline = time.monotonic() + 20
-    while not any(locks.iterdir()) and time.monotonic() < deadline:
+    # The lock file whole (restic writes it, then goes on): then the process dies holding it.
+    while time.monotonic() < deadline:
+        found = [(p, p.stat().st_size) for p in locks.iterdir()]
+        if found and found[0][1] > 0:
+            time.sleep(0.02)  # a lock file half written is ignored by restic: let it finish
+            path, size = found[0]
+            if path.exists() and path.stat().st_size == size:
+                break
         time.sleep(0.002)
     # restic writes the lock file in place: kill only once it is whole (a torn one is no lock).
     sizes: list[int] = []
@@ -129,4 +136,4 @@ def plant_stale_lock(repo: Repo) -> None:
         time.sleep(0.01)
     child.kill()
     child.wait()
-    assert any(locks.iterdir()), "restic prune took no lock"
+    assert any(locks.iterdir()), "restic prune took no lock (or finished first)"

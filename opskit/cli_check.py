@@ -238,7 +238,7 @@ def _cron_state(
 ) -> list[Any]:
     """Compare the schedule ``cron install`` would write with what the crontab holds."""
     from opskit import cron, runas
-    from opskit.check import FAIL, OK, Result, check_cron
+    from opskit.check import FAIL, OK, WARN, Result, check_cron
     from opskit.cli_schedule import (
         job_problems,
         job_user,
@@ -261,6 +261,11 @@ def _cron_state(
     except OpsError as exc:
         return [Result("cron:jobs", FAIL, exc.message, exc.hint)]
     results = check_cron(wanted, installed, tab.label, cron.cron_daemon_running(proc_dir()))
+    if not (who.is_me or os.geteuid() == 0):
+        # Only root can become another user to ask; the answers would be our own.
+        found = f"the jobs run as {who.name}: only root can check what {who.name} may access"
+        results.append(Result("cron:start", WARN, found, "run opskit check --cron as root"))
+        return results
     # What cron needs before opskit even starts, checked as the user the jobs run as.
     for problem in problems:
         results.append(Result("cron:start", FAIL, f"a job would fail: {problem.text}", problem.fix))

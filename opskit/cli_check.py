@@ -10,6 +10,7 @@ import click
 
 from opskit import status
 from opskit.cli_common import Globals, finish, hc_option, now, start_job
+from opskit.cli_schedule import cron_d_name, existing_user
 from opskit.errors import OpsError
 
 
@@ -20,18 +21,6 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
         return parse_age(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def _user_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from opskit.cli_schedule import existing_user
-
-    return existing_user(ctx, param, value)
-
-
-def _cron_d_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from opskit.cli_schedule import cron_d_name
-
-    return cron_d_name(ctx, param, value)
 
 
 @click.command("check")
@@ -47,13 +36,13 @@ def _cron_d_flag(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--cron-user",
     metavar="NAME",
-    callback=lambda ctx, param, value: _user_flag(ctx, param, value),
+    callback=existing_user,
     help="With --cron: whose crontab to read; its jobs are checked as that user.",
 )
 @click.option(
     "--cron-d",
     metavar="NAME",
-    callback=lambda ctx, param, value: _cron_d_flag(ctx, param, value),
+    callback=cron_d_name,
     help="With --cron: read /etc/cron.d/NAME instead.",
 )
 @click.option(

@@ -10,6 +10,7 @@ import click
 
 from opskit import status
 from opskit.cli_common import Globals, finish, hc_option, now, start_job
+from opskit.cli_schedule import cron_d_name, existing_user
 from opskit.errors import OpsError
 
 
@@ -20,18 +21,6 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
         return parse_age(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def _user_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from opskit.cli_schedule import existing_user
-
-    return existing_user(ctx, param, value)
-
-
-def _cron_d_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from opskit.cli_schedule import cron_d_name
-
-    return cron_d_name(ctx, param, value)
 
 
 @click.command("check")
@@ -47,13 +36,13 @@ def _cron_d_flag(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--cron-user",
     metavar="NAME",
-    callback=lambda ctx, param, value: _user_flag(ctx, param, value),
+    callback=existing_user,
     help="With --cron: whose crontab to read; its jobs are checked as that user.",
 )
 @click.option(
     "--cron-d",
     metavar="NAME",
-    callback=lambda ctx, param, value: _cron_d_flag(ctx, param, value),
+    callback=cron_d_name,
     help="With --cron: read /etc/cron.d/NAME instead.",
 )
 @click.option(
@@ -238,7 +227,7 @@ def _cron_state(
 ) -> list[Any]:
     """Compare the schedule ``cron install`` would write with what the crontab holds."""
     from opskit import cron, runas
-    from opskit.check import FAIL, OK, Result, check_cron
+    from opskit.check import FAIL, OK, WARN, Result, check_cron
     from opskit.cli_schedule import (
         job_problems,
         job_user,
@@ -261,6 +250,11 @@ def _cron_state(
     except OpsError as exc:
         return [Result("cron:jobs", FAIL, exc.message, exc.hint)]
     results = check_cron(wanted, installed, tab.label, cron.cron_daemon_running(proc_dir()))
+    if not (who.is_me or os.geteuid() == 0):
+        # Only root can become another user to ask; the answers would be our own.
+        found = f"the jobs run as {who.name}: only root can check what {who.name} may access"
+        results.append(Result("cron:start", WARN, found, "run opskit check --cron as root"))
+        return results
     # What cron needs before opskit even starts, checked as the user the jobs run as.
     for problem in problems:
         results.append(Result("cron:start", FAIL, f"a job would fail: {problem.text}", problem.fix))

@@ -202,3 +202,16 @@ def test_the_variables_of_the_commands_wrappers_are_not_typos(site: Path) -> Non
     done = run_opskit("list", cwd=site, env=wrappers)
 
     assert done.returncode == 0 and "warning" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--cron-user", "opskit-no-such-user"), "no user 'opskit-no-such-user'"),
+        (("--cron-d", "shop.site"), "bad cron.d file name 'shop.site'"),
+    ],
+)
+def test_bad_check_cron_arguments_exit_64(site: Path, args: tuple[str, ...], message: str) -> None:
+    done = run_opskit("check", "--cron", *args, cwd=site)
+
+    assert done.returncode == 64 and message in done.stderr

@@ -222,3 +222,31 @@ def test_check_cron_for_the_user_names_the_private_folder_hiding_the_project(
         f"{user} cannot reach" in checked.stdout
         and f"{closed} is closed to {user}" in checked.stdout
     )
+
+
+@pytest.mark.postgresql
+def test_check_cron_not_as_root_warns_that_it_cannot_check_for_another_user(
+    user: str, opskit_for_all: Path, project: Path, shared: Path
+) -> None:
+    # Root's jobs in a cron.d file, checked by another user: they cannot become root to ask.
+    (shared / "cron.d").mkdir(mode=0o755)
+    (shared / "proc" / "1").mkdir(parents=True)
+    (shared / "proc" / "1" / "comm").write_text("cron\n")
+    env = {"OPSKIT_PROC_DIR": str(shared / "proc"), "OPSKIT_CRON_D_DIR": str(shared / "cron.d")}
+    args = ("--project-dir", project, "cron", "install", "--cron-d", "shop", "--user", "root")
+    assert opskit(opskit_for_all, *args, env=env).returncode == 0
+    (project / "logs").chmod(0o755)  # so the checking user can open the log folder at all
+
+    command = f"{opskit_for_all} --project-dir {project} check --cron --cron-d shop --only cron"
+    done = subprocess.run(
+        ["su", user, "-s", "/bin/sh", "-c", command],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", **env},
+        check=False,
+    )
+
+    assert "WARN  cron:start: the jobs run as root: only root can check" in done.stdout, (
+        done.stdout + done.stderr
+    )

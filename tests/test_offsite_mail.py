@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_opskit, unavailable, write_project
+from aiosmtpd.controller import Controller
+from conftest import run_opskit, write_project
 from support.restic_repo import need_restic, password_file
 from test_mail import HOST, Inbox, clean_env, free_port, parts
 
@@ -20,10 +21,6 @@ URL_SECRET = "url-pass-93f1"
 @pytest.fixture
 def inbox() -> Iterator[tuple[int, Inbox]]:
     """A real SMTP server on 127.0.0.1 (aiosmtpd), as in test_mail."""
-    try:
-        from aiosmtpd.controller import Controller
-    except ImportError:
-        unavailable("aiosmtpd (pip install 'aiosmtpd>=1.4')")
     box = Inbox()
     controller = Controller(box, hostname="127.0.0.1", port=free_port())
     controller.start()

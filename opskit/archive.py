@@ -8,14 +8,11 @@ import errno
 import hashlib
 import os
 import shutil
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any
 
-import zstandard
-
-from opskit import files
+from opskit import codec, files
 from opskit.codec import Decoder
 from opskit.errors import ArchiveError
 from opskit.progress import ProgressFn, counting
@@ -23,7 +20,6 @@ from opskit.progress import ProgressFn, counting
 if TYPE_CHECKING:
     from opskit.engines.base import ContentObserver
 
-EXTENSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 CHUNK = 1 << 20
 # A compressed piece expands about tenfold when checked: keep the pieces small.
 VERIFY_CHUNK = 1 << 17
@@ -31,10 +27,7 @@ VERIFY_CHUNK = 1 << 17
 
 def compression_of(path: Path) -> str:
     """Return the compression an archive's name says it has."""
-    for name, ext in EXTENSIONS.items():
-        if ext and path.name.endswith(ext):
-            return name
-    return "none"
+    return codec.of_name(path.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,20 +71,12 @@ def write_stream(
     try:
         with files.temp_file(final) as (tmp, fh):
             out = _HashingWriter(fh)
-            if compress == "zstd":
-                cctx = zstandard.ZstdCompressor(level=level, threads=threads)
-                sink = cast(IO[bytes], out)
-                raw, _ = cctx.copy_stream(source, sink, read_size=CHUNK, write_size=CHUNK)
-            elif compress == "gzip":
-                gz = zlib.compressobj(level, zlib.DEFLATED, 31)
-                while chunk := source.read(CHUNK):
-                    raw += len(chunk)
-                    out.write(gz.compress(chunk))
-                out.write(gz.flush())
-            else:
-                while chunk := source.read(CHUNK):
-                    raw += len(chunk)
-                    out.write(chunk)
+            encoder = codec.Codec(compress).encoder(level, threads)
+            while chunk := source.read(CHUNK):
+                raw += len(chunk)
+                out.write(encoder.compress(chunk) if encoder is not None else chunk)
+            if encoder is not None:
+                out.write(encoder.flush())
     except OSError as exc:
         raise disk_error(exc, final.parent) from None
     return Written(tmp, out.size, raw, out.sha.hexdigest())

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import click
 from click.core import ParameterSource
 
-from opskit import __version__, signals
+from opskit import __version__, codec, signals
 from opskit.cli_common import (
     DATABASE_HELP,
     Globals,
@@ -146,7 +146,7 @@ def cli(
 
 @cli.command()
 @click.option("--database", "-d", "databases", multiple=True, metavar="ALIAS", help=DATABASE_HELP)
-@click.option("--compress", type=click.Choice(["zstd", "gzip", "none"]), help="[default: zstd]")
+@click.option("--compress", type=click.Choice(codec.NAMES), help="[default: zstd]")
 @click.option(
     "--format",
     "fmt",

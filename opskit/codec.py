@@ -1,7 +1,9 @@
-"""Compression: the zstd, pigz or gzip program when installed, else the in-process libraries.
+"""Compressions: one entry each, everything opskit needs to know about it.
 
-The programs run beside the dump, joined to it by OS pipes, so the uncompressed stream
-never passes through Python. ``Decoder`` checks a compressed stream as it goes by.
+Each entry says the archive's file ending, which programs do the work (they run beside the
+dump, joined to it by OS pipes, so the uncompressed stream never passes through Python),
+their argv, and the in-process library that stands in when no program is installed.
+``Decoder`` checks a compressed stream as it goes by. A new compression is one entry here.
 """
 
 from __future__ import annotations
@@ -9,11 +11,84 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import zstandard
 
 from opskit.errors import ArchiveError
+
+
+def _zstd_argv(program: str, level: int) -> list[str]:
+    ultra = ["--ultra"] if level > 19 else []
+    return [program, "-q", "-c", "-T0", *ultra, f"-{level}"]
+
+
+def _gzip_argv(program: str, level: int) -> list[str]:
+    return [program, "-c", "-n", f"-{level}"]  # gzip, pigz: -n, no name or time
+
+
+class _Gzip:
+    """zlib in gzip framing, with the compress/flush interface zstandard's objects have."""
+
+    def __init__(self, level: int) -> None:
+        self.obj = zlib.compressobj(level, zlib.DEFLATED, 31)
+
+    def compress(self, data: bytes) -> bytes:
+        return self.obj.compress(data)
+
+    def flush(self) -> bytes:
+        return self.obj.flush()
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One compression: its name, file ending, programs (in order of preference), and the
+    in-process library's encoder and decoder."""
+
+    name: str
+    extension: str
+    programs: tuple[str, ...] = ()
+    library: str = ""
+    argv: Callable[[str, int], list[str]] | None = None
+    encoder: Callable[[int, int], Any] | None = None  # (level, threads) -> .compress/.flush
+    decoder: Callable[[], Any] | None = None  # -> .decompress/.eof/.unused_data (.flush)
+    errors: tuple[type[Exception], ...] = ()
+
+
+CODECS: dict[str, Spec] = {
+    "zstd": Spec(
+        "zstd",
+        ".zst",
+        ("zstd",),
+        "in-process zstandard",
+        _zstd_argv,
+        lambda level, threads: zstandard.ZstdCompressor(level=level, threads=threads).compressobj(),
+        lambda: zstandard.ZstdDecompressor().decompressobj(),
+        (zstandard.ZstdError,),
+    ),
+    # pigz compresses on every core; gzip's output is the same format, on one core.
+    "gzip": Spec(
+        "gzip",
+        ".gz",
+        ("pigz", "gzip"),
+        "in-process zlib",
+        _gzip_argv,
+        lambda level, threads: _Gzip(level),
+        lambda: zlib.decompressobj(31),
+        (zlib.error,),
+    ),
+    "none": Spec("none", ""),
+}
+NAMES = tuple(CODECS)  # what --compress, OPSKIT["COMPRESS"] and manifests accept
+
+
+def of_name(filename: str) -> str:
+    """Return the compression an archive's file name says it has ("none" if no ending)."""
+    for name, spec in CODECS.items():
+        if spec.extension and filename.endswith(spec.extension):
+            return name
+    return "none"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +97,10 @@ class Codec:
 
     name: str
     program: str | None = None
+
+    @property
+    def spec(self) -> Spec:
+        return CODECS[self.name]
 
     @property
     def tool(self) -> str:
@@ -35,44 +114,41 @@ class Codec:
             return "none"
         if self.program:
             return f"{self.tool} ({self.program})"
-        return {"zstd": "in-process zstandard", "gzip": "in-process zlib"}[self.name]
+        return self.spec.library
 
     def compress_argv(self, level: int) -> list[str]:
-        assert self.program is not None
-        if self.name == "zstd":
-            ultra = ["--ultra"] if level > 19 else []
-            return [self.program, "-q", "-c", "-T0", *ultra, f"-{level}"]
-        return [self.program, "-c", "-n", f"-{level}"]  # gzip, pigz: -n, no name or time
+        assert self.program is not None and self.spec.argv is not None
+        return self.spec.argv(self.program, level)
 
     def decompress_argv(self) -> list[str]:
         assert self.program is not None
         return [self.program, "-q", "-d", "-c"]
 
+    def encoder(self, level: int, threads: int = -1) -> Any:
+        """The in-process compressor: ``.compress(data)`` and ``.flush()``, or None for none."""
+        make = self.spec.encoder
+        return make(level, threads) if make is not None else None
+
 
 def find(name: str) -> Codec:
-    """Return the codec for ``name``: the program on PATH, else the in-process library."""
-    if name == "zstd":
-        return Codec(name, shutil.which("zstd"))
-    if name == "gzip":
-        # pigz compresses on every core; gzip's output is the same format, on one core.
-        return Codec(name, shutil.which("pigz") or shutil.which("gzip"))
-    return Codec("none")
+    """Return the codec for ``name``: its first program on PATH, else the in-process library."""
+    for program in CODECS[name].programs:
+        path = shutil.which(program)
+        if path:
+            return Codec(name, path)
+    return Codec(name)
 
 
 class Decoder:
     """Decompress a stream fed in pieces; fail loudly on corruption or a missing end."""
 
     def __init__(self, compress: str, name: str) -> None:
-        self.compress = compress
+        self.spec = CODECS[compress]
         self.name = name
         self.dobj: Any = self._new()
 
     def _new(self) -> Any:
-        if self.compress == "zstd":
-            return zstandard.ZstdDecompressor().decompressobj()
-        if self.compress == "gzip":
-            return zlib.decompressobj(31)
-        return None
+        return self.spec.decoder() if self.spec.decoder is not None else None
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the content that ``chunk`` completes."""
@@ -86,14 +162,14 @@ class Decoder:
                 self.dobj = self._new()
                 data += self.feed(rest)
             return data
-        except (zstandard.ZstdError, zlib.error) as exc:
+        except self.spec.errors as exc:
             raise ArchiveError(f"{self.name} is corrupt: {exc}", "use another backup") from None
 
     def finish(self) -> bytes:
         """Return what is left; raise ArchiveError if the stream stopped before its end."""
         if self.dobj is None:
             return b""
-        rest: bytes = self.dobj.flush() if self.compress == "gzip" else b""
+        rest: bytes = self.dobj.flush() if hasattr(self.dobj, "flush") else b""
         if not self.dobj.eof:
             raise ArchiveError(f"{self.name} is truncated", "use another backup")
         return rest

@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from opskit import codec
 from opskit.errors import ConfigError
 from opskit.offsite.settings import Destination, media_folders
 from opskit.offsite.settings import parse as parse_offsite
 
-COMPRESSIONS = ("zstd", "gzip", "none")
 FORMATS = ("plain", "directory")
 
 # Every key of settings.OPSKIT, its environment variable and its default.
@@ -255,10 +255,10 @@ def build_config(
         return parse(merged[key], key, *args, name=origin[key])
 
     compress = str(merged["COMPRESS"]).lower()
-    if compress not in COMPRESSIONS:
+    if compress not in codec.NAMES:
         raise ConfigError(
             f"{origin['COMPRESS']}: unknown compression {compress!r}",
-            f"use one of {', '.join(COMPRESSIONS)}",
+            f"use one of {', '.join(codec.NAMES)}",
         )
     fmt = str(merged["FORMAT"]).lower()
     if fmt not in FORMATS:

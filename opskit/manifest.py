@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import django_project, files
+from opskit import codec, django_project, files
 from opskit.engines import DbParams, vendor_of
 from opskit.errors import ArchiveError
 
@@ -148,7 +148,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sha256": (lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)), "64 hex digits"),
     "size": (lambda v: _is_int(v) and v >= 0, "a byte count"),
     "raw_size": (lambda v: _is_int(v) and v >= 0, "a byte count"),
-    "compression": (lambda v: v in ("zstd", "gzip", "none"), "zstd, gzip or none"),
+    "compression": (lambda v: v in codec.NAMES, " or ".join(codec.NAMES)),
     "archive_format": (lambda v: v in ("plain", "directory"), "plain or directory"),
     "ratio": (lambda v: v is None or _is_number(v), "a number"),
     "duration": (_is_number, "a number of seconds"),

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, files, logs, maintenance, pipes, rotation
+from opskit import archive, codec, files, logs, maintenance, pipes, rotation
 from opskit import manifest as manifests
 from opskit.backup import dump_to_temp, locked_folder, recover_folder, tools_of
 from opskit.config import Config
@@ -28,7 +28,13 @@ from opskit.progress import ProgressFn
 from opskit.report import Report
 
 log = logs.get("restore")
-_ENDINGS = (".zst", ".gz", ".sql", ".sqlite3", ".pgdir")
+# What a SOURCE that is a file name ends with (as opposed to a weekday or "latest").
+_ENDINGS = (
+    *(c.extension for c in codec.CODECS.values() if c.extension),
+    ".sql",
+    ".sqlite3",
+    ".pgdir",
+)
 
 
 @dataclasses.dataclass(frozen=True)

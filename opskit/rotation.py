@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from opskit import files, killpoints, logs
-from opskit.archive import EXTENSIONS, remove, sha256_file, size_of
+from opskit.archive import remove, sha256_file, size_of
+from opskit.codec import CODECS
 from opskit.errors import ArchiveError, ConfigError, OpsError
 from opskit.files import commit, fsync
 from opskit.proc import pid_alive
@@ -124,7 +125,7 @@ def claim(folder: Path, identity: dict[str, Any]) -> None:
 
 
 def archive_name(slot: str, suffix: str, compress: str) -> str:
-    return f"{slot}.{suffix}{EXTENSIONS[compress]}"
+    return f"{slot}.{suffix}{CODECS[compress].extension}"
 
 
 def _archives(folder: Path, stem: str) -> list[Path]:

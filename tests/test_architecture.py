@@ -33,6 +33,8 @@ _LAYERS = {
         "opskit.killpoints",
         "opskit.files",
         "opskit.timezones",
+        # What compressions exist: config, manifests and the command line name them.
+        "opskit.codec",
         # The engine Protocol and DbParams are the vocabulary every layer speaks.
         "opskit.engines",
         "opskit.engines.base",
@@ -43,7 +45,6 @@ _LAYERS = {
     SERVICES: [
         "opskit.archive",
         "opskit.pipes",
-        "opskit.codec",
         "opskit.manifest",
         "opskit.rotation",
         "opskit.pgdir",

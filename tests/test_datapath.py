@@ -54,7 +54,7 @@ def test_a_piped_archive_decompresses_to_the_dump_and_records_its_sizes(
     content = b"".join(b"row %d: %s\n" % (i, os.urandom(8).hex().encode()) for i in range(50000))
     source = tmp_path / "dump.sql"
     source.write_bytes(content)
-    final = tmp_path / f"0-Sunday.sql{archive.EXTENSIONS[compress]}"
+    final = tmp_path / f"0-Sunday.sql{codec.CODECS[compress].extension}"
     seen: list[int] = []
     with source.open("rb") as stream:
         written = pipes.compress_to_temp(

@@ -76,7 +76,7 @@ def view(request: object) -> object:
 urlpatterns: list[object] = []
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915 — one measurement after another, printed as they come
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)

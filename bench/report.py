@@ -178,7 +178,7 @@ def _size_note(size: str) -> str:
     return "" if size == "1g" else f" (measured on {size}: the 1g dataset was not run)"
 
 
-def evaluate(rows: list[Row], engines: list[str], peers: bool) -> list[Target]:
+def evaluate(rows: list[Row], engines: list[str], peers: bool) -> list[Target]:  # noqa: C901, PLR0912, PLR0915 — one target after another, each read from the same results
     out: list[Target] = []
     for engine in engines:
         size = _largest(rows, engine)

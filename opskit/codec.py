@@ -117,7 +117,8 @@ class Codec:
         return self.spec.library
 
     def compress_argv(self, level: int) -> list[str]:
-        assert self.program is not None and self.spec.argv is not None
+        assert self.program is not None
+        assert self.spec.argv is not None
         return self.spec.argv(self.program, level)
 
     def decompress_argv(self) -> list[str]:

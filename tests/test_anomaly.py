@@ -103,7 +103,8 @@ def test_a_dump_60_percent_smaller_warns_and_fails_check_until_acknowledged(
     assert "it holds 800 rows, against a usual 2000" in done.stderr
     body = hc.requests[-1].body.decode()
     assert hc.requests[-1].path == f"/{UUID}/0"
-    assert "event=dump_smaller_than_usual" in body and "warnings: 1" in body
+    assert "event=dump_smaller_than_usual" in body
+    assert "warnings: 1" in body
 
     found = run_opskit("check", "--only", "size", cwd=site, env=clean_env())
     assert found.returncode == 1
@@ -136,5 +137,6 @@ def test_without_a_history_file_the_manifests_are_the_history(tmp_path: Path) ->
         }
         (folder / f"{slot}.sql.zst.json").write_text(json.dumps(manifest))
     newest = anomaly.newest(folder, 0.5)
-    assert newest is not None and newest["raw_size"] == 300
+    assert newest is not None
+    assert newest["raw_size"] == 300
     assert "of the usual" in newest["anomaly"]

@@ -126,13 +126,13 @@ def _layer(module: str) -> int:
     return EDGE  # the command line, the site, the package itself
 
 
-def _top_level_imports(module: str) -> Iterator[tuple[str, int]]:
+def _top_level_imports(module: str) -> Iterator[tuple[str, int]]:  # noqa: C901 — one branch per statement that can hold an import
     """Yield (imported module, line) for imports that run when ``module`` is imported."""
     path = MODULES[module]
     tree = ast.parse(path.read_text(), str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
 
-    def walk(body: list[ast.stmt]) -> Iterator[tuple[str, int]]:
+    def walk(body: list[ast.stmt]) -> Iterator[tuple[str, int]]:  # noqa: C901 — one branch per statement that can hold an import
         for node in body:
             if isinstance(node, ast.Import):
                 for alias in node.names:
@@ -245,5 +245,6 @@ def test_the_walker_sees_what_python_imports() -> None:
     assert "opskit.journal" not in {t for t, _ in _opskit_edges("opskit.engines.base")}
     # `from opskit.engines import tooling` imports the package first.
     assert "opskit.engines" in {t for t, _ in _opskit_edges("opskit.engines.mysql")}
-    assert _layer("opskit.cli") == EDGE and _layer("opskit.proc") == FOUNDATION
+    assert _layer("opskit.cli") == EDGE
+    assert _layer("opskit.proc") == FOUNDATION
     assert _layer("opskit.engines.mysql") == SERVICES

@@ -61,7 +61,8 @@ def test_a_kill_at_each_commit_point_leaves_a_slot_that_verifies_or_is_finished_
     done = run_opskit("backup", cwd=site)
     assert done.returncode == 0, done.stderr
     if point == "backup:archive-renamed":
-        assert "interrupted_commit" in done.stderr and "completed the commit" in done.stderr
+        assert "interrupted_commit" in done.stderr
+        assert "completed the commit" in done.stderr
     assert verifies(site).returncode == 0
     leftovers = [p.name for p in (site / "db_backups").iterdir() if ".tmp-" in p.name]
     assert leftovers == []
@@ -118,7 +119,8 @@ def test_a_directory_archive_swap_never_leaves_the_slot_empty(
         assert done.returncode == -signal.SIGKILL
         assert not slot.exists()  # killed between the two renames
         assert rotation.recover_commits(folder)  # puts the old folder back
-        assert slot.is_dir() and manifests.read(slot)["sha256"] == before
+        assert slot.is_dir()
+        assert manifests.read(slot)["sha256"] == before
         assert verifies(site).returncode == 0
         return
     killed_backup(site, point)
@@ -141,7 +143,8 @@ def test_switching_formats_deletes_only_files_that_opskit_manifests_name(
     assert run_opskit("backup", "--compress", "gzip", cwd=site).returncode == 0
     # The slot is the weekday in the project's TIME_ZONE, as the backup saw it.
     slot = (folder / "latest.sqlite3.gz").readlink().name.removesuffix(".sqlite3.gz")
-    assert slot in rotation.SLOTS and (folder / f"{slot}.sqlite3.gz").is_file()
+    assert slot in rotation.SLOTS
+    assert (folder / f"{slot}.sqlite3.gz").is_file()
     theirs = [folder / f"{slot}.sqlite3.bak", folder / f"{slot}.tar"]
     for path in theirs:
         path.write_bytes(b"my own copy, not an opskit archive")

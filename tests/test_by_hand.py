@@ -88,7 +88,8 @@ def test_the_sha256_check_prints_the_same_sum_twice_for_latest(
     code, out = run_in_pty(fill(blocks()["check"], ARCHIVE="latest.sqlite3.zst"), folder)
     assert code == 0, out
     sums = re.findall(r"\b[0-9a-f]{64}\b", out)
-    assert len(sums) == 2 and sums[0] == sums[1], out
+    assert len(sums) == 2, out
+    assert sums[0] == sums[1], out
 
 
 @pytest.mark.parametrize(

@@ -226,7 +226,8 @@ def test_unreachable_postgresql_fails_with_the_server_and_a_fix(tmp_path: Path) 
     assert found["database:default"][0] == "OK"
     status, text = found["database:pg"]
     assert status == "FAIL"
-    assert "127.0.0.1" in text and ":1" in text
+    assert "127.0.0.1" in text
+    assert ":1" in text
     assert "; fix: " in text
 
 
@@ -256,7 +257,8 @@ def test_a_backup_folder_that_cannot_be_created_fails(site: Path, tmp_path: Path
     status, text = lines(done)["folder:backup"]
     assert status == "FAIL"
     assert f"cannot create {blocker / 'db_backups'}" in text
-    assert "fix: create" in text and "--backup-dir" in text
+    assert "fix: create" in text
+    assert "--backup-dir" in text
     assert lines(done)["folder:log"][0] == "OK"
 
 
@@ -292,7 +294,8 @@ def test_a_latest_backup_older_than_max_age_fails(site: Path) -> None:
 
     status, text = lines(done)["latest:default"]
     assert status == "FAIL"
-    assert "3.0d old" in text and "older than 26.0h" in text
+    assert "3.0d old" in text
+    assert "older than 26.0h" in text
     assert "fix: run opskit backup --database default" in text
     assert check(site, "check", "--only", "latest", "--max-age", "4d").returncode == 0
 
@@ -356,7 +359,8 @@ def test_a_configured_check_missing_on_the_server_fails(tmp_path: Path) -> None:
     status, text = lines(done)["healthchecks:restore"]
     assert status == "FAIL"
     assert "no check 5bf68b1e… in Healthchecks" in text
-    assert UUID not in done.stdout + done.stderr and API_KEY not in done.stdout + done.stderr
+    assert UUID not in done.stdout + done.stderr
+    assert API_KEY not in done.stdout + done.stderr
 
 
 def test_signed_cookie_sessions_fail_with_a_fix(site: Path) -> None:
@@ -379,7 +383,8 @@ def test_broken_settings_are_one_fail_and_the_rest_is_skipped(site: Path) -> Non
 
     rows = json.loads(done.stdout)
     assert done.returncode == 1
-    assert rows[0]["name"] == "settings" and rows[0]["status"] == "FAIL"
+    assert rows[0]["name"] == "settings"
+    assert rows[0]["status"] == "FAIL"
     assert "RuntimeError: boom" in rows[0]["found"]
     assert {r["status"] for r in rows[1:]} == {"SKIP"}
     assert len(rows) > 4

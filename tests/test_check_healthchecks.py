@@ -62,10 +62,12 @@ def test_drift_down_missing_and_paused_checks(tmp_path: Path, hc: HCServer) -> N
     add_up(hc, "backup", "0 2 * * *", tz="US/Eastern", status="paused")
     found = audit(site_for(tmp_path, hc, extra=", 'restore': 'k/site-restore'"), hc)
     status, text = found["healthchecks:clear-sessions"]
-    assert status == "FAIL" and "schedule '0 5 * * *' -> '0 1 * * *'" in text
+    assert status == "FAIL"
+    assert "schedule '0 5 * * *' -> '0 1 * * *'" in text
     assert "fix: run opskit hc sync" in text
     status, text = found["healthchecks:backup"]
-    assert status == "FAIL" and "tz 'US/Eastern' -> 'Etc/UTC'" in text
+    assert status == "FAIL"
+    assert "tz 'US/Eastern' -> 'Etc/UTC'" in text
     assert found["healthchecks:restore"][0] == "FAIL"
     assert "no check site-restore in Healthchecks" in found["healthchecks:restore"][1]
 
@@ -97,7 +99,8 @@ def test_a_run_longer_than_half_the_grace_warns(tmp_path: Path, hc: HCServer) ->
     (site / "logs" / "opskit.json.log").write_text(json.dumps(event) + "\n")
     found = audit(site, hc)
     status, text = found["healthchecks:clear-sessions"]
-    assert status == "WARN" and "a recent run took 400 s, more than half its grace of 600 s" in text
+    assert status == "WARN"
+    assert "a recent run took 400 s, more than half its grace of 600 s" in text
     status, text = found["healthchecks:backup"]
     assert status == "FAIL"
     assert "has a grace of 600 s; its runs need 1800 s" in text
@@ -107,7 +110,8 @@ def test_without_an_api_key_nothing_is_read_and_it_warns(tmp_path: Path, hc: HCS
     found = lines(
         check(site_for(tmp_path, hc, key=""), "check", "--only", "healthchecks", "--healthchecks")
     )
-    assert found["healthchecks"][0] == "WARN" and "no API key" in found["healthchecks"][1]
+    assert found["healthchecks"][0] == "WARN"
+    assert "no API key" in found["healthchecks"][1]
     assert hc.requests == []
 
 
@@ -115,7 +119,8 @@ def test_a_refused_api_key_fails_without_showing_it(tmp_path: Path, hc: HCServer
     site = site_for(tmp_path, hc, key="w" * 32)
     done = check(site, "check", "--only", "healthchecks", "--healthchecks")
     status, text = lines(done)["healthchecks"]
-    assert status == "FAIL" and "refused the API key" in text
+    assert status == "FAIL"
+    assert "refused the API key" in text
     assert "w" * 32 not in done.stdout + done.stderr
 
 

@@ -175,7 +175,8 @@ def test_help_lists_backup_restore_and_list() -> None:
     commands = result.output.split("Commands:", 1)[1]
     names = {line.split()[0] for line in commands.splitlines() if line.strip()}
     assert {"backup", "restore", "list"} <= names
-    assert "--project-dir" in result.output and "--settings" in result.output
+    assert "--project-dir" in result.output
+    assert "--settings" in result.output
 
 
 # --- SQLite end to end ------------------------------------------------------------------------
@@ -186,7 +187,7 @@ KEYVALUE = re.compile(
 )
 
 
-def test_sqlite_backup_writes_archive_link_manifest_and_logs_then_restores(site: Path) -> None:
+def test_sqlite_backup_writes_archive_link_manifest_and_logs_then_restores(site: Path) -> None:  # noqa: PLR0915 — one end-to-end story: every file and log line of a backup, then its restore
     db = site / "db.sqlite3"
     slot = backup_ok(site)
     folder = site / "db_backups"
@@ -204,7 +205,8 @@ def test_sqlite_backup_writes_archive_link_manifest_and_logs_then_restores(site:
             ".opskit-history.json",
         ]
     )
-    assert latest.is_symlink() and os.readlink(latest) == archive.name  # relative link
+    assert latest.is_symlink()
+    assert os.readlink(latest) == archive.name
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
     assert stat.S_IMODE(manifest_file.stat().st_mode) == 0o600
@@ -220,14 +222,16 @@ def test_sqlite_backup_writes_archive_link_manifest_and_logs_then_restores(site:
 
     # Logs next to manage.py: JSON lines and key=value lines, ending with the summary event.
     events = json_events(site / "logs")
-    assert events and all("event" in e for e in events)
+    assert events
+    assert all("event" in e for e in events)
     finished = [e for e in events if e["event"] == "job_finished"]
     assert len(finished) == 1
     summary = finished[0]
     assert summary["job"] == "backup"
     assert summary["errors"] == 0
     assert summary["bytes"] == archive.stat().st_size
-    assert isinstance(summary["duration"], int | float) and summary["duration"] >= 0
+    assert isinstance(summary["duration"], int | float)
+    assert summary["duration"] >= 0
     assert events[-1]["event"] == "job_finished"
     text_lines = (site / "logs" / "opskit.log").read_text().splitlines()
     assert len(text_lines) == len(events)
@@ -370,7 +374,8 @@ def test_without_manage_py_or_settings_it_fails_with_one_line(tmp_path: Path) ->
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("opskit: error: ")
-    assert "manage.py" in lines[0] and "--settings" in lines[0]
+    assert "manage.py" in lines[0]
+    assert "--settings" in lines[0]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -498,7 +503,8 @@ def test_unknown_opskit_setting_fails_and_lists_the_valid_keys(tmp_path: Path) -
     assert "BACKUP_DIRS" in line
     for key in DEFAULTS:
         assert key in line
-    assert not (site / "db_backups").exists() and not (site / "x").exists()
+    assert not (site / "db_backups").exists()
+    assert not (site / "x").exists()
 
 
 def test_opskit_backup_dir_setting_puts_backups_there(tmp_path: Path) -> None:
@@ -608,7 +614,8 @@ def test_unknown_database_alias_fails_and_lists_the_valid_ones(two_db_site: Path
     )
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
-    assert "'nope'" in line and "default, other" in line
+    assert "'nope'" in line
+    assert "default, other" in line
     assert not (two_db_site / "db_backups").exists()
 
 

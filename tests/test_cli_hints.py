@@ -24,7 +24,8 @@ def test_a_typo_in_an_opskit_variable_is_a_warning_listing_the_valid_ones(site: 
     assert done.returncode == 0, done.stderr
     [warning] = [line for line in done.stderr.splitlines() if "warning" in line]
     assert warning.startswith("opskit: warning: unknown environment variable OPSKIT_BACKUPDIR")
-    assert "OPSKIT_BACKUP_DIR" in warning and "OPSKIT_HC_<JOB>" in warning
+    assert "OPSKIT_BACKUP_DIR" in warning
+    assert "OPSKIT_HC_<JOB>" in warning
 
 
 @pytest.mark.parametrize(
@@ -58,7 +59,8 @@ def test_a_bad_variable_value_names_the_variable_in_one_line(
 
     assert done.returncode == 1
     assert done.stderr.startswith(f"opskit: error: {message}")
-    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert "Traceback" not in done.stderr
 
 
 def test_a_bad_setting_value_names_the_setting(tmp_path: Path, sqlite_db: DbParams) -> None:
@@ -99,7 +101,8 @@ def test_global_folder_options_say_more_than_the_default() -> None:
     done = run_opskit("--help")
 
     assert "Folder for the archives" in done.stdout
-    assert "relative to the" in done.stdout and "cron.log" in done.stdout
+    assert "relative to the" in done.stdout
+    assert "cron.log" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -115,7 +118,8 @@ def test_a_bad_source_exits_64_naming_it(site: Path, args: tuple[str, ...], mess
     done = run_opskit(*args, cwd=site)
 
     assert done.returncode == 64
-    assert message in done.stderr and "Traceback" not in done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -139,7 +143,9 @@ def test_quiet_prints_nothing_when_all_is_well_and_verbose_times_each_step(site:
     quiet = run_opskit("-q", "backup", cwd=site)
     verbose = run_opskit("-v", "backup", cwd=site)
 
-    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+    assert quiet.returncode == 0
+    assert quiet.stdout == ""
+    assert quiet.stderr == ""
     assert verbose.returncode == 0
     for step in ("lock", "dump", "verify", "rotate", "link-latest"):
         assert f"event=step_started job=backup step={step} database=default" in verbose.stderr
@@ -153,7 +159,8 @@ def test_quiet_still_prints_errors(tmp_path: Path, sqlite_db: DbParams) -> None:
     done = run_opskit("-q", "backup", cwd=site)
 
     assert done.returncode == 1
-    assert "does not exist" in done.stderr and "opskit backup: 1 error" in done.stderr
+    assert "does not exist" in done.stderr
+    assert "opskit backup: 1 error" in done.stderr
 
 
 DRIVERLESS = """\
@@ -201,7 +208,8 @@ def test_the_variables_of_the_commands_wrappers_are_not_typos(site: Path) -> Non
 
     done = run_opskit("list", cwd=site, env=wrappers)
 
-    assert done.returncode == 0 and "warning" not in done.stderr
+    assert done.returncode == 0
+    assert "warning" not in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -214,4 +222,5 @@ def test_the_variables_of_the_commands_wrappers_are_not_typos(site: Path) -> Non
 def test_bad_check_cron_arguments_exit_64(site: Path, args: tuple[str, ...], message: str) -> None:
     done = run_opskit("check", "--cron", *args, cwd=site)
 
-    assert done.returncode == 64 and message in done.stderr
+    assert done.returncode == 64
+    assert message in done.stderr

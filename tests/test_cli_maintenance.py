@@ -32,9 +32,11 @@ def test_on_off_and_status_round_trip(site: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "maintenance on for the whole site until opskit maintenance off\n"
     state = maintenance.read(site / ".opskit")
-    assert state.site is not None and state.site.message == "Back at 3 o'clock"
+    assert state.site is not None
+    assert state.site.message == "Back at 3 o'clock"
     shown = run_opskit("maintenance", "status", cwd=site).stdout
-    assert shown.startswith("on for the whole site since ") and "Back at 3 o'clock" in shown
+    assert shown.startswith("on for the whole site since ")
+    assert "Back at 3 o'clock" in shown
     done = run_opskit("maintenance", "off", cwd=site)
     assert (done.returncode, done.stdout) == (0, "maintenance off for the whole site\n")
     assert status(site)["on"] is False
@@ -44,7 +46,8 @@ def test_for_a_duration_sets_the_end_time(site: Path) -> None:
     before = time.time()
     assert run_opskit("maintenance", "on", "--for", "30m", cwd=site).returncode == 0
     state = maintenance.read(site / ".opskit")
-    assert state.site is not None and state.site.until is not None
+    assert state.site is not None
+    assert state.site.until is not None
     assert before + 1800 <= state.site.until <= time.time() + 1800
 
 

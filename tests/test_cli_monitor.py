@@ -78,7 +78,8 @@ def test_a_bad_ping_kind_is_a_usage_error_64(hc: HCServer, kind: str) -> None:
 def test_a_bad_check_or_run_id_is_a_usage_error_64(hc: HCServer) -> None:
     assert opskit("ping", "success", "--hc", "not a check").exit_code == 64
     bad_rid = opskit("ping", "start", "--hc", UUID, "--ping-url", hc.url, "--rid", "42")
-    assert bad_rid.exit_code == 64 and "UUID" in bad_rid.output
+    assert bad_rid.exit_code == 64
+    assert "UUID" in bad_rid.output
     assert hc.requests == []
 
 
@@ -109,12 +110,14 @@ def test_a_big_data_file_sends_its_end(hc: HCServer, tmp_path: Path) -> None:
         == 0
     )
     body = hc.requests[0].body
-    assert len(body) == 10_000 and body.endswith(b"THE END\n")
+    assert len(body) == 10_000
+    assert body.endswith(b"THE END\n")
 
 
 def test_an_unreadable_data_file_is_a_usage_error(hc: HCServer, tmp_path: Path) -> None:
     result = opskit("ping", "log", "--hc", UUID, "--ping-url", hc.url, "--data", "@/nonexistent")
-    assert result.exit_code == 64 and "cannot read /nonexistent" in result.output
+    assert result.exit_code == 64
+    assert "cannot read /nonexistent" in result.output
 
 
 def test_a_failed_ping_exits_1_and_says_why(hc: HCServer) -> None:
@@ -128,7 +131,8 @@ def test_an_unreachable_server_exits_1_within_max_time() -> None:
     began = time.monotonic()
     dead = ("--hc", UUID, "--ping-url", "http://127.0.0.1:1/")
     result = opskit("ping", "success", *dead, "--max-time", "1")
-    assert result.exit_code == 1 and "ConnectionRefusedError" in result.stderr
+    assert result.exit_code == 1
+    assert "ConnectionRefusedError" in result.stderr
     assert time.monotonic() - began < 5
 
 
@@ -154,7 +158,8 @@ def test_a_full_ping_url_needs_no_base_url(hc: HCServer) -> None:
 def test_without_a_check_outside_a_project_ping_says_what_to_set() -> None:
     result = opskit("ping", "success")
     assert result.exit_code == 1
-    assert "no check for job 'ping'" in result.stderr and "OPSKIT_HC_PING" in result.stderr
+    assert "no check for job 'ping'" in result.stderr
+    assert "OPSKIT_HC_PING" in result.stderr
 
 
 def test_ping_with_hc_does_not_set_django_up(hc: HCServer, tmp_path: Path) -> None:
@@ -199,7 +204,8 @@ def test_run_passes_output_through_and_exits_with_the_commands_status(hc: HCServ
     start, final = hc.requests
     assert (start.path, final.path) == (f"/{UUID}/start", f"/{UUID}/3")
     assert start.rid == final.rid
-    assert b"to-out\nto-err\n" in final.body and b"job: sh" in final.body
+    assert b"to-out\nto-err\n" in final.body
+    assert b"job: sh" in final.body
 
 
 def test_run_needs_no_double_dash_before_the_command(hc: HCServer) -> None:
@@ -232,7 +238,8 @@ def test_run_timeout_exits_124_and_pings_the_reason(hc: HCServer) -> None:
     began = time.monotonic()
     args = ("run", "--hc", UUID, "--ping-url", hc.url, "--timeout", "0.5", "--", "sleep", "30")
     result = opskit(*args)
-    assert result.exit_code == 124 and time.monotonic() - began < 5
+    assert result.exit_code == 124
+    assert time.monotonic() - began < 5
     assert "timed out after 0.5 s" in result.stderr
     assert hc.requests[-1].path == f"/{UUID}/124"
     assert b"reason: timed out after 0.5 s: sent SIGTERM" in hc.requests[-1].body
@@ -249,7 +256,8 @@ def test_run_looks_the_check_up_by_job_name_in_the_environment(hc: HCServer) -> 
 
 def test_run_without_any_check_warns_and_still_runs_the_command() -> None:
     result = opskit("run", "--", "sh", "-c", "echo ran; exit 4")
-    assert result.exit_code == 4 and result.stdout == "ran\n"
+    assert result.exit_code == 4
+    assert result.stdout == "ran\n"
     assert "not monitored: no check for job 'sh'" in result.stderr
 
 
@@ -265,7 +273,8 @@ def test_a_failed_ping_never_changes_runs_exit_status_unless_strict() -> None:
 def test_run_with_a_bad_hc_flag_is_a_usage_error_and_runs_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     result = opskit("run", "--hc", "nonsense", "--", "touch", str(marker))
-    assert result.exit_code == 64 and not marker.exists()
+    assert result.exit_code == 64
+    assert not marker.exists()
 
 
 def start_real_run(hc: HCServer, *command: str) -> subprocess.Popen[str]:
@@ -312,7 +321,8 @@ def test_a_real_run_redacts_the_ping_key_from_the_body(hc: HCServer) -> None:
         stdin=subprocess.DEVNULL,
         timeout=60,
     )
-    assert done.returncode == 0 and done.stdout == f"{key}\n"
+    assert done.returncode == 0
+    assert done.stdout == f"{key}\n"
     assert hc.requests[-1].path == f"/{key}/nightly/0"
     assert key.encode() not in hc.requests[-1].body
 
@@ -383,7 +393,8 @@ def test_ping_data_honours_the_limit_the_server_announced_keeping_the_tail(
         assert opskit("ping", "start", *args, env=env).exit_code == 0  # learns the limit
         assert opskit("ping", "fail", *args, "--data", f"@{log}", env=env).exit_code == 0
         sent, kept = hc.requests[-1].body, hc.kept[-1]
-    assert len(sent) == limit and sent == kept  # nothing for the server to cut off
+    assert len(sent) == limit
+    assert sent == kept
     assert sent.endswith(b"line 019999\nTHE END\n")
 
 
@@ -405,7 +416,8 @@ def test_ping_inside_a_project_uses_its_ping_url_for_a_uuid(hc: HCServer, tmp_pa
 def test_a_failed_ping_names_the_host_it_went_to() -> None:
     dead = ("--hc", UUID, "--ping-url", "http://127.0.0.1:1/", "--max-time", "1")
     result = opskit("ping", "success", *dead)
-    assert result.exit_code == 1 and "host=127.0.0.1:1 " in result.stderr
+    assert result.exit_code == 1
+    assert "host=127.0.0.1:1 " in result.stderr
 
 
 def test_run_takes_the_start_and_final_bounds_from_flags_or_the_environment() -> None:
@@ -417,7 +429,8 @@ def test_run_takes_the_start_and_final_bounds_from_flags_or_the_environment() ->
         env = {"OPSKIT_HEALTHCHECKS_START_BUDGET": "0.3", "OPSKIT_HEALTHCHECKS_BUDGET": "0.5"}
         assert opskit(*args, "--", "true", env=env).exit_code == 0
     assert time.monotonic() - began < 4
-    assert "0.3s bound" in result.stderr and "0.5s bound" in result.stderr
+    assert "0.3s bound" in result.stderr
+    assert "0.5s bound" in result.stderr
 
 
 @pytest.mark.parametrize("spec", [f"k/{'Nightly'}", "k/a b", "nonsense"])

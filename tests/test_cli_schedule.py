@@ -139,7 +139,8 @@ def test_show_lists_each_job_with_its_next_three_runs(
     lines = done.stdout.splitlines()
     assert lines[0] == "opskit:site:backup  30 4 * * 1"
     runs = lines[1].removeprefix("  next: ").split(", ")
-    assert len(runs) == 3 and all(r.startswith("Mon ") and " 04:30 " in r for r in runs)
+    assert len(runs) == 3
+    assert all(r.startswith("Mon ") and " 04:30 " in r for r in runs)
     assert lines[2].startswith(f"  runs: {OPSKIT} --project-dir {site}")
 
 
@@ -164,7 +165,8 @@ def test_dry_run_prints_the_diff_and_writes_nothing(
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"--- crontab of {cron_user}\n")
-    assert "+0 1 * * *" in done.stdout and "# opskit:site:clear-sessions" in done.stdout
+    assert "+0 1 * * *" in done.stdout
+    assert "# opskit:site:clear-sessions" in done.stdout
     assert crontab(cron_user) == FOREIGN
 
 
@@ -312,17 +314,20 @@ def test_global_options_given_to_install_are_written_into_every_job_as_absolute_
     options = (
         f"--backup-dir {site / 'backups'} --log-dir {site / 'var/log'} --quiet {' '.join(flags)}"
     )
-    assert dry.returncode == 0 and done.returncode == 0, done.stderr
+    assert dry.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr
     assert dry.stdout.count(options) == 2
     lines = (Path(env["OPSKIT_CRON_D_DIR"]) / "x").read_text().splitlines()[3:]
-    assert len(lines) == 2 and all(options in line for line in lines)
+    assert len(lines) == 2
+    assert all(options in line for line in lines)
     assert all(f">> {site / 'var/log' / 'cron.log'} 2>&1" in line for line in lines)
 
     command = TAG.sub("", lines[1]).split(None, 6)[6]
     ran = subprocess.run(["/bin/sh", "-c", command], cwd="/", env={"PATH": "/usr/bin:/bin"})
     assert ran.returncode == 0
     assert "no backups yet" in (site / "var/log" / "cron.log").read_text()
-    assert (site / "var/log" / "opskit.log").is_file() and not (site / "logs").exists()
+    assert (site / "var/log" / "opskit.log").is_file()
+    assert not (site / "logs").exists()
 
 
 def test_install_warns_about_opskit_variables_cron_will_not_have(
@@ -345,13 +350,15 @@ def test_remove_of_the_last_jobs_deletes_the_crontab(
 
     assert removed.returncode == 0, removed.stderr
     listed = subprocess.run(["crontab", "-l", "-u", cron_user], capture_output=True, text=True)
-    assert listed.returncode == 1 and "no crontab for" in listed.stderr
+    assert listed.returncode == 1
+    assert "no crontab for" in listed.stderr
 
 
 def test_show_help_says_whose_crontab_it_reads(site: Path) -> None:
     done = run_opskit("cron", "show", "--help")
 
-    assert "Whose crontab to read" in done.stdout and "to edit" not in done.stdout
+    assert "Whose crontab to read" in done.stdout
+    assert "to edit" not in done.stdout
 
 
 def test_every_global_option_reaches_the_installed_jobs(site: Path, env: dict[str, str]) -> None:

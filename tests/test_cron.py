@@ -160,7 +160,8 @@ def test_install_twice_is_byte_identical_and_writes_once(tmp_path: Path, cron_pr
     first = cron.install(entries(tmp_path), project="site", tab=tab, proc=cron_proc)
     installed = tab.text
     second = cron.install(entries(tmp_path), project="site", tab=tab, proc=cron_proc)
-    assert first.changed and not second.changed
+    assert first.changed
+    assert not second.changed
     assert second.diff == ""
     assert tab.text == installed
     assert tab.writes == 1
@@ -184,7 +185,8 @@ def test_reinstall_updates_the_block_in_place_between_foreign_lines(
     changed = entries(tmp_path, "30 3 * * * opskit backup\n")
     result = cron.install(changed, project="site", tab=tab, proc=cron_proc)
     assert tab.text == before + f"{changed[0].render()}\n" + after
-    assert "-0 2 * * *" in result.diff and "+30 3 * * *" in result.diff
+    assert "-0 2 * * *" in result.diff
+    assert "+30 3 * * *" in result.diff
 
 
 def test_install_writes_no_environment_lines_into_a_user_crontab(
@@ -235,7 +237,8 @@ def test_dry_run_returns_the_diff_and_writes_nothing(tmp_path: Path, cron_proc: 
     assert result.changed
     assert result.diff.startswith("--- crontab\n+++ crontab (new)\n")
     assert f"+0 2 * * * {PREFIX} backup {LOG} # opskit:site:backup\n" in result.diff
-    assert tab.text == FOREIGN and tab.writes == 0
+    assert tab.text == FOREIGN
+    assert tab.writes == 0
 
 
 def test_install_without_a_cron_daemon_fails_with_how_to_start_it(
@@ -259,7 +262,8 @@ def test_install_without_a_daemon_only_warns_when_allowed_or_dry_run(
     )
     assert tab.writes == 1
     for result in (dry, allowed):
-        assert len(result.warnings) == 1 and "no cron daemon" in result.warnings[0]
+        assert len(result.warnings) == 1
+        assert "no cron daemon" in result.warnings[0]
 
 
 def test_cron_daemon_is_found_by_process_name(tmp_path: Path, cron_proc: Path) -> None:
@@ -387,7 +391,8 @@ def test_cron_d_file_has_user_column_shell_path_and_mode_0644(
         f"0 2 * * * {ME} {PREFIX} backup {LOG} # opskit:site:backup",
     ]
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert result.changed and "+SHELL=/bin/sh" in result.diff
+    assert result.changed
+    assert "+SHELL=/bin/sh" in result.diff
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site.tmp")]
 
 
@@ -398,7 +403,8 @@ def test_cron_d_install_is_idempotent_and_show_reads_the_user_column(
     cron.install(entries(tmp_path), project="site", tab=tab, proc=cron_proc)
     before = (tmp_path / "site").read_bytes()
     again = cron.install(entries(tmp_path), project="site", tab=tab, proc=cron_proc)
-    assert not again.changed and (tmp_path / "site").read_bytes() == before
+    assert not again.changed
+    assert (tmp_path / "site").read_bytes() == before
     jobs = cron.show("site", datetime(2026, 11, 22, 12, tzinfo=UTC), tab=tab, proc=cron_proc).jobs
     assert [(j.user, j.schedule, j.command) for j in jobs][1] == (
         ME,
@@ -413,11 +419,15 @@ def test_cron_d_dry_run_writes_nothing_and_remove_deletes_the_file(
 ) -> None:
     tab = cron.cron_d_tab("site", run_as=ME, directory=tmp_path)
     dry = cron.install(entries(tmp_path), project="site", tab=tab, dry_run=True, proc=cron_proc)
-    assert dry.changed and "+0 2 * * *" in dry.diff and not (tmp_path / "site").exists()
+    assert dry.changed
+    assert "+0 2 * * *" in dry.diff
+    assert not (tmp_path / "site").exists()
     cron.install(entries(tmp_path), project="site", tab=tab, proc=cron_proc)
-    assert cron.remove("site", tab=tab, dry_run=True).changed and (tmp_path / "site").exists()
+    assert cron.remove("site", tab=tab, dry_run=True).changed
+    assert (tmp_path / "site").exists()
     removed = cron.remove("site", tab=tab)
-    assert removed.changed and "-SHELL=/bin/sh" in removed.diff
+    assert removed.changed
+    assert "-SHELL=/bin/sh" in removed.diff
     assert not (tmp_path / "site").exists()
 
 
@@ -494,7 +504,8 @@ def test_real_crontab_install_twice_keeps_foreign_lines_and_remove_restores_them
     first = cron.install(entries(tmp_path), project="site", tab=tab, proc=cron_proc)
     installed = crontab_l(throwaway_user)
     second = cron.install(entries(tmp_path), project="site", tab=tab, proc=cron_proc)
-    assert first.changed and not second.changed
+    assert first.changed
+    assert not second.changed
     assert crontab_l(throwaway_user) == installed
     assert installed == FOREIGN + "".join(f"{e.render()}\n" for e in entries(tmp_path))
     assert cron.remove("site", tab=tab).changed

@@ -141,7 +141,8 @@ def test_install_for_a_user_as_root_makes_the_folders_theirs_and_the_job_backs_u
     ran = as_user(user, command)
     assert ran.returncode == 0, ran.stderr + (project / "logs" / "cron.log").read_text()
     archives = list((project / "db_backups").glob("?-*.sql.zst"))
-    assert len(archives) == 1 and archives[0].stat().st_uid == uid
+    assert len(archives) == 1
+    assert archives[0].stat().st_uid == uid
     assert "opskit backup: 0 errors" in (project / "logs" / "cron.log").read_text()
     which = ("--cron-d", "shop") if where == "cron.d" else ("--cron-user", user)
     checked = opskit(
@@ -218,10 +219,8 @@ def test_check_cron_for_the_user_names_the_private_folder_hiding_the_project(
     assert "opskit: warning: the jobs would fail:" in installed.stderr
     assert checked.returncode >= 1
     closed = next(p for p in reversed(site.parents) if p.stat().st_mode & 0o005 == 0)
-    assert (
-        f"{user} cannot reach" in checked.stdout
-        and f"{closed} is closed to {user}" in checked.stdout
-    )
+    assert f"{user} cannot reach" in checked.stdout
+    assert f"{closed} is closed to {user}" in checked.stdout
 
 
 @pytest.mark.postgresql

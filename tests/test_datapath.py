@@ -91,9 +91,7 @@ def test_a_cut_stream_is_refused_when_loaded(tmp_path: Path) -> None:
     cut = tmp_path / "cut.sql.zst"
     cut.write_bytes(written.path.read_bytes()[:-1000])
     with pytest.raises(ArchiveError, match="truncated or corrupt"), pipes.decompressed(cut) as out:
-        while out.read(1 << 16):
-            pass
-        out.check_end()
+        _read_to_the_end(out)
 
 
 def test_content_that_differs_from_its_manifest_is_refused_at_the_end(tmp_path: Path) -> None:
@@ -107,13 +105,18 @@ def test_content_that_differs_from_its_manifest_is_refused_at_the_end(tmp_path: 
         pytest.raises(ArchiveError, match="changed while it was read"),
         pipes.decompressed(written.path, "zstd", expect=wrong) as out,
     ):
-        while out.read(1 << 16):
-            pass
-        out.check_end()
+        _read_to_the_end(out)
     right = pipes.Expect(written.size, written.sha256)
     with pipes.decompressed(written.path, "zstd", expect=right) as out:
         assert b"".join(iter(lambda: out.read(1 << 16), b"")) == source.read_bytes()
         out.check_end()
+
+
+def _read_to_the_end(out: pipes.ArchiveContent) -> None:
+    """Read a content as a loader does, then ask for the proof of its end."""
+    while out.read(1 << 16):
+        pass
+    out.check_end()
 
 
 def test_without_compressor_programs_backup_and_restore_still_work(
@@ -126,7 +129,8 @@ def test_without_compressor_programs_backup_and_restore_still_work(
     env = {"PATH": path_without_compressors(tmp_path)}
     done = run_opskit("backup", cwd=site, env=env)
     assert done.returncode == 0, done.stderr
-    assert "in-process zlib" in done.stderr and "gzip_on_one_core" in done.stderr
+    assert "in-process zlib" in done.stderr
+    assert "gzip_on_one_core" in done.stderr
     data.mutate()
     done = run_opskit("restore", "--yes", "--drop-old", cwd=site, env=env)
     assert done.returncode == 0, done.stderr
@@ -139,7 +143,8 @@ def test_gzip_uses_pigz_and_says_so(sqlite_db: DbParams, tmp_path: Path) -> None
     site = write_project(tmp_path / "site", {"default": sqlite_db}, "{'COMPRESS': 'gzip'}")
     done = run_opskit("backup", cwd=site)
     assert done.returncode == 0, done.stderr
-    assert "compressor=" in done.stderr and "pigz" in done.stderr
+    assert "compressor=" in done.stderr
+    assert "pigz" in done.stderr
     assert "gzip_on_one_core" not in done.stderr
 
 
@@ -172,7 +177,8 @@ def test_directory_archives_round_trip_with_a_manifest_of_every_file(
     )
     done = run_opskit("verify", cwd=site)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("OK") and "0-Sunday.pgdir" in done.stdout
+    assert done.stdout.startswith("OK")
+    assert "0-Sunday.pgdir" in done.stdout
     assert f"bytes={manifest['size']} " in done.stderr
 
     data.mutate()
@@ -215,7 +221,8 @@ def test_a_changed_file_in_a_directory_archive_is_named_and_nothing_is_touched(
     with pytest.raises(StepFailed):
         restore_archive(cfg, {pg_db.alias: pg_db}, pg_db.alias, "latest", SUNDAY, report)
     (failure,) = report.failed(pg_db.alias)
-    assert failure.name == "verify" and biggest.name in failure.reason
+    assert failure.name == "verify"
+    assert biggest.name in failure.reason
     assert data.snapshot() == changed
 
     site = write_project(
@@ -223,7 +230,8 @@ def test_a_changed_file_in_a_directory_archive_is_named_and_nothing_is_touched(
     )
     done = run_opskit("verify", cwd=site)
     assert done.returncode == 1
-    assert done.stdout.startswith("FAIL") and "0-Sunday.pgdir" in done.stdout
+    assert done.stdout.startswith("FAIL")
+    assert "0-Sunday.pgdir" in done.stdout
 
 
 def test_directory_format_applies_to_postgresql_only(sqlite_db: DbParams, config: Config) -> None:
@@ -308,4 +316,5 @@ def test_a_bad_gzip_level_is_one_line_naming_the_range(tmp_path: Path, value: st
             settings_opskit={},
             environ={"OPSKIT_GZIP_LEVEL": value},
         )
-    assert "1" in caught.value.line() and "\n" not in caught.value.line()
+    assert "1" in caught.value.line()
+    assert "\n" not in caught.value.line()

@@ -116,7 +116,8 @@ def test_a_second_sync_changes_nothing_and_a_dry_run_then_exits_0(
     assert code == 0, err
     assert set(states(out).values()) == {"unchanged"}
     assert sync(site, api, "--dry-run")[0] == 0
-    assert methods(api)[-2:] == ["GET", "GET"] and len(api.requests) == before + 2
+    assert methods(api)[-2:] == ["GET", "GET"]
+    assert len(api.requests) == before + 2
 
 
 @pytest.mark.parametrize(
@@ -134,7 +135,8 @@ def test_alias_time_zones_converge_in_one_sync(
     assert code == 0, err
     assert {c["tz"] for c in api.checks} == {stored}
     code, out, _ = sync(site, api, "--dry-run", tz=given)
-    assert code == 0 and set(states(out).values()) == {"unchanged"}
+    assert code == 0
+    assert set(states(out).values()) == {"unchanged"}
     assert f"{stored}" in out
 
 
@@ -151,7 +153,8 @@ def test_a_check_stored_under_the_current_name_matches_an_alias_without_a_write(
         tags="opskit site",
     )
     code, out, _ = sync(site, api, tz="Europe/Kiev")
-    assert code == 0 and states(out) == {"site-backup": "unchanged"}
+    assert code == 0
+    assert states(out) == {"site-backup": "unchanged"}
     assert methods(api) == ["GET"]
 
 
@@ -159,7 +162,8 @@ def test_a_zone_the_server_does_not_know_is_refused_with_one_line(
     site: Path, api: HCServer
 ) -> None:
     code, out, err = sync(site, api, tz="America/Coyhaique")
-    assert code == 1 and out == ""
+    assert code == 1
+    assert out == ""
     (line,) = err.splitlines()
     assert line.startswith(
         "opskit: error: the Healthchecks server does not know the time zone 'America/Coyhaique'"
@@ -174,7 +178,8 @@ def test_the_cron_zone_comes_from_the_localtime_link_as_the_server_names_it(
     link = tmp_path / "localtime"
     link.symlink_to("/usr/share/zoneinfo/US/Eastern")
     zone = timezones.system_zone(link, tmp_path / "none")
-    assert zone == "US/Eastern" and timezones.for_server(zone) == "America/New_York"
+    assert zone == "US/Eastern"
+    assert timezones.for_server(zone) == "America/New_York"
     assert timezones.same_zone("US/Eastern", "America/New_York")
     assert not timezones.same_zone("Europe/Riga", "Europe/Tallinn")
 
@@ -208,7 +213,8 @@ def test_a_check_that_takes_get_pings_too_is_set_to_post_only(site: Path, api: H
     (site / "crontab.txt").write_text("0 2 * * * opskit backup\n")
     api.add(name="site backup", slug="site-backup", schedule="0 2 * * *", tz="Europe/Riga")
     code, out, _ = sync(site, api)
-    assert code == 0 and "methods '' -> 'POST'" in out
+    assert code == 0
+    assert "methods '' -> 'POST'" in out
     assert api.check("site-backup")["methods"] == "POST"
 
 
@@ -219,7 +225,8 @@ def test_a_dry_run_on_an_empty_project_lists_missing_checks_and_writes_nothing(
     assert code == 3
     assert set(states(out).values()) == {"missing"}
     assert "(dry run): 3 missing" in err
-    assert methods(api) == ["GET"] and api.checks == []
+    assert methods(api) == ["GET"]
+    assert api.checks == []
 
 
 def test_only_checks_with_opskits_tags_can_be_orphans(site: Path, api: HCServer) -> None:
@@ -230,7 +237,8 @@ def test_only_checks_with_opskits_tags_can_be_orphans(site: Path, api: HCServer)
     assert code == 1
     found = states(out)
     assert found["site-restore"] == "orphan"
-    assert "site-reports" not in found and "site-blog-backup" not in found
+    assert "site-reports" not in found
+    assert "site-blog-backup" not in found
     assert "--prune pause or --prune delete" in out
 
 
@@ -246,7 +254,9 @@ def test_prune_acts_on_orphans_only(site: Path, api: HCServer, mode: str) -> Non
     orphan = api.add(name="site restore", slug="site-restore", tags="opskit site")
     mine = api.add(name="site reports", slug="site-reports")
     code, out, _ = sync(site, api, "--prune", mode, "--dry-run")
-    assert f"would {mode} it" in out and orphan in api.checks and orphan["status"] == "new"
+    assert f"would {mode} it" in out
+    assert orphan in api.checks
+    assert orphan["status"] == "new"
     code, out, _ = sync(site, api, "--prune", mode)
     assert code == 0
     assert states(out)["site-restore"] == {"pause": "paused", "delete": "deleted"}[mode]
@@ -254,7 +264,8 @@ def test_prune_acts_on_orphans_only(site: Path, api: HCServer, mode: str) -> Non
         assert orphan["status"] == "paused"
     else:
         assert orphan not in api.checks
-    assert mine in api.checks and mine["status"] == "new"
+    assert mine in api.checks
+    assert mine["status"] == "new"
 
 
 def test_grace_is_set_from_the_jobs_recorded_durations(site: Path, api: HCServer) -> None:
@@ -267,10 +278,12 @@ def test_grace_is_set_from_the_jobs_recorded_durations(site: Path, api: HCServer
     assert api.check("site-clear-sessions")["grace"] == runs.GRACE_FLOOR
     log_runs(site, "backup", *[700.0] * 7)  # faster now: 1500 s would do, 2400 still fits
     code, out, _ = sync(site, api, "--dry-run")
-    assert code == 0 and set(states(out).values()) == {"unchanged"}
+    assert code == 0
+    assert set(states(out).values()) == {"unchanged"}
     log_runs(site, "backup", 3000.0)  # much slower: the grace must grow
     code, out, _ = sync(site, api)
-    assert "grace 2400 -> 6000 s" in out and api.check("site-backup")["grace"] == 6000
+    assert "grace 2400 -> 6000 s" in out
+    assert api.check("site-backup")["grace"] == 6000
 
 
 def test_a_backup_without_logs_takes_its_durations_from_the_manifests(tmp_path: Path) -> None:
@@ -294,18 +307,21 @@ def test_grace_given_is_enforced_and_without_runs_a_hand_tuned_one_is_kept(
     )  # fmt: skip
     api.checks[0]["grace"] = 7200  # tuned by hand in the web UI
     code, out, _ = sync(site, api)
-    assert code == 0 and states(out)["site-backup"] == "unchanged"
+    assert code == 0
+    assert states(out)["site-backup"] == "unchanged"
     assert api.checks[0]["grace"] == 7200
 
     code, out, _ = sync(site, api, "--grace", "600")
-    assert code == 0 and states(out)["site-backup"] == "updated"
+    assert code == 0
+    assert states(out)["site-backup"] == "updated"
     assert "grace 7200 -> 600 s" in out
     assert all(c["grace"] == 600 for c in api.checks)
 
 
 def test_a_grace_below_a_minute_is_a_usage_error(site: Path, api: HCServer) -> None:
     code, _, _ = sync(site, api, "--grace", "30")
-    assert code == 64 and api.requests == []
+    assert code == 64
+    assert api.requests == []
 
 
 def test_a_long_project_name_is_shortened_to_the_servers_limits(site: Path, api: HCServer) -> None:
@@ -316,7 +332,8 @@ def test_a_long_project_name_is_shortened_to_the_servers_limits(site: Path, api:
     assert len({c["slug"] for c in api.checks}) == 3
     assert all(c["name"].endswith(("clear-sessions", "backup", "backup-2")) for c in api.checks)
     code, out, _ = sync(site, api, "--name", name, "--dry-run")
-    assert code == 0 and set(states(out).values()) == {"unchanged"}
+    assert code == 0
+    assert set(states(out).values()) == {"unchanged"}
 
 
 def test_an_api_url_at_the_site_root_finds_the_api(site: Path, api: HCServer) -> None:
@@ -328,7 +345,8 @@ def test_an_api_url_at_the_site_root_finds_the_api(site: Path, api: HCServer) ->
 def test_an_api_url_that_is_not_the_api_says_so(site: Path, api: HCServer) -> None:
     code, _, err = sync(site, api, url=api.url + "dashboard/api/v3/")
     assert code == 1
-    assert "HTTP 404 (no Healthchecks API there)" in err and "HEALTHCHECKS_API_URL" in err
+    assert "HTTP 404 (no Healthchecks API there)" in err
+    assert "HEALTHCHECKS_API_URL" in err
     with pytest.raises(ConfigError, match="older API version"):
         hcapi.api_base("https://hc.example.com/api/v1/")
     assert hcapi.api_base("https://hc.example.com/hc") == "https://hc.example.com/hc/api/v3/"
@@ -345,7 +363,8 @@ def test_a_line_whose_hc_names_another_check_syncs_that_check(site: Path, api: H
     assert states(out) == {"nightly-db": "created", code_check["uuid"][:8] + "…": "updated"} | {
         UUID[:8] + "…": "failed"
     }
-    assert code == 1 and "not in this API key's project" in out
+    assert code == 1
+    assert "not in this API key's project" in out
     assert api.check("nightly-db")["schedule"] == "0 2 * * *"
     assert (code_check["schedule"], code_check["name"]) == ("0 * * * *", "hourly check")
     assert "note" not in err  # each line pings the check synced for it
@@ -356,10 +375,12 @@ def test_a_wrong_api_key_fails_with_one_clear_line_and_never_shows_the_key(
 ) -> None:
     wrong = secrets.token_hex(16)
     code, out, err = sync(site, api, key=wrong)
-    assert code == 1 and out == ""
+    assert code == 1
+    assert out == ""
     (line,) = err.splitlines()
     assert line.startswith("opskit: error: the Healthchecks API refused the API key")
-    assert "wrong api key" in line and "OPSKIT_HEALTHCHECKS_API_KEY" in line
+    assert "wrong api key" in line
+    assert "OPSKIT_HEALTHCHECKS_API_KEY" in line
     assert wrong not in err
     assert methods(api) == ["GET"]
 
@@ -380,7 +401,8 @@ def test_the_api_key_never_reaches_output_or_logs(site: Path, api: HCServer) -> 
     api.checks[0]["schedule"] = "1 1 * * *"
     outputs.append(sync(site, api))
     for _, out, err in outputs:
-        assert KEY not in out and KEY not in err
+        assert KEY not in out
+        assert KEY not in err
     assert all(code in (0, 1) for code, _, _ in outputs)
     for log in (site / "logs").glob("*"):
         assert KEY not in log.read_text()
@@ -388,7 +410,8 @@ def test_the_api_key_never_reaches_output_or_logs(site: Path, api: HCServer) -> 
 
 def test_an_unknown_time_zone_is_refused_before_any_request(site: Path, api: HCServer) -> None:
     code, _, err = sync(site, api, tz="Mars/Olympus")
-    assert code == 1 and "unknown time zone 'Mars/Olympus'" in err
+    assert code == 1
+    assert "unknown time zone 'Mars/Olympus'" in err
     assert api.requests == []
 
 
@@ -422,7 +445,8 @@ def test_notes_say_which_jobs_will_not_ping_the_check_made_for_them(
 def test_a_job_configured_with_another_slug_gets_that_check(site: Path, api: HCServer) -> None:
     (site / "crontab.txt").write_text("0 2 * * * opskit backup\n")
     code, out, _ = sync(site, api, env={"OPSKIT_HC_BACKUP": "pingkey/db-nightly"})
-    assert code == 0 and states(out) == {"db-nightly": "created"}
+    assert code == 0
+    assert states(out) == {"db-nightly": "created"}
 
 
 def test_run_lines_get_a_check_named_after_the_job_they_ping_as(site: Path, api: HCServer) -> None:
@@ -470,8 +494,10 @@ def test_the_grace_rule_has_a_floor_rounds_up_and_tolerates_twice() -> None:
     assert runs.grace_for([]) is None
     assert runs.grace_for([10.0]) == 600
     assert runs.grace_for([301.0, 100.0]) == 900
-    assert runs.grace_fits(900, 900) and runs.grace_fits(1800, 900)
-    assert not runs.grace_fits(899, 900) and not runs.grace_fits(1801, 900)
+    assert runs.grace_fits(900, 900)
+    assert runs.grace_fits(1800, 900)
+    assert not runs.grace_fits(899, 900)
+    assert not runs.grace_fits(1801, 900)
 
 
 @pytest.mark.parametrize(

@@ -107,14 +107,16 @@ def test_a_good_runs_body_holds_no_failure_words_for_keyword_filters(hc: HCServe
     assert not re.search("error|fail", body, re.I), body
     assert "event=database_done database=default bytes=12" in body
     assert "[1 log line of this good run left out; see the log files]" in body
-    assert "exit_status: 0" in body and "job: backup" in body
+    assert "exit_status: 0" in body
+    assert "job: backup" in body
 
 
 def test_a_failed_runs_body_keeps_every_line(hc: HCServer) -> None:
     log = "level=error event=step_failed step=dump\nlevel=info event=job_finished errors=1\n"
     pinger(hc).finish(1, log, {**SUMMARY, "errors": 1})
     body = hc.requests[0].body.decode()
-    assert body.startswith(log) and "errors: 1" in body
+    assert body.startswith(log)
+    assert "errors: 1" in body
 
 
 def test_a_commands_own_output_is_kept_in_a_good_runs_body(hc: HCServer) -> None:
@@ -164,7 +166,8 @@ def test_body_limit_learned_from_start_ping_cuts_log_at_a_character_boundary(
         assert len(body) <= limit
         text = body.decode("utf-8")  # strict: raises if a character was split
         kept, summary = text.split("--- opskit summary ---\n")
-        assert "the last line" in kept and log.endswith(kept)
+        assert "the last line" in kept
+        assert log.endswith(kept)
         assert "job: backup" in summary
         cut_mid_character |= len(body) < limit
     assert cut_mid_character
@@ -176,7 +179,8 @@ def test_a_limit_announced_by_a_refusal_cuts_the_retry(hc: HCServer) -> None:
     p = Pinger(parse_check(UUID, hc.url), sleep=fake.sleep, clock=fake.clock)
     assert p.send("log", "x" * 5000 + "the end").ok
     first, retry = hc.requests
-    assert len(first.body) == 5007 and retry.body == (b"x" * 93 + b"the end")
+    assert len(first.body) == 5007
+    assert retry.body == (b"x" * 93 + b"the end")
 
 
 def test_learned_limits_are_remembered_per_server(tmp_path: Path) -> None:
@@ -221,7 +225,8 @@ def test_bodies_sent_by_scripts_are_redacted_and_truncated(hc: HCServer, as_byte
     text = "old " * 100 + f"password={PASSWORD}"
     p.send("log", text.encode() if as_bytes else text)
     body = hc.requests[-1].body.decode()
-    assert body.endswith("password=********") and len(body) <= 50
+    assert body.endswith("password=********")
+    assert len(body) <= 50
 
 
 # --- statuses and retries -------------------------------------------------------
@@ -257,7 +262,8 @@ def test_backoff_doubles_and_stops_before_the_budget_runs_out(hc: HCServer) -> N
     hc.default = Reply(503)
     fake = FakeTime()
     result = Pinger(parse_check(UUID, hc.url), sleep=fake.sleep, clock=fake.clock).start()
-    assert not result.ok and result.status == 503
+    assert not result.ok
+    assert result.status == 503
     assert fake.sleeps == [0.5, 1, 2, 4]  # 8 more would pass the start ping's 10 s
     assert result.attempts == len(hc.requests) == 5
     assert "10s bound of this ping" in result.message
@@ -276,13 +282,15 @@ def test_the_start_bound_is_never_longer_than_the_final_ones(hc: HCServer) -> No
     hc.default = Reply(500)
     fake = FakeTime()
     p = Pinger(parse_check(UUID, hc.url), budget=2, sleep=fake.sleep, clock=fake.clock)
-    assert p.start().attempts == 3 and fake.sleeps == [0.5, 1]  # 2 more would pass 2 s
+    assert p.start().attempts == 3
+    assert fake.sleeps == [0.5, 1]
 
 
 def test_no_budget_left_skips_the_ping_without_a_request(hc: HCServer) -> None:
     result = pinger(hc, start_budget=0.01).start()
     assert (result.ok, result.status, result.attempts) == (False, None, 0)
-    assert "skipped" in result.message and hc.requests == []
+    assert "skipped" in result.message
+    assert hc.requests == []
 
 
 def test_retries_stop_within_the_budget_in_real_time(hc: HCServer) -> None:
@@ -290,7 +298,8 @@ def test_retries_stop_within_the_budget_in_real_time(hc: HCServer) -> None:
     began = time.monotonic()
     result = Pinger(parse_check(UUID, hc.url), start_budget=2).start()
     elapsed = time.monotonic() - began
-    assert not result.ok and result.attempts >= 2
+    assert not result.ok
+    assert result.attempts >= 2
     assert elapsed < 2 + 0.5
 
 
@@ -310,7 +319,8 @@ def test_hanging_server_is_cut_off_when_the_budget_runs_out(hc: HCServer) -> Non
     began = time.monotonic()
     result = Pinger(parse_check(UUID, hc.url), timeout=10, start_budget=0.6).start()
     elapsed = time.monotonic() - began
-    assert not result.ok and result.attempts == 1
+    assert not result.ok
+    assert result.attempts == 1
     assert elapsed < 0.6 + 0.4  # the 10 s timeout was clamped to the budget left
 
 
@@ -320,7 +330,9 @@ def test_dead_server_returns_failure_without_raising() -> None:
         port = sock.getsockname()[1]
     target = parse_check(UUID, f"http://127.0.0.1:{port}/")
     result = Pinger(target, budget=1, sleep=lambda s: None).finish(2, "log", SUMMARY)
-    assert not result.ok and result.status is None and result.attempts >= 1
+    assert not result.ok
+    assert result.status is None
+    assert result.attempts >= 1
     assert "Connection" in result.message
 
 
@@ -341,13 +353,16 @@ def test_client_errors_fail_at_once_with_an_explanation(
     result = p.start()
     assert (result.ok, result.status, result.attempts) == (False, status, 1)
     assert explanation in result.message
-    assert len(hc.requests) == 1 and fake.sleeps == []
+    assert len(hc.requests) == 1
+    assert fake.sleeps == []
 
 
 def test_redirects_are_not_followed_because_they_would_drop_the_body(hc: HCServer) -> None:
     hc.script(Reply(301, headers={"Location": f"{hc.url}elsewhere"}))
     result = pinger(hc).finish(0, "log", SUMMARY)
-    assert not result.ok and result.status == 301 and "redirected" in result.message
+    assert not result.ok
+    assert result.status == 301
+    assert "redirected" in result.message
     assert len(hc.requests) == 1
 
 
@@ -356,9 +371,11 @@ def test_failed_ping_logs_a_warning_without_the_ping_key(hc: HCServer) -> None:
     with structlog.testing.capture_logs() as logs:
         result = pinger(hc, f"{KEY}/backup").start()
     [event] = [e for e in logs if e["event"] == "ping_failed"]
-    assert event["check"] == "…/backup" and event["status"] == 404
+    assert event["check"] == "…/backup"
+    assert event["status"] == 404
     assert event["host"] == hc.url.split("/")[2]
-    assert KEY not in repr(logs) and KEY not in result.message
+    assert KEY not in repr(logs)
+    assert KEY not in result.message
     assert f"start ping to …/backup at {hc.url.split('/')[2]}: HTTP 404" in result.message
 
 
@@ -390,7 +407,8 @@ def test_ping_key_and_slug_with_create_build_the_url(hc: HCServer) -> None:
 def test_send_kinds_map_to_paths(hc: HCServer, kind: str, suffix: str) -> None:
     assert pinger(hc).send(kind, b"hello").ok
     [request] = hc.requests
-    assert request.path == f"/{UUID}{suffix}" and request.body == b"hello"
+    assert request.path == f"/{UUID}{suffix}"
+    assert request.body == b"hello"
 
 
 @pytest.mark.parametrize("kind", ["256", "-1", "bogus", ""])
@@ -405,8 +423,10 @@ def test_script_ping_sends_no_rid_unless_given(hc: HCServer) -> None:
     assert ping(target, "success", "all good").ok
     assert ping(target, "fail", rid="r-1").ok
     first, second = hc.requests
-    assert first.query == {} and first.body == b"all good"
-    assert second.path == f"/{UUID}/fail" and second.rid == "r-1"
+    assert first.query == {}
+    assert first.body == b"all good"
+    assert second.path == f"/{UUID}/fail"
+    assert second.rid == "r-1"
 
 
 @pytest.mark.parametrize(
@@ -430,12 +450,14 @@ def test_parse_check_accepts_uuid_url_and_key_slug(
 
 def test_ping_url_with_create_query_turns_create_on() -> None:
     target = parse_check(f"https://hc-ping.com/{KEY}/db?create=1")
-    assert target.create and target.url == f"https://hc-ping.com/{KEY}/db"
+    assert target.create
+    assert target.url == f"https://hc-ping.com/{KEY}/db"
 
 
 def test_target_repr_hides_the_ping_key() -> None:
     target = parse_check(f"{KEY}/db")
-    assert KEY not in repr(target) and KEY not in target.label
+    assert KEY not in repr(target)
+    assert KEY not in target.label
     assert isinstance(target, PingTarget)
 
 
@@ -455,7 +477,8 @@ def test_target_repr_hides_the_ping_key() -> None:
 def test_parse_check_rejects_garbage_with_a_one_line_fix(spec: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_check(spec)
-    assert "\n" not in str(info.value) and "(" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert "(" in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -83,7 +83,8 @@ def test_a_signal_during_a_backup_exits_128_plus_n_and_leaves_the_earlier_archiv
     assert said in stderr
     # The final ping reports the same status, so the check goes red with the reason.
     last = hc.requests[-1]
-    assert last.path == f"/{CHECK}/{status}" and last.rid == hc.requests[-2].rid
+    assert last.path == f"/{CHECK}/{status}"
+    assert last.rid == hc.requests[-2].rid
     assert said.encode() in last.body
     assert list(backups.glob(".*.tmp-*")) == []
     assert files(backups) == before

@@ -73,9 +73,11 @@ def test_backup_pings_start_then_0_with_the_log_tail_ending_in_the_summary(
     assert done.returncode == 0, done.stderr
     start, final = hc.requests
     assert (start.path, final.path) == (f"/{UUID}/start", f"/{UUID}/0")
-    assert start.rid and start.rid == final.rid
+    assert start.rid
+    assert start.rid == final.rid
     body = final.body.decode()
-    assert "event=dump_started" in body and "event=job_finished" in body
+    assert "event=dump_started" in body
+    assert "event=job_finished" in body
     summary = body[body.index("--- opskit summary ---") :].splitlines()
     assert summary[1:] == [
         "job: backup",
@@ -86,7 +88,8 @@ def test_backup_pings_start_then_0_with_the_log_tail_ending_in_the_summary(
         f"opskit: {__version__}",
         "exit_status: 0",
     ]
-    assert summary[4].startswith("bytes: ") and summary[5].startswith("duration: ")
+    assert summary[4].startswith("bytes: ")
+    assert summary[5].startswith("duration: ")
     assert body.endswith("exit_status: 0\n")
     assert not re.search("error|fail", body, re.I)  # a failure keyword filter reads it right
 
@@ -104,8 +107,10 @@ def test_a_failing_backup_pings_its_error_count(hc: HCServer, tmp_path: Path) ->
     assert done.returncode == 1, done.stderr
     assert [r.path for r in hc.requests] == [f"/{UUID}/start", f"/{UUID}/1"]
     body = hc.requests[-1].body.decode()
-    assert "event=step_failed" in body and "database=reports" in body
-    assert "errors: 1" in body and "databases: default, reports" in body
+    assert "event=step_failed" in body
+    assert "database=reports" in body
+    assert "errors: 1" in body
+    assert "databases: default, reports" in body
 
 
 def test_the_hc_flag_and_the_environment_override_the_settings(
@@ -156,7 +161,8 @@ def test_strict_ping_counts_a_failed_ping_as_an_error(hc: HCServer, tmp_path: Pa
     hc.script(404, 404)
     done = backup(site, OPSKIT_STRICT_PING="1")
     assert done.returncode == 1
-    assert "unknown check" in done.stderr and "opskit backup: 1 error," in done.stderr
+    assert "unknown check" in done.stderr
+    assert "opskit backup: 1 error," in done.stderr
     hc.script(404, 404)
     assert backup(site, "--strict-ping").returncode == 1
 
@@ -167,7 +173,8 @@ def test_a_database_password_never_reaches_a_ping_body(hc: HCServer, tmp_path: P
     done = backup(project(tmp_path, hc.url, leaky=leaky))
     assert done.returncode == 1
     body = hc.requests[-1].body.decode()
-    assert "event=step_failed" in body and "missing-********" in body
+    assert "event=step_failed" in body
+    assert "missing-********" in body
     assert all(PASSWORD.encode() not in r.body for r in hc.requests)
     assert PASSWORD not in done.stderr
 
@@ -190,11 +197,14 @@ def test_a_start_ping_that_hangs_never_silences_the_final_ping(tmp_path: Path) -
         seconds = time.monotonic() - began
         pings = hc.requests
     assert done.returncode == 0, done.stderr
-    assert "event=ping_failed" in done.stderr and "kind=start" in done.stderr
+    assert "event=ping_failed" in done.stderr
+    assert "kind=start" in done.stderr
     assert "timed out after 1.0s" in done.stderr
     start, *tries = pings
-    assert start.path == f"/{UUID}/start" and start.time < hc.started + 3.2
-    assert {t.path for t in tries} == {f"/{UUID}/0"} and start.rid == tries[-1].rid
+    assert start.path == f"/{UUID}/start"
+    assert start.time < hc.started + 3.2
+    assert {t.path for t in tries} == {f"/{UUID}/0"}
+    assert start.rid == tries[-1].rid
     assert "kind=0" not in done.stderr  # the final ping arrived: no warning for it
     assert seconds < 1 + 3 + 8  # the two bounds, plus the backup itself
 
@@ -206,8 +216,10 @@ def test_run_reports_the_result_after_a_start_ping_that_hung(tmp_path: Path) -> 
         )
         paths = [r.path for r in hc.requests]
     assert done.returncode == 0, done.stderr
-    assert paths[0] == f"/{UUID}/start" and paths[-1] == f"/{UUID}/0"
-    assert "kind=start" in done.stderr and "kind=0" not in done.stderr
+    assert paths[0] == f"/{UUID}/start"
+    assert paths[-1] == f"/{UUID}/0"
+    assert "kind=start" in done.stderr
+    assert "kind=0" not in done.stderr
 
 
 @pytest.mark.slow
@@ -219,8 +231,10 @@ def test_a_32_second_hang_at_start_with_the_default_bounds_still_reports_the_res
         done = backup(project(tmp_path, hc.url))
         pings = hc.requests
     assert done.returncode == 0, done.stderr
-    assert pings[0].path == f"/{UUID}/start" and pings[-1].path == f"/{UUID}/0"
-    assert "kind=start" in done.stderr and "timed out after 10.0s" in done.stderr
+    assert pings[0].path == f"/{UUID}/start"
+    assert pings[-1].path == f"/{UUID}/0"
+    assert "kind=start" in done.stderr
+    assert "timed out after 10.0s" in done.stderr
     assert "kind=0" not in done.stderr  # the final ping got through once the server answered
 
 
@@ -230,8 +244,10 @@ def test_a_malformed_check_in_the_settings_is_an_error_and_the_backup_still_runs
     site = project(tmp_path, hc.url)
     done = backup(site, OPSKIT_HC_BACKUP="Xq3vT9bLmN2pR7sK4wYz1A/Nightly")
     assert done.returncode == 1
-    assert "upper-case letters" in done.stderr and "event=step_failed step=ping" in done.stderr
-    assert list((site / "db_backups").glob("latest.*")) and hc.requests == []
+    assert "upper-case letters" in done.stderr
+    assert "event=step_failed step=ping" in done.stderr
+    assert list((site / "db_backups").glob("latest.*"))
+    assert hc.requests == []
 
 
 @pytest.mark.parametrize("spec", ["not a check", "k/Upper", f"{UUID}x"])
@@ -241,7 +257,8 @@ def test_a_malformed_hc_flag_is_a_usage_error_that_runs_nothing(
     site = project(tmp_path, hc.url)
     done = run_opskit("backup", "--hc", spec, cwd=site, env=clean_env())
     assert done.returncode == 64, done.stderr
-    assert "--hc" in done.stderr and not (site / "db_backups").exists()
+    assert "--hc" in done.stderr
+    assert not (site / "db_backups").exists()
     assert hc.requests == []
 
 

@@ -30,13 +30,16 @@ def test_list_shows_the_previous_database_a_postgresql_restore_kept(
 
     assert listed.returncode == 0, listed.stderr
     [kept] = as_json[0]["kept"]
-    assert kept["kind"] == "previous" and kept["name"].startswith(f"{pg_db.name}__pre_restore_")
-    assert kept["size"] > 0 and "DROP DATABASE" in kept["drop"] and kept["name"] in kept["drop"]
-    assert (
-        "kept by restores" in listed.stdout and "remove each when no longer needed" in listed.stdout
-    )
+    assert kept["kind"] == "previous"
+    assert kept["name"].startswith(f"{pg_db.name}__pre_restore_")
+    assert kept["size"] > 0
+    assert "DROP DATABASE" in kept["drop"]
+    assert kept["name"] in kept["drop"]
+    assert "kept by restores" in listed.stdout
+    assert "remove each when no longer needed" in listed.stdout
     [row] = [line for line in listed.stdout.splitlines() if kept["name"] in line]
-    assert row.split()[0] == "previous" and kept["drop"] in row
+    assert row.split()[0] == "previous"
+    assert kept["drop"] in row
 
 
 @pytest.mark.mysql
@@ -54,8 +57,11 @@ def test_list_shows_mariadb_safety_copies_and_previous_schemas(
     kinds = {k["kind"]: k for k in as_json[0]["kept"]}
     assert set(kinds) == {"previous", "safety-copy"}
     copy = kinds["safety-copy"]
-    assert copy["name"].startswith("pre-restore-") and copy["drop"].startswith("rm -- ")
-    assert (site / "db_backups" / copy["name"]).is_file() and copy["size"] > 0
+    assert copy["name"].startswith("pre-restore-")
+    assert copy["drop"].startswith("rm -- ")
+    assert (site / "db_backups" / copy["name"]).is_file()
+    assert copy["size"] > 0
     assert kinds["previous"]["name"].startswith(f"{mysql_db.name}__pre_restore_")
     for item in kinds.values():
-        assert item["name"] in listed and item["drop"] in listed
+        assert item["name"] in listed
+        assert item["drop"] in listed

@@ -53,7 +53,8 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
     with pytest.raises(locks.LockBusy, match=f"pid {holder.pid}"), locks.hold(path, what="job"):
         pass
     holder.kill()
@@ -101,7 +102,9 @@ def test_credential_folders_of_killed_runs_are_swept_and_live_ones_kept(tmp_path
     unrelated = tmp_path / "opskit-other-1-x"
     unrelated.mkdir()
     assert sweep_secret_dirs(tmp_path) == [stale]
-    assert not stale.exists() and live.exists() and unrelated.exists()
+    assert not stale.exists()
+    assert live.exists()
+    assert unrelated.exists()
 
 
 def test_every_engine_tells_the_size_of_its_tables(any_db: DbParams) -> None:

@@ -110,10 +110,15 @@ def test_a_failed_backup_mails_the_admins_text_and_html_without_the_password(
     assert message["Subject"] == f"[opskit] backup on {HOST}: 2 errors"
     body = parts(message)
     text, page = body["text/plain"], body["text/html"]
-    assert "opskit backup on" in text and "ended with 2 errors" in text
-    assert "FAILED" in text and "  other  FAILED" in text
-    assert "Log (last" in text and "event=job_finished" in text
-    assert "<table" in page and "<pre>" in page and "FAILED</td>" in page
+    assert "opskit backup on" in text
+    assert "ended with 2 errors" in text
+    assert "FAILED" in text
+    assert "  other  FAILED" in text
+    assert "Log (last" in text
+    assert "event=job_finished" in text
+    assert "<table" in page
+    assert "<pre>" in page
+    assert "FAILED</td>" in page
     assert PASSWORD not in raw.decode("utf-8", "replace")
     assert "********" in text
 
@@ -158,7 +163,8 @@ def test_html_escapes_reasons_and_log_and_masks_secrets() -> None:
     report.fail("load", "default", f"<script>alert(1)</script> password={PASSWORD}")
     text, page = compose(report, "web1", "line <b>1</b>\n", secrets=[PASSWORD])
     assert subject(report, "web1") == "[opskit] restore on web1: 1 error"
-    assert "&lt;script&gt;" in page and "<script>" not in page
+    assert "&lt;script&gt;" in page
+    assert "<script>" not in page
     assert "line &lt;b&gt;1&lt;/b&gt;" in page
     assert PASSWORD not in text + page
     assert "load  default  FAILED: <script>alert(1)</script> password=********" in text

@@ -28,7 +28,8 @@ def test_turning_on_writes_a_group_readable_file_in_a_new_private_folder(tmp_pat
     assert mode == 0o640
     assert stat.S_IMODE(folder.stat().st_mode) == 0o750
     state = maintenance.read(folder)
-    assert state.site is not None and state.site.message == "Back at 3"
+    assert state.site is not None
+    assert state.site.message == "Back at 3"
     assert state.applies("/anything", time.time()) == state.site
 
 
@@ -70,7 +71,8 @@ def test_a_restore_hold_puts_the_whole_site_in_maintenance_until_released(tmp_pa
     journal.write_text("{}")
     maintenance.hold(folder, "default", journal)
     switch = maintenance.read(folder).applies("/any/path", time.time())
-    assert switch is not None and "restore of 'default'" in switch.by
+    assert switch is not None
+    assert "restore of 'default'" in switch.by
     # A manual off leaves a restore's hold: its database may be half-swapped.
     assert set(maintenance.turn_off(folder).restores) == {"default"}
     assert maintenance.release(folder, "default")
@@ -114,11 +116,13 @@ def test_the_watcher_rereads_only_when_the_file_changes(tmp_path: Path) -> None:
     assert watcher.state().empty
     maintenance.turn_on(folder, message="one")
     first = watcher.state()
-    assert first.site is not None and first.site.message == "one"
+    assert first.site is not None
+    assert first.site.message == "one"
     assert watcher.state() is first  # unchanged file: the parsed state is reused
     maintenance.turn_on(folder, message="two")
     second = watcher.state()
-    assert second.site is not None and second.site.message == "two"
+    assert second.site is not None
+    assert second.site.message == "two"
     maintenance.turn_off(folder)
     assert watcher.state().empty
 
@@ -142,7 +146,8 @@ def test_another_process_sees_each_change_on_its_next_request(tmp_path: Path) ->
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdin is not None and child.stdout is not None
+    assert child.stdin is not None
+    assert child.stdout is not None
 
     def ask() -> str:
         child.stdin.write("?\n")  # type: ignore[union-attr]

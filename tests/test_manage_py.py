@@ -80,7 +80,8 @@ def test_manage_py_opskit_and_opskit_give_the_same_archive_and_exit_status(
 
     # One database down: 1 error either way, the other backed up either way.
     assert hosted.returncode == plain.returncode == 1, hosted.stderr
-    assert hosted.stdout == plain.stdout and hosted.stdout.startswith("default: ")
+    assert hosted.stdout == plain.stdout
+    assert hosted.stdout.startswith("default: ")
     assert "opskit backup: 1 error, 2 database(s)" in hosted.stderr
     assert dump_of(next(folder.glob("?-*.sql.zst"))) == hosted_dump
     for key in ("database", "engine", "raw_size", "identity"):
@@ -101,6 +102,9 @@ def test_manage_py_opskit_speaks_with_the_same_usage_errors_and_help(tmp_path: P
     same = manage(site, "--settings", "shop_settings", "list", "--json", cwd=tmp_path)
     shown = manage(site, "--help", cwd=tmp_path)
 
-    assert bad.returncode == 64 and "'funday' is not latest, a weekday" in bad.stderr
-    assert same.returncode == 0 and json.loads(same.stdout)[0]["folder"] == str(site / "db_backups")
-    assert shown.returncode == 0 and "manage.py opskit [OPTIONS] COMMAND" in shown.stdout
+    assert bad.returncode == 64
+    assert "'funday' is not latest, a weekday" in bad.stderr
+    assert same.returncode == 0
+    assert json.loads(same.stdout)[0]["folder"] == str(site / "db_backups")
+    assert shown.returncode == 0
+    assert "manage.py opskit [OPTIONS] COMMAND" in shown.stdout

@@ -56,7 +56,9 @@ def test_unchanged_files_cost_nothing_and_live_edits_never_reach_a_snapshot(
     notes = restore_local_media(cfg, "0-Sunday", SUNDAY + timedelta(days=1, hours=1), report)
     assert report.exit_code == 0, report.failed()
     cmp = filecmp.dircmp(media, sunday)
-    assert not cmp.left_only and not cmp.right_only and not cmp.diff_files
+    assert not cmp.left_only
+    assert not cmp.right_only
+    assert not cmp.diff_files
     assert (media / "uploads" / "a.txt").read_text() == "first\n"
     assert (media / "big.bin").stat().st_ino != (sunday / "big.bin").stat().st_ino
     (previous,) = media.parent.glob("media.before-restore-*")

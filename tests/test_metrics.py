@@ -20,7 +20,8 @@ def samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Parse a textfile with prometheus_client's own parser: (name, labels) -> value."""
     found = {}
     for family in text_string_to_metric_families(path.read_text()):
-        assert family.type == "gauge" and family.documentation
+        assert family.type == "gauge"
+        assert family.documentation
         for sample in family.samples:
             found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found

@@ -57,7 +57,8 @@ def test_without_definer_flag_the_cli_refuses_naming_objects_and_fix(
     assert done.returncode == 1
     assert "trigger child_ai (root@localhost)" in done.stderr
     assert "--definer=current-user" in done.stderr
-    assert state(name) == before and derived(name) == []
+    assert state(name) == before
+    assert derived(name) == []
 
 
 def test_definer_current_user_and_drop_old_restore_through_the_swap(
@@ -92,13 +93,15 @@ def test_a_restore_killed_after_the_rename_is_finished_by_check_which_fails_once
 
     first = run_opskit("check", cwd=project)
     (line, *_) = restore_lines(first.stdout + first.stderr)
-    assert "FAIL" in line and "an unfinished restore was found" in line, line
+    assert "FAIL" in line, line
+    assert "an unfinished restore was found" in line, line
     assert "finished the stopped restore" in line
     assert without_definers(state(name)) == without_definers(restored)
 
     again = run_opskit("check", cwd=project)
     lines = restore_lines(again.stdout + again.stderr)
-    assert lines and not [x for x in lines if "FAIL" in x], lines
+    assert lines, lines
+    assert not [x for x in lines if "FAIL" in x], lines
     assert [x for x in lines if "__pre_restore_" in x and "WARN" in x]
     assert derived(name) == [f"{name}__pre_restore_{killed_stamp(name)}"]
 

@@ -69,7 +69,8 @@ def test_rewrites_touch_ddl_lines_only_and_keep_the_line_count(size: int) -> Non
     text = out.decode()
     assert "nextval(`scratch`.`s`)" in text
     assert "\nALTER DATABASE `scratch` CHARACTER SET latin1" in text
-    assert "LOCK TABLES `d` WRITE;\nINSERT" not in text and "\nUNLOCK TABLES;" not in text
+    assert "LOCK TABLES `d` WRITE;\nINSERT" not in text
+    assert "\nUNLOCK TABLES;" not in text
     assert "TRIGGER `scratch`.trg AFTER INSERT ON `scratch`.d FOR EACH ROW" in text
     assert "'ON live.d'" in text  # the trigger's body is not its header
     assert text.count("DEFINER=CURRENT_USER") == 4

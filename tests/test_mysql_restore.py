@@ -72,7 +72,8 @@ def test_definers_the_app_may_not_create_are_refused_and_nothing_changes(
     message = refused.value.line()
     assert "view parent_names (root@localhost)" in message
     assert "trigger child_ai (root@localhost)" in message
-    assert "--definer=current-user" in message and "SET USER" in message
+    assert "--definer=current-user" in message
+    assert "SET USER" in message
     assert state(name) == before
     assert not [s for s in schemas() if s.startswith(name + "__")]
     assert not (tmp_path / ".opskit-restore-journal.json").exists()
@@ -182,8 +183,10 @@ def test_without_a_grant_on_the_restore_schemas_it_refuses_with_the_grant(
             restore(db, archive, tmp_path, definer="current-user")
         message = refused.value.line()
         assert f"GRANT ALL ON `{name.replace('_', chr(92) + '_')}\\_\\_%`.* TO" in message
-        assert f"'{other.user}'@'%'" in message and "--in-place" in message
-        assert state(name) == before and derived(name) == []
+        assert f"'{other.user}'@'%'" in message
+        assert "--in-place" in message
+        assert state(name) == before
+        assert derived(name) == []
         assert not (tmp_path / ".opskit-restore-journal.json").exists()
 
 
@@ -207,7 +210,8 @@ def test_leftovers_name_the_previous_schema_with_a_drop_command_that_works(
     for leftover in found:
         shell = leftover.drop.replace("mariadb -e", "mariadb -h 127.0.0.1 -u root -e", 1)
         subprocess.run(shell, shell=True, check=True)
-    assert derived(name) == [] and MySQL().leftovers(db) == []
+    assert derived(name) == []
+    assert MySQL().leftovers(db) == []
 
 
 def test_in_place_restores_after_a_safety_copy_with_the_same_result(
@@ -226,7 +230,8 @@ def test_in_place_restores_after_a_safety_copy_with_the_same_result(
 
     ctx = restore(db, archive, tmp_path, in_place=True, save_safety_copy=safety)
     assert state(name) == before
-    assert len(copies) == 1 and any(str(copies[0]) in note for note in ctx.notes)
+    assert len(copies) == 1
+    assert any(str(copies[0]) in note for note in ctx.notes)
     assert derived(name) == []
 
 

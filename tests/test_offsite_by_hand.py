@@ -79,7 +79,8 @@ def test_a_postgresql_dump_and_the_media_come_back_with_restic_alone(
     try:
         lines = out.splitlines()
         first, second = lines[0].split()[0], lines[1].strip()
-        assert first == second and len(first) == 64
+        assert first == second
+        assert len(first) == 64
         restored = dataclasses.replace(pg_db, name=target)
         assert adapter_for(restored).snapshot() == wanted
     finally:

@@ -48,7 +48,8 @@ def test_backup_list_check_verify_and_restore_database_and_media(tmp_path: Path)
 
     listed = run_opskit("offsite", "list", cwd=site)
     assert listed.returncode == 0, listed.stderr
-    assert "default" in listed.stdout and "media:media" in listed.stdout
+    assert "default" in listed.stdout
+    assert "media:media" in listed.stdout
     assert run_opskit("offsite", "list", "--all-hosts", "--json", cwd=site).returncode == 0
 
     checked = run_opskit("check", "--offsite", "--only", "settings", cwd=site)
@@ -76,7 +77,9 @@ def test_backup_list_check_verify_and_restore_database_and_media(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert "rm -rf -- " in done.stderr
     cmp = filecmp.dircmp(media, kept)
-    assert not cmp.left_only and not cmp.right_only and not cmp.diff_files
+    assert not cmp.left_only
+    assert not cmp.right_only
+    assert not cmp.diff_files
     assert filecmp.cmp(media / "uploads" / "a.txt", kept / "uploads" / "a.txt", shallow=False)
     previous = next(site.glob("media.before-restore-*"))
     assert (previous / "c.txt").read_text() == "added after the backup\n"
@@ -97,5 +100,6 @@ def test_media_restore_without_snapshots_says_how_to_get_them(tmp_path: Path) ->
     site, _, media = _project(tmp_path, repo.settings(media=True))
     done = run_opskit("restore", "--media", cwd=site)
     assert done.returncode == 1
-    assert "MEDIA_SNAPSHOTS" in done.stderr and "--from offsite" in done.stderr
+    assert "MEDIA_SNAPSHOTS" in done.stderr
+    assert "--from offsite" in done.stderr
     assert (media / "uploads" / "a.txt").read_text() == "first upload\n"

@@ -57,7 +57,9 @@ def test_an_unreachable_repository_is_mailed_as_one_failed_offsite_step(
     message = email.message_from_bytes(raw)
     assert message["Subject"] == f"[opskit] backup on {HOST}: 1 error"
     text = parts(message)["text/plain"]
-    assert "offsite" in text and "FAILED" in text and "cannot reach" in text
+    assert "offsite" in text
+    assert "FAILED" in text
+    assert "cannot reach" in text
     assert "backup:********@127.0.0.1:1" in text
     everything = raw.decode("utf-8", "replace") + done.stderr + done.stdout
     everything += "".join(p.read_text() for p in (site / "logs").iterdir())

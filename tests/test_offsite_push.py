@@ -106,10 +106,12 @@ def test_a_wrong_password_is_one_failed_step_and_latest_stays(tmp_path, config, 
     assert report.exit_code == 1
     (step,) = report.failed()
     assert step.name == "offsite"
-    assert "wrong password" in step.reason and "\n" not in step.reason
+    assert "wrong password" in step.reason
+    assert "\n" not in step.reason
     # The new local archive committed and latest moved to it: the push is after that.
     now = _latest_verifies(config)
-    assert now != before and now.name.startswith("1-Monday")
+    assert now != before
+    assert now.name.startswith("1-Monday")
     assert "not-the-password" not in step.reason
 
 
@@ -121,7 +123,8 @@ def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(tmp_path, conf
     report = _backup(cfg, sqlite_db)
     assert report.exit_code == 1
     (step,) = report.failed()
-    assert "gone" in step.reason and "no restic repository" in step.reason
+    assert "gone" in step.reason
+    assert "no restic repository" in step.reason
     _latest_verifies(config)
     # The other destination got its snapshot all the same.
     assert len(snapshots(Restic(cfg.offsite[1]), kind="dump")) == 1
@@ -130,7 +133,8 @@ def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(tmp_path, conf
     plant_stale_lock(repo)
     report = _backup(with_offsite(config, repo.settings()), sqlite_db, SUNDAY + timedelta(1))
     (step,) = report.failed()
-    assert "locked" in step.reason and "restic unlock" in step.reason
+    assert "locked" in step.reason
+    assert "restic unlock" in step.reason
     assert _latest_verifies(config).name.startswith("1-Monday")
 
 
@@ -158,7 +162,8 @@ def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) 
         report = _backup(with_offsite(config, repo.settings(timeout=90)), sqlite_db)
         assert report.exit_code == 1
         (step,) = report.failed()
-        assert step.name == "offsite" and "is full" in step.reason, step.reason
+        assert step.name == "offsite", step.reason
+        assert "is full" in step.reason, step.reason
         _latest_verifies(config)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
@@ -207,7 +212,8 @@ def test_a_repository_that_never_answers_is_cut_off_at_the_timeout(
     report = _backup(with_offsite(config, silent), sqlite_db)
     assert time.monotonic() - start < 30
     (step,) = report.failed()
-    assert "did not finish in 2 s" in step.reason and "timeout" in step.reason, step.reason
+    assert "did not finish in 2 s" in step.reason, step.reason
+    assert "timeout" in step.reason, step.reason
     _latest_verifies(config)
 
 
@@ -248,5 +254,6 @@ def test_a_stream_that_is_not_the_pushed_dump_commits_nothing(tmp_path, config, 
             RestoreOptions(drop_old=True),
         )
     (step,) = report.failed()
-    assert step.name == "load" and "is not the dump that was pushed" in step.reason, step.reason
+    assert step.name == "load", step.reason
+    assert "is not the dump that was pushed" in step.reason, step.reason
     assert data.snapshot() == changed

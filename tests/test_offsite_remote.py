@@ -96,7 +96,8 @@ def test_sshd_stopped_mid_push_fails_the_step_only(
         cutter.join()
     assert report.exit_code == 1
     (step,) = report.failed()
-    assert step.name == "offsite" and "\n" not in step.reason
+    assert step.name == "offsite"
+    assert "\n" not in step.reason
     assert "cannot reach" in step.reason, step.reason
     # The local archive is committed, verified, and latest names it.
     latest = config.backup_dir / "latest.sqlite3.zst"
@@ -156,8 +157,11 @@ def test_a_missing_bucket_is_one_failed_step_reported_in_the_ping(
     assert done.returncode == 1, done.stderr
     assert pings[-1].path.endswith("/1")
     body = pings[-1].body.decode()
-    assert "step_failed" in body and "offsite" in body
-    assert "bucket" in body and s3.secret not in body
+    assert "step_failed" in body
+    assert "offsite" in body
+    assert "bucket" in body
+    assert s3.secret not in body
     lines = [line for line in done.stderr.splitlines() if "step_failed" in line]
-    assert len(lines) == 1 and "the bucket of offsite" in lines[0], lines
+    assert len(lines) == 1, lines
+    assert "the bucket of offsite" in lines[0], lines
     assert (site / "db_backups" / "latest.sqlite3.zst").resolve().is_file()

@@ -66,7 +66,8 @@ def test_retention_keeps_exactly_the_policy_and_never_another_hosts(
     newest = next(r for r in rows if r["host"] == "web1" and r["project"] == "site")
     assert newest["time"].startswith("2026-11-26")
     mine, _ = listing(ours)
-    assert {r["host"] for r in mine} == {"web1"} and len(mine) == 3
+    assert {r["host"] for r in mine} == {"web1"}
+    assert len(mine) == 3
 
 
 def test_a_night_with_one_percent_changed_rows_adds_a_fraction(

@@ -46,13 +46,15 @@ def test_bad_settings_are_one_line_naming_the_key(value: object, message: str) -
 
 def test_good_settings_and_their_defaults() -> None:
     (dest,) = _parse({**BASE, "keep": {"weekly": 5, "daily": 7}, "media": True}, Path("/m"))
-    assert dest.name == "offsite" and dest.project == "site"
+    assert dest.name == "offsite"
+    assert dest.project == "site"
     assert dest.keep == (("daily", 7), ("weekly", 5))
     assert dest.media_dirs == (Path("/m"),)
     two = _parse([BASE, {**BASE, "name": "vault", "media": ["uploads", "/srv/private"]}])
     assert [d.name for d in two] == ["offsite-1", "vault"]
     assert two[1].media_dirs == (Path("/srv/site/uploads"), Path("/srv/private"))
-    assert _parse(None) == () and _parse({}) == ()
+    assert _parse(None) == ()
+    assert _parse({}) == ()
 
 
 def test_credentials_in_urls_are_masked_everywhere() -> None:
@@ -60,7 +62,8 @@ def test_credentials_in_urls_are_masked_everywhere() -> None:
     assert redact_url(url) == "rest:https://backup:********@vault.example:8000/site"
     assert redact_url("s3:https://s3.example/bucket") == "s3:https://s3.example/bucket"
     (dest,) = _parse({**BASE, "repository": url, "env": {"AWS_SECRET_ACCESS_KEY": "k3y-secret"}})
-    assert "hunter22" not in dest.label and "hunter22" not in repr(dest)
+    assert "hunter22" not in dest.label
+    assert "hunter22" not in repr(dest)
     assert {"hunter22", "k3y-secret"} <= set(dest.secrets())
     assert "k3y-secret" not in repr(dest)
     config = build_config(
@@ -68,13 +71,15 @@ def test_credentials_in_urls_are_masked_everywhere() -> None:
         settings_module="s",
         settings_opskit={"OFFSITE": {**BASE, "repository": url}},
     )
-    assert "hunter22" in config.offsite_secrets() and "hunter22" not in repr(config)
+    assert "hunter22" in config.offsite_secrets()
+    assert "hunter22" not in repr(config)
 
 
 def test_the_password_can_come_from_a_variable(tmp_path: Path) -> None:
     (dest,) = _parse({"repository": "/r", "password_env": "MY_RESTIC_PW"})
     env = Restic(dest, {"MY_RESTIC_PW": "from-env"}).env()
-    assert env["RESTIC_PASSWORD"] == "from-env" and "RESTIC_PASSWORD_FILE" not in env
+    assert env["RESTIC_PASSWORD"] == "from-env"
+    assert "RESTIC_PASSWORD_FILE" not in env
     with pytest.raises(ConfigError, match=r"MY_RESTIC_PW .* is not set"):
         Restic(dest, {}).env()
 

@@ -49,7 +49,8 @@ def test_runs_are_each_jobs_last_ones_newest_first_with_their_exit_status(
     write_log(log, events, junk=True)
     found = runlog.runs(runlog.read_tail(log))
     assert [r.exit_status for r in found["backup"]] == [63, 0]  # capped as the exit status is
-    assert found["restore"][0].exit_status == 143 and found["restore"][0].stopped == "SIGTERM"
+    assert found["restore"][0].exit_status == 143
+    assert found["restore"][0].stopped == "SIGTERM"
 
 
 def test_only_the_end_of_a_long_log_is_read(tmp_path: Path) -> None:
@@ -78,7 +79,8 @@ def test_the_chart_draws_every_run_and_marks_the_drop() -> None:
         )
     ]
     svg = chart.render(points, "size & <duration>")
-    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert svg.startswith("<svg")
+    assert svg.endswith("</svg>")
     assert "<title>size &amp; &lt;duration&gt;</title>" in svg
     assert len(re.findall(r'<rect class="bar', svg)) == 4
     assert len(re.findall(r'class="bar drop"', svg)) == 1
@@ -103,8 +105,11 @@ def test_the_overview_of_a_real_project(sqlite_db: DbParams, tmp_path: Path) -> 
     found = overview.collect(config, {"default": sqlite_db}, datetime.now().astimezone())
     (view,) = found.databases
     (row,) = view.archives
-    assert row["latest"] and row["status"] == "verified" and row["weekday"] in row["slot"]
+    assert row["latest"]
+    assert row["status"] == "verified"
+    assert row["weekday"] in row["slot"]
     assert row["last_check"]["ok"] is True
-    assert len(view.dumps) == 2 and "<svg" in view.chart
+    assert len(view.dumps) == 2
+    assert "<svg" in view.chart
     assert [r.exit_status for r in found.runs["backup"]] == [0, 0]
     assert found.maintenance.empty

@@ -58,7 +58,8 @@ def test_the_wheel_builds_without_warnings_installs_into_a_fresh_venv_and_runs_e
     with zipfile.ZipFile(wheel) as whl:
         [name] = [n for n in whl.namelist() if n.endswith(".dist-info/METADATA")]
         metadata = whl.read(name).decode()
-    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata
+    assert "License-Expression: MIT" in metadata
+    assert "License-File: LICENSE" in metadata
     for classifier in ("Python :: 3.11", "Python :: 3.13", "Django :: 4.2", "Django :: 5.2"):
         assert classifier in metadata
     assert "Project-URL: Documentation" in metadata

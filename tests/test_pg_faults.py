@@ -129,7 +129,9 @@ def test_killed_at_each_swap_step_is_finished_or_undone_by_the_next_run(
     assert allowed(db) == "t"
     left = [d for d in databases(db) if d != db]
     if restored:
-        assert len(left) == 1 and "__pre_restore_" in left[0] and allowed(left[0]) == "t"
+        assert len(left) == 1
+        assert "__pre_restore_" in left[0]
+        assert allowed(left[0]) == "t"
     else:
         assert left == []
 
@@ -258,7 +260,8 @@ def test_a_failed_swap_rename_is_undone_at_once(tmp_path: Path) -> None:
             restore(params(db, **server), good, folder)
         assert "being accessed by other users" in failed.value.line()
         sql("ROLLBACK PREPARED 'held'", db, **server)
-        assert allowed(db, **server) == "t" and state(db, **server) == before
+        assert allowed(db, **server) == "t"
+        assert state(db, **server) == before
         assert databases(db, **server) == [db]
         assert journals.load(folder) is None
     finally:
@@ -277,7 +280,8 @@ def test_killed_after_the_in_place_commit_the_next_run_says_it_is_whole(
     assert child.returncode == -signal.SIGKILL
     found = check_restores(config, params(db))
     assert any(r.status == FAIL and "is whole" in r.found for r in found), found
-    assert journals.load(folder) is None and state(db) == expected
+    assert journals.load(folder) is None
+    assert state(db) == expected
 
 
 def test_a_backup_after_a_killed_swap_dumps_the_database_whole_never_half(
@@ -291,10 +295,12 @@ def test_a_backup_after_a_killed_swap_dumps_the_database_whole_never_half(
     before = state(db)
     child = start_child(params(db), good, folder, kill_at="connections-off")
     child.communicate(timeout=120)
-    assert allowed(db) == "f" and journals.load(folder) is not None
+    assert allowed(db) == "f"
+    assert journals.load(folder) is not None
     report = run_backup(config, {"default": params(db)}, ["default"], SUNDAY)
     assert report.exit_code == 0
-    assert journals.load(folder) is None and allowed(db) == "t"
+    assert journals.load(folder) is None
+    assert allowed(db) == "t"
     assert state(db) == before
     latest = next(folder.glob("latest.*")).resolve()
     with archive.open_content(latest) as reader:
@@ -319,7 +325,9 @@ def test_the_real_opskit_killed_mid_swap_is_reported_and_cleared_by_the_next_com
     assert allowed(db) == "f"
     found = run_opskit("check", "--only", "restore", cwd=site)
     assert found.returncode != 0
-    assert "FAIL" in found.stdout and "undid the stopped restore" in found.stdout, found.stdout
-    assert allowed(db) == "t" and state(db) == before
+    assert "FAIL" in found.stdout, found.stdout
+    assert "undid the stopped restore" in found.stdout, found.stdout
+    assert allowed(db) == "t"
+    assert state(db) == before
     again = run_opskit("check", "--only", "restore", cwd=site)
     assert again.returncode == 0, again.stdout

@@ -147,7 +147,8 @@ def test_a_swap_restore_brings_back_owners_privileges_and_database_properties(
     with pytest.raises(RuntimeError, match="permission denied"):
         sql("SELECT hidden FROM app.secret", site.db, user=site.reader)
     previous = derived(site.db)
-    assert len(previous) == 1 and "__pre_restore_" in previous[0]
+    assert len(previous) == 1
+    assert "__pre_restore_" in previous[0]
     assert [x.kind for x in PostgreSQL().leftovers(params(site.db))] == ["previous"]
 
 
@@ -210,7 +211,8 @@ def test_owners_the_role_cannot_take_are_named_before_anything_changes(
         restore(params(site.db, site.app), good, tmp_path)
     line = refused.value.line()
     assert f"TABLE public.theirs owned by {site.other}" in line
-    assert "--no-owner" in line and "nothing was changed" in line
+    assert "--no-owner" in line
+    assert "nothing was changed" in line
     assert state(site.db) == before
     # With --no-owner it restores; the table is the app's now, the rest as it was.
     restore(params(site.db, site.app), good, tmp_path, no_owner=True)
@@ -297,11 +299,14 @@ def test_a_name_that_looks_like_an_option_is_only_that_database(
         before, theirs = state(db), state(neighbour)
         good = backup(params(db), tmp_path / "b")
         content = content_of(good)
-        assert b"CREATE TABLE public.mine" in content and b"theirs" not in content
-        assert b"\\connect" not in content and b"CREATE DATABASE" not in content
+        assert b"CREATE TABLE public.mine" in content
+        assert b"theirs" not in content
+        assert b"\\connect" not in content
+        assert b"CREATE DATABASE" not in content
         sql("DELETE FROM mine", db)
         restore(params(db), good, tmp_path, in_place=prefix == "-v")
-        assert state(db) == before and state(neighbour) == theirs
+        assert state(db) == before
+        assert state(neighbour) == theirs
 
 
 def test_excluded_table_data_names_exactly_those_tables(pg_server: None, tmp_path: Path) -> None:
@@ -373,7 +378,8 @@ def test_extensions_a_createdb_role_may_not_create_are_refused_first(
         restore(params(site.db, site.app), good, tmp_path)
     assert "extension file_fdw: untrusted, only a superuser may create it" in refused.value.line()
     assert "citext" not in refused.value.line()
-    assert state(site.db) == before and derived(site.db) == []
+    assert state(site.db) == before
+    assert derived(site.db) == []
     # In place, the extension a superuser installed stays: the restore goes through.
     restore(params(site.db, site.app), good, tmp_path, in_place=True)
     assert state(site.db) == before
@@ -394,7 +400,8 @@ def test_a_role_that_does_not_own_the_database_is_refused_first(
         restore(params(site.db, site.reader), good, tmp_path)
     assert f"needs the owner of {site.db} ({site.app})" in refused.value.line()
     assert "nothing was changed" in refused.value.line()
-    assert state(site.db) == before and derived(site.db) == []
+    assert state(site.db) == before
+    assert derived(site.db) == []
 
 
 def test_a_database_that_does_not_exist_is_refused_with_the_command_that_creates_it(
@@ -433,4 +440,5 @@ def test_an_archive_never_runs_a_psql_backslash_command(
         restore(params(site.db), crafted, tmp_path, in_place=in_place)
     assert "backslash commands are restricted" in failed.value.line()
     assert not marker.exists()
-    assert state(site.db) == before and derived(site.db) == []
+    assert state(site.db) == before
+    assert derived(site.db) == []

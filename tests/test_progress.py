@@ -96,4 +96,5 @@ def test_backup_restore_and_verify_show_progress_on_a_terminal_and_none_in_a_pip
         [str(OPSKIT), "backup"], cwd=site, env=env, capture_output=True, text=True, check=False
     )
     assert piped.returncode == 0
-    assert "\r" not in piped.stderr and "dump default:" not in piped.stderr
+    assert "\r" not in piped.stderr
+    assert "dump default:" not in piped.stderr

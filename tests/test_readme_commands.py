@@ -36,7 +36,8 @@ def test_the_quick_start_leaves_the_shell_where_it_was(tmp_path: Path) -> None:
     first = commands()[0]
     assert first.startswith(INSTALL)
     demo_part = first[len(INSTALL) :]
-    assert demo_part.startswith("(cd examples/demo && ") and demo_part.endswith(")")
+    assert demo_part.startswith("(cd examples/demo && ")
+    assert demo_part.endswith(")")
     # The demo part as pasted, in a copy of the checkout whose .venv is this one.
     repo = tmp_path / "checkout"
     shutil.copytree(

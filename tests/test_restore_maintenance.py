@@ -134,7 +134,8 @@ def test_a_manual_switch_stays_on_after_a_restore(config: Config, tmp_path: Path
     maintenance.turn_on(config.state_dir, message="planned")
     restore_with(config, tmp_path, swap)
     state = maintenance.read(config.state_dir)
-    assert state.site is not None and state.site.message == "planned"
+    assert state.site is not None
+    assert state.site.message == "planned"
     assert not state.restores
 
 

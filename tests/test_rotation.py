@@ -75,10 +75,12 @@ def test_a_week_of_backups_fills_seven_slots_and_latest_follows(
     names = sorted(p.name for p in config.backup_dir.glob("*.zst"))
     assert names == sorted([f"{s}.sqlite3.zst" for s in rotation.SLOTS] + ["latest.sqlite3.zst"])
     link = config.backup_dir / "latest.sqlite3.zst"
-    assert link.is_symlink() and os.readlink(link) == "1-Monday.sqlite3.zst"  # relative link
+    assert link.is_symlink()
+    assert os.readlink(link) == "1-Monday.sqlite3.zst"
     for slot in rotation.SLOTS:
         manifest = manifests.read(config.backup_dir / f"{slot}.sqlite3.zst")
-        assert manifest["engine"] == "sqlite" and manifest["verified"] is True
+        assert manifest["engine"] == "sqlite"
+        assert manifest["verified"] is True
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])

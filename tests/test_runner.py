@@ -52,8 +52,11 @@ def dead_url() -> str:
 def test_stdout_and_stderr_go_to_their_own_streams_and_the_tail_holds_both() -> None:
     finished, out, err = passthrough(sh("echo to-out; echo to-err >&2; exit 3"))
     assert (finished.status, out, err) == (3, b"to-out\n", b"to-err\n")
-    assert b"to-out" in finished.tail and b"to-err" in finished.tail
-    assert finished.started and not finished.timed_out and finished.reason == ""
+    assert b"to-out" in finished.tail
+    assert b"to-err" in finished.tail
+    assert finished.started
+    assert not finished.timed_out
+    assert finished.reason == ""
 
 
 def test_the_tail_is_bounded_while_all_output_is_passed_through() -> None:
@@ -105,7 +108,8 @@ def test_a_background_child_holding_the_pipes_does_not_hold_up_the_end() -> None
     began = time.monotonic()
     finished, _, _ = passthrough(sh("sleep 4 & echo parent done"))
     assert time.monotonic() - began < 3.5
-    assert finished.status == 0 and finished.tail == b"parent done\n"
+    assert finished.status == 0
+    assert finished.tail == b"parent done\n"
 
 
 def test_a_closed_stdout_of_ours_never_stops_the_program() -> None:
@@ -123,7 +127,8 @@ def test_a_closed_stdout_of_ours_never_stops_the_program() -> None:
 
 def test_the_program_inherits_the_environment() -> None:
     finished, out, _ = passthrough(sh('echo "$OPSKIT_T_VALUE"'), env={"OPSKIT_T_VALUE": "x1"})
-    assert out == b"x1\n" and finished.status == 0
+    assert out == b"x1\n"
+    assert finished.status == 0
 
 
 # --- runner.run_monitored ------------------------------------------------------------------
@@ -146,12 +151,14 @@ def test_start_then_exit_status_pings_share_a_rid_and_carry_the_tail_and_summary
     assert (status, out, problem) == (3, b"working\n", "")
     start, final = hc.requests
     assert (start.path, final.path) == (f"/{UUID}/start", f"/{UUID}/3")
-    assert start.rid and start.rid == final.rid
+    assert start.rid
+    assert start.rid == final.rid
     body = final.body.decode()
     assert body.index("working") < body.index("warned") < body.index("--- opskit summary ---")
     for line in ("job: nightly", f"host: {socket.gethostname()}", "command: sh"):
         assert line in body
-    assert "exit_status: 3" in body and f"opskit: {__version__}" in body
+    assert "exit_status: 3" in body
+    assert f"opskit: {__version__}" in body
     assert "duration: " in body
 
 
@@ -164,10 +171,12 @@ def test_the_ping_body_names_the_program_but_never_its_arguments(hc: HCServer) -
 
 def test_the_ping_key_is_redacted_from_the_commands_output(hc: HCServer) -> None:
     status, out, _ = monitored(["echo", f"key is {KEY}"], hc, spec=f"{KEY}/nightly")
-    assert status == 0 and KEY.encode() in out  # the terminal sees what the command wrote
+    assert status == 0
+    assert KEY.encode() in out
     assert hc.requests[-1].path == f"/{KEY}/nightly/0"
     body = hc.requests[-1].body.decode()
-    assert KEY not in body and "key is ********" in body
+    assert KEY not in body
+    assert "key is ********" in body
 
 
 def test_a_command_that_cannot_start_pings_its_status_127_with_the_reason(hc: HCServer) -> None:
@@ -182,7 +191,8 @@ def test_a_timeout_pings_124_with_the_reason(hc: HCServer) -> None:
     assert status == 124
     body = hc.requests[-1].body.decode()
     assert hc.requests[-1].path == f"/{UUID}/124"
-    assert "begun" in body and "reason: timed out after 0.3 s: sent SIGTERM" in body
+    assert "begun" in body
+    assert "reason: timed out after 0.3 s: sent SIGTERM" in body
 
 
 def test_a_dead_server_never_changes_the_commands_status() -> None:
@@ -214,7 +224,8 @@ def test_a_server_body_limit_keeps_the_summary_and_the_end_of_the_output() -> No
         monitored([PY, "-c", script], hc)
         body = hc.requests[-1].body
     assert len(body) <= 400
-    assert b"THE-END" in body and b"exit_status: 0" in body
+    assert b"THE-END" in body
+    assert b"exit_status: 0" in body
 
 
 def test_the_environment_reaches_the_command_unchanged(hc: HCServer) -> None:

@@ -68,9 +68,11 @@ def test_expired_sessions_are_removed_and_live_ones_stay(tmp_path: Path, any_db:
     assert done.returncode == 0, done.stderr
     assert data.query("SELECT session_key FROM django_session") == [("live",)]
     assert done.stdout == "default: removed 2 expired sessions, 1 left\n"
-    assert "event=sessions_cleared" in done.stderr and "removed=2" in done.stderr
+    assert "event=sessions_cleared" in done.stderr
+    assert "removed=2" in done.stderr
     log = (project / "logs" / "opskit.json.log").read_text()
-    assert '"removed": 2' in log and '"remaining": 1' in log
+    assert '"removed": 2' in log
+    assert '"remaining": 1' in log
 
 
 def test_nothing_expired_is_a_clean_run(tmp_path: Path, sqlite_db: DbParams) -> None:

@@ -243,7 +243,8 @@ def test_a_name_that_is_a_symlink_restores_into_the_file_it_points_to(
     link.symlink_to(real)
     real.touch()  # an empty file is an empty SQLite database
     roundtrip(config, db_at(link), "delete", False)
-    assert link.is_symlink() and link.resolve() == real
+    assert link.is_symlink()
+    assert link.resolve() == real
     assert entries(real.parent) == ["real.sqlite3"]
 
 
@@ -641,5 +642,7 @@ def test_check_and_clear_sessions_fail_on_a_missing_file_and_never_create_it(
     cleared = run_opskit("clear-sessions", cwd=site)
     assert cleared.returncode == 1
     failed = [line for line in cleared.stderr.splitlines() if "step_failed" in line]
-    assert len(failed) == 1 and str(missing) in failed[0] and "does not exist" in failed[0]
+    assert len(failed) == 1
+    assert str(missing) in failed[0]
+    assert "does not exist" in failed[0]
     assert entries(missing.parent) == []

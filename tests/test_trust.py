@@ -355,7 +355,5 @@ def test_a_latest_backup_from_the_future_fails_check_and_list_says_so(
     assert done.returncode == 1, done.stdout + done.stderr
     assert "clock moved back, or archive from the future" in done.stdout
     listed = at("list")
-    assert (
-        "in the future" in listed.stdout
-        and "-" not in listed.stdout.split("in the future")[0][-12:]
-    )
+    assert "in the future" in listed.stdout
+    assert "-" not in listed.stdout.split("in the future")[0][-12:]

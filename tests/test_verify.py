@@ -68,7 +68,8 @@ def test_the_latest_backup_of_each_engine_verifies(any_db: DbParams, config: Con
     code, (verdict,) = verify(config, any_db)
     assert code == 0
     assert (verdict.ok, verdict.archive, verdict.latest) == (True, path, True)
-    assert "sha256 matches" in verdict.found and "as recorded" in verdict.found
+    assert "sha256 matches" in verdict.found
+    assert "as recorded" in verdict.found
     assert verdict.line().startswith("OK    default  0-Sunday.")
 
 
@@ -121,7 +122,8 @@ def test_a_damaged_archive_fails_with_what_was_found_and_a_fix(
     damage(backed_up(config, sqlite_db))
     code, (verdict,) = verify(config, sqlite_db, "latest")
     assert code == 1
-    assert not verdict.ok and found in verdict.found
+    assert not verdict.ok
+    assert found in verdict.found
     assert "opskit backup --database default" in verdict.fix
     assert verdict.line().startswith("FAIL  default  0-Sunday.sqlite3.zst: ")
 
@@ -156,7 +158,8 @@ def test_weekdays_and_paths_can_be_named_and_are_checked_once(
     adapter_for(sqlite_db).populate()
     path = backed_up(config, sqlite_db)
     code, verdicts = verify(config, sqlite_db, "latest", "0-Sunday", "sun", str(path))
-    assert code == 0 and len(verdicts) == 1
+    assert code == 0
+    assert len(verdicts) == 1
 
 
 @pytest.mark.parametrize(
@@ -167,7 +170,9 @@ def test_a_missing_backup_is_a_failure(
     sqlite_db: DbParams, config: Config, source: str, found: str
 ) -> None:
     code, (verdict,) = verify(config, sqlite_db, source)
-    assert code == 1 and found in verdict.found and verdict.fix
+    assert code == 1
+    assert found in verdict.found
+    assert verdict.fix
 
 
 # --- restore test -------------------------------------------------------------------------------
@@ -231,7 +236,8 @@ def test_a_manifest_without_counts_still_restore_tests(sqlite_db: DbParams, conf
     manifest = manifests.read(path)
     del manifest["tables"]
     result = restore_test(config, sqlite_db, path, SUNDAY, manifest)
-    assert result.tables == EXPECTED and result.expected is None
+    assert result.tables == EXPECTED
+    assert result.expected is None
     assert "no row counts" in result.summary()
 
 
@@ -270,7 +276,8 @@ def test_a_load_that_fails_drops_the_scratch_database(
         content = reader.read(-1)
     _consistent(path, content + b"\nTHIS IS NOT SQL;\n")
     code, (verdict,) = verify(config, db, restore_at=SUNDAY)
-    assert code == 1 and "restore test failed" in verdict.found
+    assert code == 1
+    assert "restore test failed" in verdict.found
     assert scratch_left(db) == []
 
 
@@ -367,7 +374,8 @@ def test_verify_prints_one_line_per_archive_and_exits_with_the_bad_count(site: P
     good = opskit_verify(site, "--restore-test")
     assert good.returncode == 0, good.stderr
     (line,) = good.stdout.splitlines()
-    assert line.startswith("OK    default  ") and "restore test: 2 tables, 4 rows" in line
+    assert line.startswith("OK    default  ")
+    assert "restore test: 2 tables, 4 rows" in line
     assert "opskit verify: 0 errors, 1 database(s)" in good.stderr
 
     latest = next((site / "db_backups").glob("latest.*")).resolve()
@@ -375,7 +383,9 @@ def test_verify_prints_one_line_per_archive_and_exits_with_the_bad_count(site: P
     bad = opskit_verify(site, "--json")
     assert bad.returncode == 1
     (row,) = json.loads(bad.stdout)
-    assert row["ok"] is False and "sha256 does not match" in row["found"] and row["fix"]
+    assert row["ok"] is False
+    assert "sha256 does not match" in row["found"]
+    assert row["fix"]
 
 
 def test_verify_refuses_sources_together_with_all(site: Path) -> None:
@@ -389,6 +399,7 @@ def test_backup_with_verify_restore_tests_each_new_archive_before_it_is_kept(
 ) -> None:
     done = run_opskit("backup", "--verify-restore", cwd=site)
     assert done.returncode == 0, done.stderr
-    assert "event=restore_tested" in done.stderr and "tables=2" in done.stderr
+    assert "event=restore_tested" in done.stderr
+    assert "tables=2" in done.stderr
     manifest = json.loads(next((site / "db_backups").glob("*.zst.json")).read_text())
     assert manifest["tables"] == {"django_session": 1, "item": 4}

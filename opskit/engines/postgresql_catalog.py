@@ -166,7 +166,7 @@ def set_clause(entry: str) -> str:
     return f"SET {ident(name)} TO {literal(value)}"
 
 
-def apply_statements(
+def apply_statements(  # noqa: C901, PLR0912, PLR0915 — one statement per database property, in the order PostgreSQL needs them
     target: str,
     props: Mapping[str, Any],
     *,

@@ -112,7 +112,7 @@ class Restorer:
 
     # --- the checks ------------------------------------------------------------------------
 
-    def _preflight(
+    def _preflight(  # noqa: C901, PLR0912 — one refusal per thing the role cannot recreate, each before anything changes
         self,
         db: DbParams,
         me: Mapping[str, Any],

@@ -155,12 +155,14 @@ def test_restore_refuses_a_bad_archive_in_one_line_and_touches_nothing(
 
     assert code == 1, stderr
     (line,) = step_failures(stderr)
-    assert f"step={DAMAGES[name][1]}" in line and DAMAGES[name][2] in line
+    assert f"step={DAMAGES[name][1]}" in line
+    assert DAMAGES[name][2] in line
     assert bad.name in line
     assert "Traceback" not in stderr
     assert stderr.rstrip().splitlines()[-1].startswith("opskit restore: 1 error,")
     assert site.snapshot() == before
-    assert state(site.backups) == archives and temp_files(site.backups) == []
+    assert state(site.backups) == archives
+    assert temp_files(site.backups) == []
     assert psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{site.db.name}_%'") == ""
 
 
@@ -191,10 +193,12 @@ def test_a_cut_archive_with_a_matching_manifest_fails_the_load_and_changes_nothi
 
     assert code == 1, stderr
     (line,) = step_failures(stderr)
-    assert "step=load" in line and "truncated" in line
+    assert "step=load" in line
+    assert "truncated" in line
     assert site.snapshot() == before
     assert psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{site.db.name}_%'") == ""
-    assert state(site.backups) == archives and temp_files(site.backups) == []
+    assert state(site.backups) == archives
+    assert temp_files(site.backups) == []
 
 
 @pytest.mark.parametrize("name", DAMAGES)
@@ -206,7 +210,9 @@ def test_verify_reports_a_bad_archive_and_exits_1(site: Site, tmp_path: Path, na
 
     assert code == 1, stderr
     (line,) = [line for line in stdout.splitlines() if line.strip()]
-    assert line.startswith("FAIL") and str(bad) in line and DAMAGES[name][3] in line
+    assert line.startswith("FAIL")
+    assert str(bad) in line
+    assert DAMAGES[name][3] in line
     assert "Traceback" not in stderr
     assert state(site.backups) == archives
 
@@ -218,7 +224,8 @@ def test_verify_catches_a_cut_stream_whose_manifest_matches(site: Site, tmp_path
     rewrite_manifest(bad)
     code, stdout, stderr = site.opskit("verify", bad)
     assert code == 1, stderr
-    assert stdout.startswith("FAIL") and "decompress" in stdout
+    assert stdout.startswith("FAIL")
+    assert "decompress" in stdout
 
 
 def test_verify_passes_good_archives_and_counts_each_bad_one(site: Site, tmp_path: Path) -> None:

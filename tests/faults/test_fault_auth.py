@@ -83,7 +83,8 @@ def test_backup_and_restore_authenticate_with_a_passfile_and_never_show_the_pass
     assert backup.leaks == []
     assert backup.dump_seen >= 1, f"no pg_dump seen in {backup.scans} scans"
     for env in backup.tool_envs:
-        assert "PGPASSWORD" not in env and env["PGPASSFILE"].startswith(str(tmpdir))
+        assert "PGPASSWORD" not in env
+        assert env["PGPASSFILE"].startswith(str(tmpdir))
     assert backup.credential_files, "no PGPASSFILE caught while the tools ran"
     for path, (mode, folder_mode, content) in backup.credential_files.items():
         assert (mode, folder_mode) == (0o600, 0o700), path
@@ -140,4 +141,5 @@ def test_a_wrong_or_missing_password_is_one_error_that_never_shows_it(
     assert watch.leaks == []
     assert_nowhere(text_outputs(site, watch), *needles)
     assert list(tmpdir.iterdir()) == []
-    assert state(backups) == before and temp_files(backups) == []
+    assert state(backups) == before
+    assert temp_files(backups) == []

@@ -128,12 +128,14 @@ def test_a_mariadb_restore_whose_safety_copy_does_not_fit_changes_nothing(
 
     assert done.returncode == 1, done.stderr
     (line,) = step_failures(done.stderr)
-    assert "step=load" in line and f"no space left on the device of {backups}" in line
+    assert "step=load" in line
+    assert f"no space left on the device of {backups}" in line
     assert "Traceback" not in done.stderr
     # The safety copy comes first: it failed, so the tables were never dropped.
     assert data.query("SELECT id, SHA2(data, 256) FROM ballast ORDER BY id") == live
     assert sorted(data.tables()) == ["ballast", "note"]
-    assert temp_files(backups) == [] and state(backups) == before
+    assert temp_files(backups) == []
+    assert state(backups) == before
 
 
 def test_an_sqlite_restore_without_room_beside_the_database_changes_nothing(
@@ -169,4 +171,5 @@ def test_an_sqlite_restore_without_room_beside_the_database_changes_nothing(
         assert done.returncode == 1, done.stderr
         assert "Traceback" not in done.stderr
         (line,) = step_failures(done.stderr)
-        assert "step=load" in line and f"no space left on the device of {dbdisk}" in line
+        assert "step=load" in line
+        assert f"no space left on the device of {dbdisk}" in line

@@ -80,7 +80,8 @@ def test_a_signal_during_a_backup_sends_the_final_ping_as_a_failure(
     assert stopped.returncode == 128 + signum, stopped.stderr
     assert signal.Signals(signum).name in stopped.stderr
     assert [p.path for p in pings] == [f"/{UUID}/start", f"/{UUID}/{128 + signum}"]
-    assert pings[0].rid and pings[0].rid == pings[1].rid
+    assert pings[0].rid
+    assert pings[0].rid == pings[1].rid
     assert b"event=dump_started" in pings[1].body  # the log tail says how far it got
     assert temp_files(backups) == [], stopped.stderr
     assert state(backups) == before
@@ -141,5 +142,6 @@ def test_a_hanging_healthchecks_delays_a_restore_by_at_most_the_budget(tmp_path:
     assert done.returncode == 0, done.stderr
     assert "event=ping_failed" in done.stderr
     assert data.snapshot() == {**backed_up, "sessions": 0}
-    assert restore_pings and restore_pings[0] == f"/{UUID}/start"
+    assert restore_pings
+    assert restore_pings[0] == f"/{UUID}/start"
     assert seconds < 2 + 6  # the budget, plus the run itself

@@ -47,7 +47,8 @@ def test_a_stopped_server_fails_backup_and_restore_naming_host_and_port(tmp_path
         assert re.search("connection refused", line, re.I), line
         assert "Traceback" not in done.stderr
     assert "step=dump" in step_failures(backup.stderr)[0]
-    assert state(backups) == before and temp_files(backups) == []
+    assert state(backups) == before
+    assert temp_files(backups) == []
     assert assert_archives_verify(backups) == 1
 
 
@@ -87,9 +88,11 @@ def test_a_missing_pg_dump_is_one_error_with_the_install_hint(
     assert "pg_dump not found" in line
     if how == "empty-PG_BIN_DIR":
         assert str(empty) in line
-    assert "install" in line and "PG_BIN_DIR" in line
+    assert "install" in line
+    assert "PG_BIN_DIR" in line
     assert "Traceback" not in done.stderr
-    assert state(backups) == before and temp_files(backups) == []
+    assert state(backups) == before
+    assert temp_files(backups) == []
 
 
 def test_a_missing_mariadb_dump_is_one_error_with_the_install_hint(
@@ -101,6 +104,8 @@ def test_a_missing_mariadb_dump_is_one_error_with_the_install_hint(
     done = run_opskit("backup", cwd=site, env=clean_env(OPSKIT_MYSQL_BIN_DIR=str(empty)))
     assert done.returncode == 1, done.stderr
     (line,) = step_failures(done.stderr)
-    assert "mariadb-dump or mysqldump not found" in line and str(empty) in line
-    assert "install" in line and "MYSQL_BIN_DIR" in line
+    assert "mariadb-dump or mysqldump not found" in line
+    assert str(empty) in line
+    assert "install" in line
+    assert "MYSQL_BIN_DIR" in line
     assert temp_files(site / "db_backups") == []

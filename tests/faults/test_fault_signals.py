@@ -288,7 +288,8 @@ def test_sigterm_during_a_postgresql_restore_exits_143_and_changes_nothing(
     after = (data.snapshot(), psql("SELECT count(*), sum(hashtext(t)) FROM big", big_pg.name))
     assert after == before
     assert psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{big_pg.name}_%'") == ""
-    assert temp_files(backups) == [] and state(backups) == archives
+    assert temp_files(backups) == []
+    assert state(backups) == archives
     assert list(tmpdir.iterdir()) == []
 
 
@@ -366,7 +367,8 @@ def test_sigterm_during_a_mariadb_restore_puts_the_database_back_and_exits_143(
     # Earlier archives are untouched; the verified safety copy stays beside them.
     extra = {k: v for k, v in state(backups).items() if k not in archives}
     assert {k: v for k, v in state(backups).items() if k in archives} == archives
-    assert sorted(extra) and all(name.startswith("pre-restore-") for name in extra)
+    assert sorted(extra)
+    assert all(name.startswith("pre-restore-") for name in extra)
     assert_archives_verify(backups)
     assert list(tmpdir.iterdir()) == []
 
@@ -416,7 +418,8 @@ def test_sigterm_during_an_sqlite_restore_exits_143_and_changes_nothing(
     assert_stopped_by_sigterm(code, stderr)
     assert (data.snapshot(), data.query(fingerprint)) == before
     assert list(target.parent.glob(f".{target.name}.tmp-*")) == []
-    assert temp_files(backups) == [] and state(backups) == archives
+    assert temp_files(backups) == []
+    assert state(backups) == archives
     assert list(tmpdir.iterdir()) == []
 
 
@@ -499,4 +502,5 @@ def test_a_signal_is_never_lost_while_the_dump_waits(mysql_db: DbParams, tmp_pat
         locker.close()
     assert lost == [], f"SIGTERM was lost (opskit kept waiting) in attempts {lost}"
     assert codes == {128 + signal.SIGTERM}
-    assert temp_files(backups) == [] and state(backups) == before
+    assert temp_files(backups) == []
+    assert state(backups) == before

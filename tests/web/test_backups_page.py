@@ -47,12 +47,14 @@ class BackupsPageTests(TestCase):
         html = response.content.decode()
         (db,) = response.context["databases"]
         names = [row["name"] for row in db["archives"]]
-        assert names and all(n.endswith(".sqlite3.zst") for n in names)
+        assert names
+        assert all(n.endswith(".sqlite3.zst") for n in names)
         assert all(row["status"] == "verified" for row in db["archives"])
         assert sum(row["latest"] for row in db["archives"]) == 1
         for row in db["archives"]:
             assert f'data-archive="{row["name"]}"' in html
-            assert row["weekday"] in html and row["size_h"] in html
+            assert row["weekday"] in html
+            assert row["size_h"] in html
         assert "(latest)" in html
 
     def test_the_chart_shows_the_last_runs_and_the_sudden_drop(self) -> None:
@@ -78,12 +80,14 @@ class BackupsPageTests(TestCase):
     def test_without_the_view_permission_the_page_is_forbidden(self) -> None:
         assert self.client_for(self.stranger).get(PAGE).status_code == 403
         anonymous = Client().get(PAGE)
-        assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
+        assert anonymous.status_code == 302
+        assert "/admin/login/" in anonymous["Location"]
 
     def test_a_viewer_sees_no_buttons_and_may_not_run_anything(self) -> None:
         client = self.client_for(self.viewer)
         html = client.get(PAGE).content.decode()
-        assert "Run opskit check" not in html and 'value="Verify"' not in html
+        assert "Run opskit check" not in html
+        assert 'value="Verify"' not in html
         assert client.post(PAGE + "check/").status_code == 403
         assert client.post(PAGE + "verify/", {"database": "shop"}).status_code == 403
 
@@ -97,11 +101,13 @@ class BackupsPageTests(TestCase):
         (db,) = client.get(PAGE).context["databases"]
         name = db["archives"][0]["name"]
         response = client.post(PAGE + "verify/", {"database": "shop", "archive": name})
-        assert response.status_code == 302 and response["Location"] == PAGE
+        assert response.status_code == 302
+        assert response["Location"] == PAGE
         status = wait_finished("verify")
         assert status["exit_status"] == 0, status["stderr_tail"]
         (verdict,) = status["result"]
-        assert verdict["ok"] and verdict["archive"].endswith(name)
+        assert verdict["ok"]
+        assert verdict["archive"].endswith(name)
         assert status["by"] == "root"
 
     def test_verify_refuses_an_archive_the_page_does_not_list(self) -> None:
@@ -121,7 +127,8 @@ class BackupsPageTests(TestCase):
         names = {r["name"] for r in status["result"]}
         assert {"settings", "database:shop", "latest:shop"} <= names
         html = client.get(PAGE).content.decode()
-        assert 'id="check-results"' in html and "latest:shop" in html
+        assert 'id="check-results"' in html
+        assert "latest:shop" in html
 
 
 def test_the_system_checks_pass_with_the_app_installed() -> None:

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import run_opskit, unavailable
 from django.contrib.staticfiles.testing import StaticLiveServerTestCase
 
@@ -108,7 +109,8 @@ class BrowserTests(StaticLiveServerTestCase):
         assert sorted(r.get_attribute("data-archive") for r in rows) == archives
         for row in rows:
             cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
-            assert cells[6] == "verified" and cells[3].endswith(("KB", "MB"))
+            assert cells[6] == "verified"
+            assert cells[3].endswith(("KB", "MB"))
         chart = self.browser.find_element(By.CSS_SELECTOR, "#database-shop svg.opskit-chart")
         assert chart.is_displayed()
         assert len(chart.find_elements(By.CSS_SELECTOR, "rect.bar")) == 8
@@ -130,10 +132,10 @@ class BrowserTests(StaticLiveServerTestCase):
         message = "The shop is being restored from last night's backup."
         done = run_opskit("maintenance", "on", "--for", "20m", cwd=self.site)
         assert done.returncode == 0, done.stderr
-        with self.assertRaises(urllib.error.HTTPError) as caught:
+        with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(url, timeout=10)
-        assert caught.exception.code == 503
-        assert 1190 <= int(caught.exception.headers["Retry-After"]) <= 1200
+        assert caught.value.code == 503
+        assert 1190 <= int(caught.value.headers["Retry-After"]) <= 1200
         self.browser.get(url)
         assert self.browser.find_element(By.TAG_NAME, "h1").text == "Back soon"
         assert self.browser.find_element(By.CSS_SELECTOR, "p.message").text == message

@@ -2,71 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
+from support.services import MY, PG, mysql, psql, random_name, unavailable
 
 from opskit.config import Config, build_config
 from opskit.engines import DbParams
-
-REQUIRE = os.environ.get("OPSKIT_REQUIRE_SERVICES") == "1"
-PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
-MY = {"host": "127.0.0.1", "port": "3306", "user": "root"}
-OPSKIT = Path(sys.executable).with_name("opskit")
-# Sunday 2026-11-22 at 02:00 local: the slot is 0-Sunday.
-SUNDAY = datetime(2026, 11, 22, 2, 0).astimezone()
-
-
-def unavailable(what: str) -> None:
-    """Skip for a missing server, or fail when CI requires every service."""
-    if REQUIRE:
-        pytest.fail(f"{what} is required (OPSKIT_REQUIRE_SERVICES=1) but unavailable")
-    pytest.skip(f"{what} unavailable")
-
-
-def need_tools(*programs: str, package: str = "") -> None:
-    """Skip unless every program is on PATH; fail instead under OPSKIT_REQUIRE_SERVICES=1.
-
-    The one way a test says a tool is missing, so CI can require every tool alike.
-    """
-    missing = [p for p in programs if shutil.which(p) is None]
-    if missing:
-        unavailable(f"{', '.join(missing)} (apt-get install {package or ' '.join(missing)})")
-
-
-def psql(sql: str, db: str = "postgres", **params: str) -> str:
-    conn = {**PG, **params}
-    env = {**os.environ, "PGHOST": conn["host"], "PGPORT": conn["port"], "PGUSER": conn["user"]}
-    done = subprocess.run(
-        ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(done.stderr)
-    return done.stdout.strip()
-
-
-def mysql(sql: str, db: str = "") -> str:
-    argv = ["mariadb", "-h", MY["host"], "-P", MY["port"], "-u", MY["user"], "-N", "-B"]
-    done = subprocess.run(
-        [*argv, "-e", sql, *([db] if db else [])],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(done.stderr)
-    return done.stdout.strip()
 
 
 @pytest.fixture(scope="session")
@@ -87,10 +31,6 @@ def mysql_server() -> None:
         mysql("SELECT 1")
     except RuntimeError:
         unavailable("MariaDB on 127.0.0.1:3306")
-
-
-def random_name(prefix: str = "opskit_t") -> str:
-    return f"{prefix}_{secrets.token_hex(5)}"
 
 
 @pytest.fixture
@@ -148,54 +88,6 @@ def config(tmp_path: Path) -> Config:
         environ={},
         flags={},
         secret_keys=("test-only",),
-    )
-
-
-def write_project(folder: Path, databases: dict[str, DbParams], opskit: str = "{}") -> Path:
-    """Write a minimal Django project (manage.py and settings) using ``databases``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    module = f"settings_{secrets.token_hex(4)}"
-    entries = []
-    for alias, db in databases.items():
-        entries.append(
-            f"    {alias!r}: {{'ENGINE': {db.django_engine!r}, 'NAME': {db.name!r},"
-            f" 'USER': {db.user!r}, 'PASSWORD': {db.password!r}, 'HOST': {db.host!r},"
-            f" 'PORT': {db.port!r}, 'OPTIONS': {db.options!r}}},"
-        )
-    # A MySQL project needs a driver to set Django up; PyMySQL stands in for mysqlclient.
-    driver = "import pymysql\npymysql.install_as_MySQLdb()\n"
-    needs_driver = any("mysql" in db.django_engine for db in databases.values())
-    (folder / f"{module}.py").write_text(
-        (driver if needs_driver else "") + "SECRET_KEY = 'test-only'\n"
-        "USE_TZ = True\n"
-        "INSTALLED_APPS = ['django.contrib.contenttypes', 'django.contrib.sessions']\n"
-        "DATABASES = {\n" + "\n".join(entries) + "\n}\n"
-        f"OPSKIT = {opskit}\n"
-    )
-    (folder / "manage.py").write_text(
-        f"import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', '{module}')\n"
-    )
-    return folder
-
-
-def run_opskit(
-    *args: str | Path,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    timeout: int = 120,
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``opskit`` console script as a real process."""
-    full_env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    full_env.update(env or {})
-    return subprocess.run(
-        [str(OPSKIT), *map(str, args)],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
 
 

@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import run_opskit, write_project
 from hcserver import HCServer
+from support.project import run_opskit, write_project
 
 from opskit import anomaly
 from opskit.engines import DbParams

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_opskit, write_project
 from dbdata import adapter_for
+from support.project import run_opskit, write_project
 
 from opskit import archive, rotation
 from opskit import manifest as manifests

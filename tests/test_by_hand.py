@@ -10,8 +10,9 @@ import select
 from pathlib import Path
 
 import pytest
-from conftest import MY, PG, mysql, psql, random_name, run_opskit, write_project
 from dbdata import adapter_for
+from support.project import run_opskit, write_project
+from support.services import MY, PG, mysql, psql, random_name
 
 from opskit.engines import DbParams
 

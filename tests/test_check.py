@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import OPSKIT, PG, need_tools, run_opskit, unavailable, write_project
 from hcserver import HCServer
+from support.project import OPSKIT, run_opskit, write_project
+from support.services import PG, need_tools, unavailable
 
 from opskit import manifest as manifests
 from opskit.engines import DbParams

@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
-from conftest import mysql, psql, run_opskit
+from support.project import run_opskit
+from support.services import mysql, psql
 
 from opskit import __version__
 from opskit.cli import cli

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_opskit, write_project
+from support.project import run_opskit, write_project
 
 from opskit.engines import DbParams
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_opskit, write_project
+from support.project import run_opskit, write_project
 
 from opskit import maintenance
 from opskit.engines import DbParams

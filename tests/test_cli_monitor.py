@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import OPSKIT, run_opskit, write_project
 from hcserver import HCServer, Reply
+from support.project import OPSKIT, run_opskit, write_project
 
 from opskit.cli import cli
 from opskit.engines import DbParams

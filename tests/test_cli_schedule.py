@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import OPSKIT, run_opskit, unavailable, write_project
+from support.project import OPSKIT, run_opskit, write_project
+from support.services import unavailable
 
 from opskit.cli_schedule import DEFAULT_CRONTAB
 from opskit.engines import DbParams

@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import OPSKIT, need_tools, run_opskit, write_project
 from dbdata import adapter_for
+from support.project import OPSKIT, run_opskit, write_project
+from support.services import need_tools
 from test_sessions import ROWS, migrate_sessions
 
 from opskit.engines import DbParams

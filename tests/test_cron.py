@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import unavailable
+from support.services import unavailable
 
 from opskit import cron
 from opskit.errors import ConfigError, ToolNotFound

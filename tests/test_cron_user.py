@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_opskit, unavailable, write_project
+from support.project import run_opskit, write_project
+from support.services import unavailable
 
 from opskit.engines import DbParams
 

@@ -11,8 +11,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import SUNDAY, need_tools, run_opskit, write_project
 from dbdata import adapter_for
+from support.project import SUNDAY, run_opskit, write_project
+from support.services import need_tools
 from test_roundtrip import backup, restore
 
 from opskit import archive, codec, pipes

@@ -11,8 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import run_opskit, write_project
 from hcserver import HCServer
+from support.project import run_opskit, write_project
 
 from opskit import hcapi, hcsync, runs, timezones
 from opskit.cron import ScheduleLine

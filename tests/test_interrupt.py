@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from conftest import OPSKIT, write_project
 from dbdata import adapter_for
 from hcserver import HCServer
+from support.project import OPSKIT, write_project
 
 from opskit import archive
 from opskit.engines import DbParams

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import run_opskit, write_project
 from hcserver import HCServer, Reply
+from support.project import run_opskit, write_project
 
 from opskit import __version__
 from opskit.engines import DbParams

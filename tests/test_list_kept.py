@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import mysql, psql, run_opskit, write_project
+from support.project import run_opskit, write_project
+from support.services import mysql, psql
 
 from opskit.engines import DbParams
 

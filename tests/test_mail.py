@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_opskit, unavailable, write_project
+from support.project import run_opskit, write_project
+from support.services import unavailable
 
 from opskit.engines import DbParams
 from opskit.mail import compose, subject

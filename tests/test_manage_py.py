@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import psql, run_opskit
+from support.project import run_opskit
+from support.services import psql
 
 from opskit.engines import DbParams
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SUNDAY
 from dbdata import adapter_for
+from support.project import SUNDAY
 
 from opskit.backup import run_backup
 from opskit.config import Config, build_config

@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import run_opskit, write_project
 from prometheus_client.parser import text_string_to_metric_families
+from support.project import run_opskit, write_project
 
 from opskit import metrics
 from opskit.engines import DbParams

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import random_name, run_opskit, write_project
 from support.mysql_site import build, change
 from support.mysql_state import (
     App,
@@ -19,6 +18,8 @@ from support.mysql_state import (
     state,
     without_definers,
 )
+from support.project import run_opskit, write_project
+from support.services import random_name
 
 KILLED = -9
 

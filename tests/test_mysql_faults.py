@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import random_name
 from support.mysql_site import build, change
 from support.mysql_state import (
     App,
@@ -32,6 +31,7 @@ from support.mysql_state import (
     schemas,
     state,
 )
+from support.services import random_name
 
 from opskit import journal as journals
 from opskit.engines import DbParams

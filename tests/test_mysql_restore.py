@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import random_name
 from support.mysql_site import build, change
 from support.mysql_state import (
     App,
@@ -21,6 +20,7 @@ from support.mysql_state import (
     state,
     without_definers,
 )
+from support.services import random_name
 
 from opskit.engines import DbParams
 from opskit.errors import RestoreRefused

@@ -8,9 +8,10 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import PG, SUNDAY, psql, random_name
 from dbdata import adapter_for
+from support.project import SUNDAY
 from support.restic_repo import Repo, local_repo, with_offsite
+from support.services import PG, psql, random_name
 
 from opskit.backup import run_backup
 from opskit.config import Config

@@ -7,7 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from conftest import run_opskit, write_project
+from support.project import run_opskit, write_project
 from support.restic_repo import local_repo
 
 from opskit.engines import DbParams

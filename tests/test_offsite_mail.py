@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import run_opskit, write_project
+from support.project import run_opskit, write_project
 from support.restic_repo import need_restic, password_file
 from test_mail import HOST, Inbox, clean_env, free_port, parts
 

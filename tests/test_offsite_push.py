@@ -7,9 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SUNDAY, unavailable
 from dbdata import adapter_for
+from support.project import SUNDAY
 from support.restic_repo import local_repo, plant_stale_lock, with_offsite
+from support.services import unavailable
 
 from opskit import archive
 from opskit.backup import run_backup

@@ -12,9 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SUNDAY, run_opskit, write_project
 from dbdata import adapter_for
 from hcserver import HCServer
+from support.project import SUNDAY, run_opskit, write_project
 from support.restic_repo import with_offsite
 from support.servers import S3, CmdlineSampler, Sshd, running_s3, running_sshd
 

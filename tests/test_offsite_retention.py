@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 
-from conftest import SUNDAY
+from support.project import SUNDAY
 from support.restic_repo import local_repo, with_offsite
 
 from opskit.backup import run_backup

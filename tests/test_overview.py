@@ -8,7 +8,7 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 
-from conftest import run_opskit, write_project
+from support.project import run_opskit, write_project
 
 from opskit import chart, overview, runlog
 from opskit.config import build_config

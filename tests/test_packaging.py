@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import write_project
+from support.project import write_project
 
 from opskit.engines import DbParams
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SUNDAY, run_opskit, write_project
 from support.pg_state import (
     Backup,
     backup,
@@ -29,6 +28,7 @@ from support.pg_state import (
     state,
 )
 from support.private_postgres import PrivatePostgres
+from support.project import SUNDAY, run_opskit, write_project
 
 from opskit import archive, rotation
 from opskit import journal as journals

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SUNDAY
 from support.pg_state import (
     Backup,
     archive_with,
@@ -24,6 +23,7 @@ from support.pg_state import (
     sql,
     state,
 )
+from support.project import SUNDAY
 
 from opskit.backup import run_backup
 from opskit.config import Config

@@ -10,8 +10,8 @@ import select
 import subprocess
 from pathlib import Path
 
-from conftest import OPSKIT, write_project
 from dbdata import adapter_for
+from support.project import OPSKIT, write_project
 
 from opskit.engines import DbParams
 from opskit.progress import Console, human

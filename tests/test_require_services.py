@@ -12,7 +12,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 PROBE = """
-from conftest import need_tools
+from support.services import need_tools
 
 def test_needs_a_tool_nobody_has():
     need_tools("opskit-no-such-tool", package="opskit-no-such-package")
@@ -42,13 +42,13 @@ def test_a_missing_tool_skips_or_fails_as_ci_asks(
 
 
 def test_no_test_skips_for_a_missing_tool_on_its_own() -> None:
-    """Skips go through conftest.unavailable (need_tools), so CI can require them all."""
+    """Skips go through support.services.unavailable (need_tools), so CI can require them all."""
     own = re.compile(r"pytest\.skip\(|mark\.skipif\(|importorskip\(")
     found = [
         f"{path.relative_to(TESTS)}:{no}"
         for path in sorted(TESTS.rglob("*.py"))
-        if path.name != "conftest.py" and path != Path(__file__)
+        if path != TESTS / "support" / "services.py" and path != Path(__file__)
         for no, line in enumerate(path.read_text().splitlines(), 1)
         if own.search(line)
     ]
-    assert not found, f"skip through conftest.unavailable or need_tools instead: {found}"
+    assert not found, f"skip through support.services.unavailable or need_tools instead: {found}"

@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SUNDAY
 from dbdata import adapter_for
+from support.project import SUNDAY
 
 from opskit import archive, files
 from opskit import manifest as manifests
@@ -165,7 +165,7 @@ def test_a_load_that_fails_part_way_leaves_the_database_as_it_was(
 def test_postgresql_restore_keeps_the_replaced_database_until_told_to_drop_it(
     pg_db: DbParams, config: Config
 ) -> None:
-    from conftest import psql
+    from support.services import psql
 
     good_backup(config, pg_db)
     report = Report("restore")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from conftest import SUNDAY
 from dbdata import adapter_for
+from support.project import SUNDAY
 
 from opskit import archive, rotation
 from opskit import manifest as manifests

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import SUNDAY
 from dbdata import adapter_for
+from support.project import SUNDAY
 
 from opskit import archive
 from opskit.backup import run_backup

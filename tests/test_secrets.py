@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from conftest import MY, OPSKIT, PG, mysql, psql, write_project
+from support.project import OPSKIT, write_project
+from support.services import MY, PG, mysql, psql
 
 from opskit.engines import DbParams
 

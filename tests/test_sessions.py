@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import run_opskit, write_project
 from dbdata import adapter_for
 from hcserver import HCServer
+from support.project import run_opskit, write_project
 
 from opskit.engines import DbParams
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OPSKIT, SUNDAY, run_opskit, write_project
 from dbdata import adapter_for
+from support.project import OPSKIT, SUNDAY, run_opskit, write_project
 from test_roundtrip import backup
 
 from opskit import archive, files, pipes

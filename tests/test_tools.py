@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SUNDAY, mysql, psql, run_opskit, write_project
+from support.project import SUNDAY, run_opskit, write_project
+from support.services import mysql, psql
 
 from opskit.backup import run_backup
 from opskit.config import Config

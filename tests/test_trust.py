@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import run_opskit, write_project
 from dbdata import adapter_for
+from support.project import run_opskit, write_project
 
 from opskit import files, locks
 from opskit import manifest as manifests
@@ -206,7 +206,7 @@ def test_an_archive_of_another_database_is_refused_unless_asked(
     pg_db: DbParams, tmp_path: Path
 ) -> None:
     """latest pointing at another database's archive is refused; --from-other-database loads it."""
-    from conftest import psql
+    from support.services import psql
 
     other = DbParams(**{**pg_db.__dict__, "name": pg_db.name + "_other"})
     psql(f'CREATE DATABASE "{other.name}"')
@@ -330,7 +330,7 @@ def test_a_latest_backup_from_the_future_fails_check_and_list_says_so(
 ) -> None:
     """With the clock moved back (faketime), check FAILs and list shows 'in the future'."""
     if not shutil.which("faketime"):
-        from conftest import unavailable
+        from support.services import unavailable
 
         unavailable("faketime")
     adapter_for(sqlite_db).populate()

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SUNDAY, mysql, psql, run_opskit, write_project
 from dbdata import adapter_for
+from support.project import SUNDAY, run_opskit, write_project
+from support.services import mysql, psql
 
 from opskit import archive, files
 from opskit import manifest as manifests

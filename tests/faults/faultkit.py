@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 import zstandard
-from conftest import OPSKIT, unavailable
+from support.project import OPSKIT
+from support.services import unavailable
 
 from opskit.engines import DbParams
 

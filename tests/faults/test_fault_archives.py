@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import psql, random_name, run_opskit, write_project
 from dbdata import adapter_for
 from faultkit import archive_of, clean_env, state, step_failures, temp_files
+from support.project import run_opskit, write_project
+from support.services import psql, random_name
 
 from opskit import manifest as manifests
 from opskit.engines import DbParams

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import write_project
 from dbdata import adapter_for
 from faultkit import Cluster, assert_archives_verify, cluster, state, step_failures, temp_files
+from support.project import write_project
 from test_secrets import (
     assert_nowhere,
     new_password,

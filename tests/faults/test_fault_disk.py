@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import run_opskit, write_project
 from dbdata import adapter_for
 from faultkit import (
     archive_of,
@@ -20,6 +19,7 @@ from faultkit import (
     temp_files,
     tmpfs,
 )
+from support.project import run_opskit, write_project
 
 from opskit.engines import DbParams
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from conftest import run_opskit, write_project
 from dbdata import adapter_for
 from faultkit import (
     Run,
@@ -29,6 +28,7 @@ from faultkit import (
     temp_files,
     wait_for,
 )
+from support.project import run_opskit, write_project
 
 from opskit.engines import DbParams
 

@@ -10,9 +10,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import run_opskit, write_project
 from dbdata import adapter_for
 from faultkit import Run, clean_env, wait_for
+from support.project import run_opskit, write_project
 
 from opskit import journal, maintenance
 from opskit.engines import DbParams

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from conftest import run_opskit, write_project
 from dbdata import adapter_for
 from faultkit import (
     Run,
@@ -27,6 +26,7 @@ from faultkit import (
     wait_for,
 )
 from hcserver import HCServer, Reply
+from support.project import run_opskit, write_project
 
 from opskit.engines import DbParams
 

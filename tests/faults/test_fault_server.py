@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_opskit, write_project
 from dbdata import adapter_for
 from faultkit import (
     assert_archives_verify,
@@ -21,6 +20,7 @@ from faultkit import (
     step_failures,
     temp_files,
 )
+from support.project import run_opskit, write_project
 
 from opskit.engines import DbParams
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import psycopg
 import pymysql
 import pytest
-from conftest import mysql, psql, random_name, run_opskit, write_project
 from dbdata import adapter_for
 from faultkit import (
     Run,
@@ -35,6 +34,8 @@ from faultkit import (
     temp_files,
     wait_for,
 )
+from support.project import run_opskit, write_project
+from support.services import mysql, psql, random_name
 
 from opskit.engines import DbParams
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from conftest import unavailable
+from support.services import unavailable
 
 
 def _free_port() -> int:

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from conftest import unavailable
+from support.services import unavailable
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import need_tools
+from support.services import need_tools
 
 from opskit.config import Config
 from opskit.offsite.settings import parse

@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import unavailable
 from support.restic_repo import Repo, need_restic, password_file
+from support.services import unavailable
 
 SSHD = Path("/usr/sbin/sshd")
 

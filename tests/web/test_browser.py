@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_opskit, unavailable
 from django.contrib.staticfiles.testing import StaticLiveServerTestCase
+from support.project import run_opskit
+from support.services import unavailable
 
 from opskit import maintenance
 from opskit.web import project

@@ -13,7 +13,7 @@ import secrets
 import sqlite3
 from pathlib import Path
 
-from conftest import run_opskit
+from support.project import run_opskit
 
 
 def clean_env(**extra: str) -> dict[str, str]:

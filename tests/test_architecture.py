@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "opskit"
 FOUNDATION, SERVICES, JOBS, EDGE = 0, 1, 2, 3
 LAYER_NAMES = {FOUNDATION: "foundation", SERVICES: "services", JOBS: "jobs", EDGE: "edge"}
 
+# A name ending in ".*" is a package with everything in it; a more specific name wins.
 _LAYERS = {
     FOUNDATION: [
         "opskit.errors",
@@ -43,6 +44,7 @@ _LAYERS = {
         "opskit.offsite.settings",
     ],
     SERVICES: [
+        "opskit.engines.*",  # one module per vendor, and their parts
         "opskit.archive",
         "opskit.pipes",
         "opskit.manifest",
@@ -118,12 +120,15 @@ MODULES = _modules()
 
 
 def _layer(module: str) -> int:
+    """The layer of the most specific name that covers ``module``; the rest is the edge."""
+    best, best_len = EDGE, 0  # the command line, the site, the package itself
     for layer, names in _LAYERS.items():
-        if module in names:
-            return layer
-    if module.startswith("opskit.engines."):
-        return SERVICES  # one module per vendor, and their parts
-    return EDGE  # the command line, the site, the package itself
+        for name in names:
+            base = name.removesuffix(".*")
+            covers = module == base or (name.endswith(".*") and module.startswith(base + "."))
+            if covers and (len(base), name == base) > (best_len, False):
+                best, best_len = layer, len(base)
+    return best
 
 
 def _top_level_imports(module: str) -> Iterator[tuple[str, int]]:  # noqa: C901 — one branch per statement that can hold an import
@@ -142,10 +147,12 @@ def _top_level_imports(module: str) -> Iterator[tuple[str, int]]:  # noqa: C901 
                 if node.level:
                     anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join([*anchor, *([node.module] if node.module else [])])
-                yield base, node.lineno
-                for alias in node.names:
-                    if f"{base}.{alias.name}" in MODULES:
-                        yield f"{base}.{alias.name}", node.lineno
+                submodules = [a.name for a in node.names if f"{base}.{a.name}" in MODULES]
+                if len(submodules) < len(node.names):  # a name defined in ``base`` itself
+                    yield base, node.lineno
+                for name in submodules:
+                    yield f"{base}.{name}", node.lineno
+
             elif isinstance(node, ast.If):
                 test = node.test
                 if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
@@ -165,18 +172,29 @@ def _top_level_imports(module: str) -> Iterator[tuple[str, int]]:  # noqa: C901 
 
 
 def _opskit_edges(module: str) -> Iterator[tuple[str, int]]:
-    """What importing ``module`` imports of opskit, parents included (Python imports them)."""
+    """What importing ``module`` imports of opskit, parents included (Python imports them).
+
+    A module's own packages are left out when only implied: Python has begun importing them
+    before the module runs, so ``from opskit.engines.mysql import swap`` inside
+    ``opskit.engines.mysql.restore`` depends on ``swap``, not on the package's ``__init__``.
+    A name taken from such a package (``from opskit.proc import run`` where ``run`` is not a
+    submodule) is a real edge and stays.
+    """
     for name, line in _top_level_imports(module):
         parts = name.split(".")
         for end in range(2, len(parts) + 1):  # "opskit" itself only holds the version
             target = ".".join(parts[:end])
-            if target in MODULES and target != module:
-                yield target, line
+            implied = end < len(parts)
+            if target not in MODULES or target == module:
+                continue
+            if implied and module.startswith(target + "."):
+                continue
+            yield target, line
 
 
 def test_every_module_is_in_a_layer_or_the_edge() -> None:
     """A new module is placed on purpose: the lists above name every one below the edge."""
-    listed = {name for names in _LAYERS.values() for name in names}
+    listed = {name.removesuffix(".*") for names in _LAYERS.values() for name in names}
     assert listed <= set(MODULES), f"listed but missing: {sorted(listed - set(MODULES))}"
 
 
@@ -243,8 +261,8 @@ def test_the_walker_sees_what_python_imports() -> None:
     assert "opskit.backup" in {t for t, _ in _opskit_edges("opskit.restore")}
     # engines.base names Journal only for the type checker.
     assert "opskit.journal" not in {t for t, _ in _opskit_edges("opskit.engines.base")}
-    # `from opskit.engines import tooling` imports the package first.
-    assert "opskit.engines" in {t for t, _ in _opskit_edges("opskit.engines.mysql")}
+    # `from opskit.engines.base import X` imports the package first.
+    assert "opskit.engines" in {t for t, _ in _opskit_edges("opskit.backup")}
     assert _layer("opskit.cli") == EDGE
     assert _layer("opskit.proc") == FOUNDATION
     assert _layer("opskit.engines.mysql") == SERVICES

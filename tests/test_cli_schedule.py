@@ -14,7 +14,7 @@ import pytest
 from support.project import OPSKIT, run_opskit, write_project
 from support.services import unavailable
 
-from opskit.cli_schedule import DEFAULT_CRONTAB
+from opskit.cli.schedule import DEFAULT_CRONTAB
 from opskit.engines import DbParams
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from opskit import status
-from opskit.cli_common import Globals, finish, hc_option, now, start_job
-from opskit.cli_schedule import cron_d_name, existing_user
+from opskit.cli.common import Globals, finish, hc_option, now, start_job
+from opskit.cli.schedule import cron_d_name, existing_user
 from opskit.errors import OpsError
 
 
@@ -195,8 +195,8 @@ def _hc_state(ctx: click.Context, config: Any, name: str | None) -> list[Any]:
     """The crontab's jobs and their checks, as hc sync would make them, read from the API."""
     from opskit import cron, hcsync, timezones
     from opskit.check import FAIL, Result, check_healthchecks
-    from opskit.cli_monitor import durations_of
-    from opskit.cli_schedule import project_name, schedule_file, subcommands
+    from opskit.cli.monitor import durations_of
+    from opskit.cli.schedule import project_name, schedule_file, subcommands
 
     try:
         with schedule_file(None, config) as (source, _):
@@ -228,7 +228,7 @@ def _cron_state(
     """Compare the schedule ``cron install`` would write with what the crontab holds."""
     from opskit import cron, runas
     from opskit.check import FAIL, OK, WARN, Result, check_cron
-    from opskit.cli_schedule import (
+    from opskit.cli.schedule import (
         job_problems,
         job_user,
         proc_dir,

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from opskit.cli_common import (
+from opskit.cli.common import (
     DATABASE_HELP,
     fail_early,
     finish,

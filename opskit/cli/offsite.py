@@ -6,7 +6,7 @@ import json
 
 import click
 
-from opskit.cli_common import fail_early, load_project
+from opskit.cli.common import fail_early, load_project
 from opskit.errors import ConfigError
 from opskit.progress import human
 

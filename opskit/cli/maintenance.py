@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from opskit.cli_common import fail_early, load_project
+from opskit.cli.common import fail_early, load_project
 from opskit.errors import OpsError
 
 if TYPE_CHECKING:

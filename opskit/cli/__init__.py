@@ -13,7 +13,7 @@ import click
 from click.core import ParameterSource
 
 from opskit import __version__, codec, signals
-from opskit.cli_common import (
+from opskit.cli.common import (
     DATABASE_HELP,
     Globals,
     fail_early,
@@ -447,14 +447,12 @@ def _row(row: dict[str, Any]) -> str:
 
 def _register() -> None:
     """Add the scheduling and monitoring commands (kept in their own modules)."""
-    from opskit import (
-        cli_check,
-        cli_maintenance,
-        cli_monitor,
-        cli_offsite,
-        cli_schedule,
-        cli_verify,
-    )
+    from opskit.cli import check as cli_check
+    from opskit.cli import maintenance as cli_maintenance
+    from opskit.cli import monitor as cli_monitor
+    from opskit.cli import offsite as cli_offsite
+    from opskit.cli import schedule as cli_schedule
+    from opskit.cli import verify as cli_verify
 
     groups = (cli_schedule, cli_monitor, cli_verify, cli_check, cli_maintenance, cli_offsite)
     for command in (c for module in groups for c in module.COMMANDS):

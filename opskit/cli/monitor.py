@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING
 import click
 
 from opskit import status
-from opskit.cli_common import Globals, fail_early, hc_option, load_project
+from opskit.cli.common import Globals, fail_early, hc_option, load_project
 from opskit.errors import ConfigError, OpsError
 
 if TYPE_CHECKING:  # imported late at run time: "opskit ping --hc" must start fast
@@ -289,7 +289,7 @@ def hc_sync(
 ) -> None:
     """Create or update one check per crontab.txt job, with the same schedule."""
     from opskit import cron, hcapi, hcsync, timezones
-    from opskit.cli_schedule import project_name, schedule_file, subcommands
+    from opskit.cli.schedule import project_name, schedule_file, subcommands
     from opskit.runner import unpinged
 
     config, _ = load_project(ctx)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from opskit.cli_common import (
+from opskit.cli.common import (
     Globals,
     fail_early,
     finish,

@@ -28,7 +28,9 @@ from typing import Any
 
 import datasets  # bench/ is on the path: it is this script's folder
 
-from opskit import archive, files, pipes
+from opskit import files
+from opskit.archive import pipes
+from opskit.archive import stream as archive
 from opskit.engines import DbParams, mysql_swap
 from opskit.engines.base import RestoreContext
 from opskit.engines.mysql import MySQL

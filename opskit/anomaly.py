@@ -21,8 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import files, logs, rotation
-from opskit import manifest as manifests
+from opskit import files, logs
+from opskit.archive import manifest as manifests
+from opskit.archive import rotation
 from opskit.errors import OpsError
 from opskit.progress import human
 

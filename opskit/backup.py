@@ -11,7 +11,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opskit import __version__, archive, codec, locks, logs, manifest, pgdir, pipes, rotation, space
+from opskit import __version__, logs
+from opskit.archive import codec, locks, manifest, pipes, rotation, space
+from opskit.archive import directory as pgdir
+from opskit.archive import stream as archive
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, Tools, engine_for
 from opskit.errors import ConfigError, OpsError

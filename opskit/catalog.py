@@ -7,8 +7,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, rotation
-from opskit import manifest as manifests
+from opskit.archive import manifest as manifests
+from opskit.archive import rotation
+from opskit.archive import stream as archive
 from opskit.config import Config
 from opskit.engines import DbParams
 from opskit.errors import ArchiveError

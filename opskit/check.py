@@ -12,8 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opskit import cron, django_project, files, rotation, space
-from opskit import manifest as manifests
+from opskit import cron, django_project, files
+from opskit.archive import manifest as manifests
+from opskit.archive import rotation, space
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for, vendor_of
 from opskit.errors import ArchiveError, ConfigError, OpsError
@@ -233,7 +234,8 @@ def check_restores(config: Config, db: DbParams) -> list[Result]:
     A journal left by a killed restore is finished or undone here (under the locks), and
     the line FAILs saying what was done, so that CI notices; while a restore runs, it WARNs.
     """
-    from opskit import journal, locks
+    from opskit import journal
+    from opskit.archive import locks
     from opskit.backup import recover_folder
 
     name = f"restore:{db.alias}"

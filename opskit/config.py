@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from opskit import codec
+from opskit.archive import codec
 from opskit.errors import ConfigError
 from opskit.offsite.settings import Destination, media_folders
 from opskit.offsite.settings import parse as parse_offsite

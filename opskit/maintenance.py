@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from opskit import files, locks, logs
+from opskit import files, logs
+from opskit.archive import locks
 from opskit.errors import OpsError
 
 FILE = "maintenance.json"

@@ -19,7 +19,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from opskit import files, locks, logs
+from opskit import files, logs
+from opskit.archive import locks
 from opskit.errors import OpsError
 from opskit.report import Report
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit import catalog, chart, maintenance, runlog
-from opskit import manifest as manifests
+from opskit.archive import manifest as manifests
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for, vendor_of
 from opskit.errors import ArchiveError, OpsError

@@ -16,8 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, codec, files, logs, maintenance, pipes, rotation
-from opskit import manifest as manifests
+from opskit import files, logs, maintenance
+from opskit.archive import codec, pipes, rotation
+from opskit.archive import manifest as manifests
+from opskit.archive import stream as archive
 from opskit.backup import dump_to_temp, locked_folder, recover_folder, tools_of
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, engine_for, vendor_of

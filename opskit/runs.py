@@ -15,8 +15,8 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-from opskit import manifest as manifests
-from opskit import rotation
+from opskit.archive import manifest as manifests
+from opskit.archive import rotation
 from opskit.errors import OpsError
 
 RUNS = 7

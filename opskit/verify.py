@@ -9,8 +9,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, logs, rotation
-from opskit import manifest as manifests
+from opskit import logs
+from opskit.archive import manifest as manifests
+from opskit.archive import rotation
+from opskit.archive import stream as archive
 from opskit.config import Config
 from opskit.engines import DbParams, vendor_of
 from opskit.errors import ArchiveError, OpsError

@@ -32,10 +32,11 @@ _LAYERS = {
         "opskit.redact",
         "opskit.proc",
         "opskit.killpoints",
+        "opskit.archive",  # the package: its docstring only
         "opskit.files",
         "opskit.timezones",
         # What compressions exist: config, manifests and the command line name them.
-        "opskit.codec",
+        "opskit.archive.codec",
         # The engine Protocol and DbParams are the vocabulary every layer speaks.
         "opskit.engines",
         "opskit.engines.base",
@@ -45,13 +46,13 @@ _LAYERS = {
     ],
     SERVICES: [
         "opskit.engines.*",  # one module per vendor, and their parts
-        "opskit.archive",
-        "opskit.pipes",
-        "opskit.manifest",
-        "opskit.rotation",
-        "opskit.pgdir",
-        "opskit.locks",
-        "opskit.space",
+        "opskit.archive.stream",
+        "opskit.archive.pipes",
+        "opskit.archive.manifest",
+        "opskit.archive.rotation",
+        "opskit.archive.directory",
+        "opskit.archive.locks",
+        "opskit.archive.space",
         "opskit.journal",
         "opskit.maintenance",
         "opskit.healthchecks",

@@ -13,8 +13,9 @@ import pytest
 from dbdata import adapter_for
 from support.project import run_opskit, write_project
 
-from opskit import archive, rotation
-from opskit import manifest as manifests
+from opskit.archive import manifest as manifests
+from opskit.archive import rotation
+from opskit.archive import stream as archive
 from opskit.engines import DbParams
 
 POINTS = ("backup:manifest-pending", "backup:archive-renamed", "backup:manifest-renamed")

@@ -17,7 +17,7 @@ from hcserver import HCServer
 from support.project import OPSKIT, run_opskit, write_project
 from support.services import PG, need_tools, unavailable
 
-from opskit import manifest as manifests
+from opskit.archive import manifest as manifests
 from opskit.engines import DbParams
 
 UUID = "5bf68b1e-8a94-4bb2-9a5b-1c8e0b6f3a11"

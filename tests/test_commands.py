@@ -15,8 +15,8 @@ from support.project import OPSKIT, run_opskit, write_project
 from support.services import need_tools
 from test_sessions import ROWS, migrate_sessions
 
+from opskit.archive.rotation import slot_for
 from opskit.engines import DbParams
-from opskit.rotation import slot_for
 
 COMMANDS = Path(__file__).resolve().parent.parent / "commands"
 SCRIPTS = sorted(p.name for p in COMMANDS.glob("*.sh") if not p.name.startswith("_"))

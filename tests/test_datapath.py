@@ -16,7 +16,8 @@ from support.project import SUNDAY, run_opskit, write_project
 from support.services import need_tools
 from test_roundtrip import backup, restore
 
-from opskit import archive, codec, pipes
+from opskit.archive import codec, pipes
+from opskit.archive import stream as archive
 from opskit.config import Config, build_config
 from opskit.engines import DbParams
 from opskit.engines.sqlite import SQLite

@@ -14,7 +14,7 @@ from dbdata import adapter_for
 from hcserver import HCServer
 from support.project import OPSKIT, write_project
 
-from opskit import archive
+from opskit.archive import stream as archive
 from opskit.engines import DbParams
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from dbdata import adapter_for
 
-from opskit import locks, space
+from opskit.archive import locks, space
 from opskit.engines import DbParams
 from opskit.errors import OpsError
 

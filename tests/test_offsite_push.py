@@ -12,7 +12,7 @@ from support.project import SUNDAY
 from support.restic_repo import local_repo, plant_stale_lock, with_offsite
 from support.services import unavailable
 
-from opskit import archive
+from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams
@@ -29,7 +29,7 @@ def _backup(config: Config, db: DbParams, when=SUNDAY) -> Report:  # type: ignor
 
 def _latest_verifies(config: Config) -> Path:
     """latest names tonight's archive, and it matches its signed manifest."""
-    from opskit import manifest as manifests
+    from opskit.archive import manifest as manifests
 
     latest = (config.backup_dir / "latest.sqlite3.zst").resolve()
     record = manifests.read(latest)

@@ -18,8 +18,8 @@ from support.project import SUNDAY, run_opskit, write_project
 from support.restic_repo import with_offsite
 from support.servers import S3, CmdlineSampler, Sshd, running_s3, running_sshd
 
-from opskit import archive
-from opskit import manifest as manifests
+from opskit.archive import manifest as manifests
+from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams

@@ -30,8 +30,9 @@ from support.pg_state import (
 from support.private_postgres import PrivatePostgres
 from support.project import SUNDAY, run_opskit, write_project
 
-from opskit import archive, rotation
 from opskit import journal as journals
+from opskit.archive import rotation
+from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.check import FAIL, check_restores
 from opskit.config import Config

@@ -13,8 +13,9 @@ import pytest
 from dbdata import adapter_for
 from support.project import SUNDAY
 
-from opskit import archive, files
-from opskit import manifest as manifests
+from opskit import files
+from opskit.archive import manifest as manifests
+from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams

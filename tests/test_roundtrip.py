@@ -7,7 +7,7 @@ from datetime import timedelta
 from dbdata import adapter_for
 from support.project import SUNDAY
 
-from opskit import archive
+from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams

@@ -20,8 +20,10 @@ from dbdata import adapter_for
 from support.project import OPSKIT, SUNDAY, run_opskit, write_project
 from test_roundtrip import backup
 
-from opskit import archive, files, pipes
-from opskit import manifest as manifests
+from opskit import files
+from opskit.archive import manifest as manifests
+from opskit.archive import pipes
+from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams

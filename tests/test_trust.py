@@ -16,8 +16,9 @@ import zstandard
 from dbdata import adapter_for
 from support.project import run_opskit, write_project
 
-from opskit import files, locks
-from opskit import manifest as manifests
+from opskit import files
+from opskit.archive import locks
+from opskit.archive import manifest as manifests
 from opskit.engines import DbParams
 from opskit.errors import OpsError
 
@@ -98,7 +99,7 @@ def test_symlinks_planted_at_slot_manifest_and_latest_names_are_replaced_not_fol
     folder.mkdir(mode=0o700)
     target = tmp_path / "precious"
     target.write_text("keep")
-    from opskit.rotation import slot_for
+    from opskit.archive.rotation import slot_for
 
     slot = slot_for(__import__("datetime").datetime.now())
     for name in (f"{slot}.sqlite3.zst", f"{slot}.sqlite3.zst.json", "latest.sqlite3.zst"):

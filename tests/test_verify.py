@@ -18,8 +18,9 @@ from dbdata import adapter_for
 from support.project import SUNDAY, run_opskit, write_project
 from support.services import mysql, psql
 
-from opskit import archive, files
-from opskit import manifest as manifests
+from opskit import files
+from opskit.archive import manifest as manifests
+from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for

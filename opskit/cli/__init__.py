@@ -12,7 +12,8 @@ from typing import Any, NoReturn
 import click
 from click.core import ParameterSource
 
-from opskit import __version__, codec, signals
+from opskit import __version__, signals
+from opskit.archive import codec
 from opskit.cli.common import (
     DATABASE_HELP,
     Globals,

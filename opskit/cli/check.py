@@ -171,7 +171,8 @@ def check_command(
 
 def _acknowledge(ctx: click.Context, config: Any, dbs: dict[str, Any], alias: str) -> None:
     """Accept the newest dump's size under the backup lock (check's only other write)."""
-    from opskit import anomaly, locks, rotation
+    from opskit import anomaly
+    from opskit.archive import locks, rotation
 
     if alias not in dbs:
         raise click.BadParameter(

@@ -177,8 +177,8 @@ def check_source(value: str) -> str:
 
     An archive path is relative to the current folder, like any file named on a command line.
     """
+    from opskit.archive.rotation import parse_slot
     from opskit.restore import looks_like_path
-    from opskit.rotation import parse_slot
 
     if value == "latest" or Path(value).expanduser().exists():
         return value

@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from opskit import logs, pipes, proc
+from opskit import logs, proc
+from opskit.archive import pipes
 from opskit.engines import tooling
 from opskit.engines.base import ContentObserver, DbParams, Leftover, OpenArchive, RestoreContext
 from opskit.engines.diagnose import connecting

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opskit import archive, logs, pipes
+from opskit import logs
+from opskit.archive import pipes
+from opskit.archive import stream as archive
 from opskit.engines import tooling
 from opskit.engines.base import DbParams, Leftover, OpenArchive, RestoreContext
 from opskit.engines.mysql_catalog import (
@@ -354,7 +356,7 @@ class Restorer:
         _record(ctx, phase="done")
 
     def _put_back(self, db: DbParams, safety: Path, rewrite: bool, packet: int) -> None:
-        from opskit import manifest as manifests  # it imports the engines: not at the top
+        from opskit.archive import manifest as manifests  # it imports the engines: not at the top
 
         try:
             manifest = manifests.read(safety)

@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from opskit import logs, pipes, proc
+from opskit import logs, proc
+from opskit.archive import pipes
 from opskit.engines import postgresql_catalog as catalog
 from opskit.engines import tooling
 from opskit.engines.base import (

@@ -22,7 +22,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from opskit import archive, logs
+from opskit import logs
+from opskit.archive import stream as archive
 from opskit.engines import postgresql_catalog as catalog
 from opskit.engines.base import ArchiveDir, DbParams, Leftover, OpenArchive, RestoreContext
 from opskit.engines.postgresql_dump import DumpScanner

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from opskit import files, logs
-from opskit.archive import disk_error
+from opskit.archive.stream import disk_error
 from opskit.engines import sqlite_load, sqlite_swap
 from opskit.engines.base import (
     ContentObserver,

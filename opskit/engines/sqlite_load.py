@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from opskit.archive import CHUNK
+from opskit.archive.stream import CHUNK
 from opskit.engines.base import Content, OpenArchive
 from opskit.engines.sqlite_files import Scratch
 from opskit.errors import ArchiveError

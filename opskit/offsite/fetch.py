@@ -18,8 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, logs
-from opskit import manifest as manifests
+from opskit import logs
+from opskit.archive import manifest as manifests
+from opskit.archive import stream as archive
 from opskit.config import Config
 from opskit.engines import DbParams
 from opskit.engines.base import Content

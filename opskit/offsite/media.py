@@ -19,7 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import logs, proc, rotation
+from opskit import logs, proc
+from opskit.archive import rotation
 from opskit.errors import ArchiveError, OpsError, RestoreRefused
 
 log = logs.get("media")

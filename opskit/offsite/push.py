@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import logs, pipes
+from opskit import logs
+from opskit.archive import pipes
 from opskit.errors import OpsError
 from opskit.offsite import catalog
 from opskit.offsite.restic import OffsiteError, Restic

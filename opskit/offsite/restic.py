@@ -19,7 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from opskit import archive, proc
+from opskit import proc
+from opskit.archive import stream as archive
 from opskit.errors import ArchiveError, CommandFailed, ConfigError, OpsError
 from opskit.offsite.settings import Destination, redact_url
 from opskit.redact import redact

@@ -19,7 +19,7 @@ from faultkit import archive_of, clean_env, state, step_failures, temp_files
 from support.project import run_opskit, write_project
 from support.services import psql, random_name
 
-from opskit import manifest as manifests
+from opskit.archive import manifest as manifests
 from opskit.engines import DbParams
 
 

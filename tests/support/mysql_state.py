@@ -20,8 +20,10 @@ from typing import Any
 
 import pymysql
 
-from opskit import archive, files, pipes
-from opskit import manifest as manifests
+from opskit import files
+from opskit.archive import manifest as manifests
+from opskit.archive import pipes
+from opskit.archive import stream as archive
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.mysql import MySQL

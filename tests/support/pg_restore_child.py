@@ -15,7 +15,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from opskit import pipes, signals
+from opskit import signals
+from opskit.archive import pipes
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.postgresql import PostgreSQL

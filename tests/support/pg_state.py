@@ -16,8 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, files, pipes
-from opskit import manifest as manifests
+from opskit import files
+from opskit.archive import manifest as manifests
+from opskit.archive import pipes
+from opskit.archive import stream as archive
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.postgresql import PostgreSQL

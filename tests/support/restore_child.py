@@ -17,7 +17,8 @@ import signal
 import sys
 from pathlib import Path
 
-from opskit import killpoints, pipes, signals
+from opskit import killpoints, signals
+from opskit.archive import pipes
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.mysql import MySQL

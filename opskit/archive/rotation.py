@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from opskit import files, killpoints, logs
-from opskit.archive import remove, sha256_file, size_of
-from opskit.codec import CODECS
+from opskit.archive.codec import CODECS
+from opskit.archive.stream import remove, sha256_file, size_of
 from opskit.errors import ArchiveError, ConfigError, OpsError
 from opskit.files import commit, fsync
 from opskit.proc import pid_alive
@@ -101,7 +101,7 @@ def claim(folder: Path, identity: dict[str, Any]) -> None:
             f"{path} is not a record opskit wrote",
             "inspect and remove it; the next backup rewrites it",
         )
-    from opskit.manifest import describe_identity
+    from opskit.archive.manifest import describe_identity
 
     if all(str(known.get(k, "")) == str(identity.get(k, "")) for k in ("engine", "database")):
         if any(str(known.get(k, "")) != str(identity.get(k, "")) for k in ("host", "port")):
@@ -168,7 +168,7 @@ def commit_archive(tmp: Path, final: Path, record: dict[str, Any]) -> None:
     manifest that matches the archive and completes the commit; killed before, the old
     pair is untouched and the temporary files are swept.
     """
-    from opskit import manifest as manifests
+    from opskit.archive import manifest as manifests
 
     final_manifest = manifests.path_of(final)
     pending = files.temp_name(final_manifest)
@@ -243,7 +243,7 @@ def drop_other_formats(archive: Path) -> list[Path]:
 
     Only files that opskit's own manifests name are deleted; anything else is left alone.
     """
-    from opskit import manifest as manifests
+    from opskit.archive import manifest as manifests
 
     slot = archive.name.split(".", 1)[0]
     removed = []
@@ -272,7 +272,7 @@ def drop_other_formats(archive: Path) -> list[Path]:
 
 def recover_commits(folder: Path) -> list[str]:
     """Finish or undo backup commits that a killed opskit left half-done; say what was done."""
-    from opskit import manifest as manifests
+    from opskit.archive import manifest as manifests
 
     done: list[str] = []
     if not folder.is_dir():
@@ -305,7 +305,7 @@ def _matches(target: Path, record: dict[str, Any]) -> bool:
     """Whether the archive at ``target`` is the one a pending manifest describes."""
     try:
         if target.is_dir():
-            from opskit import pgdir
+            from opskit.archive import directory as pgdir
 
             return bool(pgdir.inspect(target).sha256 == record["sha256"])
         return bool(size_of(target) == record["size"] and sha256_file(target) == record["sha256"])

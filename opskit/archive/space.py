@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from opskit.archive import size_of
+from opskit.archive.rotation import list_archives
+from opskit.archive.stream import size_of
 from opskit.errors import OpsError
 from opskit.progress import human
-from opskit.rotation import list_archives
 
 MARGIN = 1.1  # databases grow; a dump a tenth larger than last night's must still fit
 

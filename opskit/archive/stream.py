@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from opskit import codec, files
-from opskit.codec import Decoder
+from opskit import files
+from opskit.archive import codec
+from opskit.archive.codec import Decoder
 from opskit.errors import ArchiveError
 from opskit.progress import ProgressFn, counting
 
@@ -168,7 +169,7 @@ def check_checksum(archive: Path, manifest: dict[str, Any]) -> None:
             "use another backup",
         )
     if archive.is_dir():
-        from opskit import pgdir
+        from opskit.archive import directory as pgdir
 
         pgdir.check_checksum(archive, manifest)
         return
@@ -242,7 +243,7 @@ def inspect(
 ) -> Inspection:
     """Read an archive once: hash it and decompress it to the end, noting what went wrong."""
     if archive.is_dir():
-        from opskit import pgdir
+        from opskit.archive import directory as pgdir
 
         return pgdir.inspect(archive)
     compress = compress or compression_of(archive)

@@ -16,7 +16,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, cast
 
-from opskit import archive, codec, pgdir, proc
+from opskit import proc
+from opskit.archive import codec
+from opskit.archive import directory as pgdir
+from opskit.archive import stream as archive
 from opskit.engines.base import ArchiveDir, Content, ContentObserver, OpenArchive, Transform
 from opskit.errors import ArchiveError, CommandFailed, OpsError
 from opskit.progress import ProgressFn, counting

@@ -17,12 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import codec, django_project, files
+from opskit import django_project, files
+from opskit.archive import codec
 from opskit.engines import DbParams, vendor_of
 from opskit.errors import ArchiveError
 
 FORMAT = 2
-SALT = "opskit.archive-manifest"
+SALT = "opskit.archive.stream-manifest"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 

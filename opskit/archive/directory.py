@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from opskit import archive, files
+from opskit import files
+from opskit.archive import stream as archive
 from opskit.engines.base import DbParams
 from opskit.errors import ArchiveError
 

@@ -1,0 +1,1 @@
+"""Archives on disk: formats, compression, manifests, rotation, locks and space."""

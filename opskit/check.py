@@ -23,7 +23,7 @@ from opskit.report import Report, Step
 from opskit.verify import verify_one
 
 if TYPE_CHECKING:
-    from opskit.hcsync import Wanted
+    from opskit.healthchecks.sync import Wanted
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 # The families --only selects by; a line's name is the family, or "family:detail".
@@ -321,8 +321,9 @@ def check_healthchecks(
     schedule, time zone or grace; WARN when it is paused or new, or when a recent run took
     more than half its grace. Nothing is pinged, created or changed.
     """
-    from opskit import hcapi, hcsync
-    from opskit.runner import as_config_key
+    from opskit.healthchecks import api as hcapi
+    from opskit.healthchecks import sync as hcsync
+    from opskit.healthchecks.run import as_config_key
 
     # OPSKIT_HC_EXPORT_SH is filed as 'export-sh': the same job as a line running export.sh.
     scheduled = {name for w in wanted for name in (w.command, as_config_key(w.command))}

@@ -18,7 +18,7 @@ from support.project import OPSKIT, run_opskit, write_project
 
 from opskit.cli import cli
 from opskit.engines import DbParams
-from opskit.runner import env_name
+from opskit.healthchecks.run import env_name
 
 UUID = "5b8c1d2e-3f40-4a51-8b62-7c9d0e1f2a3b"
 OTHER = "0e1f2a3b-3f40-4a51-8b62-7c9d5b8c1d2e"

@@ -14,10 +14,12 @@ import pytest
 from hcserver import HCServer
 from support.project import run_opskit, write_project
 
-from opskit import hcapi, hcsync, runs, timezones
+from opskit import runs, timezones
 from opskit.cron import ScheduleLine
 from opskit.engines import DbParams
 from opskit.errors import ConfigError
+from opskit.healthchecks import api as hcapi
+from opskit.healthchecks import sync as hcsync
 
 KEY = secrets.token_urlsafe(24)[:32]  # Healthchecks API keys are 32 characters
 CRONTAB = "0 1 * * * opskit clear-sessions\n@daily opskit backup\n30 3 * * 0 opskit backup\n"

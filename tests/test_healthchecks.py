@@ -14,7 +14,7 @@ from hcserver import HCServer, Reply
 
 from opskit import __version__
 from opskit.errors import ConfigError
-from opskit.healthchecks import (
+from opskit.healthchecks.ping import (
     BodyLimits,
     Pinger,
     PingTarget,

@@ -194,10 +194,11 @@ def _acknowledge(ctx: click.Context, config: Any, dbs: dict[str, Any], alias: st
 
 def _hc_state(ctx: click.Context, config: Any, name: str | None) -> list[Any]:
     """The crontab's jobs and their checks, as hc sync would make them, read from the API."""
-    from opskit import cron, hcsync, timezones
+    from opskit import cron, timezones
     from opskit.check import FAIL, Result, check_healthchecks
     from opskit.cli.monitor import durations_of
     from opskit.cli.schedule import project_name, schedule_file, subcommands
+    from opskit.healthchecks import sync as hcsync
 
     try:
         with schedule_file(None, config) as (source, _):

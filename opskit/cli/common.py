@@ -16,7 +16,7 @@ from opskit.report import Report
 if TYPE_CHECKING:
     from opskit.config import Config
     from opskit.engines import DbParams
-    from opskit.jobrun import JobRun
+    from opskit.healthchecks.job import JobRun
     from opskit.logs import LogTail
     from opskit.progress import Console, ProgressFn
 
@@ -115,7 +115,7 @@ def warn(warnings: tuple[str, ...]) -> None:
 
 def start_job(ctx: click.Context, job: str, config: Config, check: str | None = None) -> JobRun:
     """Begin a job run: the Healthchecks start ping, if the job has a check."""
-    from opskit.jobrun import JobRun
+    from opskit.healthchecks.job import JobRun
 
     g: Globals = ctx.obj
     run = JobRun(job, config, tail=g.tail, secrets=g.secrets, check=check)
@@ -203,7 +203,7 @@ def source_argument(ctx: click.Context, param: click.Parameter, value: Any) -> A
 
 def _check_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A malformed --hc is a usage error (64) before anything runs: a typo must not go unseen."""
-    from opskit.healthchecks import parse_check
+    from opskit.healthchecks.ping import parse_check
 
     if value is not None:
         try:

@@ -18,7 +18,7 @@ from opskit.errors import ConfigError, OpsError
 
 if TYPE_CHECKING:  # imported late at run time: "opskit ping --hc" must start fast
     from opskit.config import Config
-    from opskit.runner import Where
+    from opskit.healthchecks.run import Where
 
 KINDS = ("start", "success", "fail", "log")
 _READ_KEEP = 100_000  # --data keeps this many trailing bytes (the server keeps fewer)
@@ -27,7 +27,7 @@ _READ_KEEP = 100_000  # --data keeps this many trailing bytes (the server keeps 
 def resolve(ctx: click.Context, job: str, flag: str | None, ping_url: str | None) -> Where:
     """Find the job's check and set up logging on stderr (secrets known by then are masked)."""
     from opskit import logs
-    from opskit.runner import BadCheckFlag, locate
+    from opskit.healthchecks.run import BadCheckFlag, locate
 
     g: Globals = ctx.obj
     logs.configure(log_dir=None, verbosity=g.verbosity)
@@ -130,7 +130,7 @@ def ping_command(
     max_time: float,
 ) -> None:
     """Send one ping to Healthchecks; exit 0 if it arrived, 1 if not."""
-    from opskit.healthchecks import BodyLimits, limits_file, ping
+    from opskit.healthchecks.ping import BodyLimits, limits_file, ping
 
     try:
         where = resolve(ctx, job, check, ping_url)
@@ -197,8 +197,8 @@ def run_command(
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND, pinging its start and its exit status with the end of its output."""
-    from opskit.healthchecks import limits_file
-    from opskit.runner import RunOptions, Where, command_name, record_run, run_monitored
+    from opskit.healthchecks.ping import limits_file
+    from opskit.healthchecks.run import RunOptions, Where, command_name, record_run, run_monitored
 
     job = job or command_name(command)
     try:
@@ -288,9 +288,11 @@ def hc_sync(
     prune: str | None,
 ) -> None:
     """Create or update one check per crontab.txt job, with the same schedule."""
-    from opskit import cron, hcapi, hcsync, timezones
+    from opskit import cron, timezones
     from opskit.cli.schedule import project_name, schedule_file, subcommands
-    from opskit.runner import unpinged
+    from opskit.healthchecks import api as hcapi
+    from opskit.healthchecks import sync as hcsync
+    from opskit.healthchecks.run import unpinged
 
     config, _ = load_project(ctx)
     project = project_name(ctx, name)

@@ -14,7 +14,7 @@ from typing import Any
 
 from opskit import __version__
 from opskit.errors import ConfigError, OpsError
-from opskit.healthchecks import NoRedirect
+from opskit.healthchecks.ping import NoRedirect
 from opskit.redact import redact
 
 _RETRY = frozenset({429, 500, 502, 503, 504})

@@ -20,9 +20,9 @@ from typing import Any
 from opskit import logs, runs, timezones
 from opskit.cron import MACROS, ScheduleLine
 from opskit.errors import ConfigError
-from opskit.hcapi import Api, ApiError, KeyRefused, ZoneRefused
-from opskit.healthchecks import parse_check
-from opskit.runner import as_config_key, job_of
+from opskit.healthchecks.api import Api, ApiError, KeyRefused, ZoneRefused
+from opskit.healthchecks.ping import parse_check
+from opskit.healthchecks.run import as_config_key, job_of
 
 DEFAULT_GRACE = 3600  # Healthchecks' own default grace period
 MAX_NAME = MAX_SLUG = 100  # the server's limits (json validation error: name is too long)

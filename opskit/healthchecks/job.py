@@ -7,9 +7,10 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 
-from opskit import __version__, healthchecks, logs
+from opskit import __version__, logs
 from opskit.config import Config
 from opskit.errors import ConfigError
+from opskit.healthchecks import ping as healthchecks
 from opskit.logs import LogTail
 from opskit.report import Report
 

@@ -10,14 +10,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from opskit import healthchecks, logs, proc
+from opskit import logs, proc
 from opskit.errors import ConfigError
-from opskit.healthchecks import DEFAULT_BASE_URL, Pinger, PingTarget, parse_check
+from opskit.healthchecks import ping as healthchecks
+from opskit.healthchecks.ping import DEFAULT_BASE_URL, Pinger, PingTarget, parse_check
 
 if TYPE_CHECKING:
     from opskit.config import Config
     from opskit.cron import ScheduleLine
-    from opskit.hcsync import Wanted
+    from opskit.healthchecks.sync import Wanted
 
 EXIT_PING_FAILED = 1  # --strict-ping: a command that succeeded but could not be reported
 TAIL_KEEP = 100_000  # bytes of output kept for the ping body (the server may allow more)

@@ -233,7 +233,7 @@ class _Backup:
             "raw_bytes": written.raw_size,
             "ratio": record["ratio"],
         }
-        from opskit import anomaly
+        from opskit.monitoring import anomaly
 
         # Rows (when counted) and a warning when the dump is much smaller than the usual ones.
         ratio = self.config.size_drop_ratio

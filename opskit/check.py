@@ -208,7 +208,7 @@ def _mtime(path: Path) -> datetime:
 
 def check_size(config: Config, alias: str) -> Result:
     """The newest dump is not much smaller than the usual ones (or that was acknowledged)."""
-    from opskit import anomaly
+    from opskit.monitoring import anomaly
 
     name = f"size:{alias}"
     entry = anomaly.newest(rotation.db_dir(config.backup_dir, alias), config.size_drop_ratio)

@@ -14,11 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opskit import catalog, chart, maintenance, runlog
+from opskit import catalog, maintenance
 from opskit.archive import manifest as manifests
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for, vendor_of
 from opskit.errors import ArchiveError, OpsError
+from opskit.monitoring import chart, runlog
 
 
 @dataclasses.dataclass

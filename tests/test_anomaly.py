@@ -13,9 +13,9 @@ import pytest
 from hcserver import HCServer
 from support.project import run_opskit, write_project
 
-from opskit import anomaly
 from opskit.engines import DbParams
 from opskit.mail import compose, subject
+from opskit.monitoring import anomaly
 from opskit.report import Report
 
 UUID = "5b8c1d2e-3f40-4a51-8b62-7c9d0e1f2a3b"

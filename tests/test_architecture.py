@@ -32,6 +32,7 @@ _LAYERS = {
         "opskit.redact",
         "opskit.proc",
         "opskit.killpoints",
+        "opskit.monitoring",  # the package: its docstring only
         "opskit.healthchecks",  # the package: its docstring only
         "opskit.archive",  # the package: its docstring only
         "opskit.files",
@@ -61,13 +62,13 @@ _LAYERS = {
         "opskit.healthchecks.sync",
         "opskit.healthchecks.run",
         "opskit.healthchecks.job",
-        "opskit.runs",
-        "opskit.metrics",
+        "opskit.monitoring.durations",
+        "opskit.monitoring.metrics",
         "opskit.cron",
         "opskit.runas",
-        "opskit.anomaly",
-        "opskit.runlog",
-        "opskit.chart",
+        "opskit.monitoring.anomaly",
+        "opskit.monitoring.runlog",
+        "opskit.monitoring.chart",
         "opskit.offsite.restic",
         "opskit.offsite.catalog",
         "opskit.offsite.push",

@@ -14,12 +14,13 @@ import pytest
 from hcserver import HCServer
 from support.project import run_opskit, write_project
 
-from opskit import runs, timezones
+from opskit import timezones
 from opskit.cron import ScheduleLine
 from opskit.engines import DbParams
 from opskit.errors import ConfigError
 from opskit.healthchecks import api as hcapi
 from opskit.healthchecks import sync as hcsync
+from opskit.monitoring import durations as runs
 
 KEY = secrets.token_urlsafe(24)[:32]  # Healthchecks API keys are 32 characters
 CRONTAB = "0 1 * * * opskit clear-sessions\n@daily opskit backup\n30 3 * * 0 opskit backup\n"

@@ -11,8 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.project import run_opskit, write_project
 
-from opskit import metrics
 from opskit.engines import DbParams
+from opskit.monitoring import metrics
 from opskit.report import Report
 
 

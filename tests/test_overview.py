@@ -10,10 +10,11 @@ from pathlib import Path
 
 from support.project import run_opskit, write_project
 
-from opskit import chart, overview, runlog
+from opskit import overview
 from opskit.config import build_config
 from opskit.engines import DbParams
-from opskit.runlog import Dump
+from opskit.monitoring import chart, runlog
+from opskit.monitoring.runlog import Dump
 
 
 def write_log(path: Path, events: list[dict[str, object]], junk: bool = False) -> None:

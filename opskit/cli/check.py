@@ -171,8 +171,8 @@ def check_command(
 
 def _acknowledge(ctx: click.Context, config: Any, dbs: dict[str, Any], alias: str) -> None:
     """Accept the newest dump's size under the backup lock (check's only other write)."""
-    from opskit import anomaly
     from opskit.archive import locks, rotation
+    from opskit.monitoring import anomaly
 
     if alias not in dbs:
         raise click.BadParameter(

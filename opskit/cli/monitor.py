@@ -327,7 +327,7 @@ def hc_sync(
 
 def durations_of(config: Config) -> Callable[[str], list[float]]:
     """How long a job's last runs took: the JSON log, else (a backup) the manifests."""
-    from opskit import runs
+    from opskit.monitoring import durations as runs
 
     def durations(job: str) -> list[float]:
         found = runs.logged(config.log_dir, job)

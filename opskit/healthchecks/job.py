@@ -131,7 +131,7 @@ class JobRun:
     def _metrics(self, report: Report | None, exit_status: int) -> None:
         if self.config.metrics_file is None:
             return
-        from opskit import metrics  # logs a failure to write; never raises
+        from opskit.monitoring import metrics  # logs a failure to write; never raises
 
         run = metrics.Run.of(self.job, report, exit_status, self.started_at, time.time())
         metrics.record(self.config.metrics_file, run)

@@ -273,7 +273,7 @@ def run_monitored(
 
 def record_run(path: Path, job: str, result: RunResult) -> None:
     """Add a monitored run to the metrics file (a failure to write is logged)."""
-    from opskit import metrics
+    from opskit.monitoring import metrics
 
     finished = time.time()
     run = metrics.Run(job, result.exit_status, finished - result.duration, finished)

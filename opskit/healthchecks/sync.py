@@ -17,12 +17,13 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from opskit import logs, runs, timezones
+from opskit import logs, timezones
 from opskit.cron import MACROS, ScheduleLine
 from opskit.errors import ConfigError
 from opskit.healthchecks.api import Api, ApiError, KeyRefused, ZoneRefused
 from opskit.healthchecks.ping import parse_check
 from opskit.healthchecks.run import as_config_key, job_of
+from opskit.monitoring import durations as runs
 
 DEFAULT_GRACE = 3600  # Healthchecks' own default grace period
 MAX_NAME = MAX_SLUG = 100  # the server's limits (json validation error: name is too long)

@@ -12,8 +12,8 @@ import statistics
 from collections.abc import Sequence
 from html import escape
 
+from opskit.monitoring.runlog import Dump
 from opskit.progress import human
-from opskit.runlog import Dump
 
 DROP_FACTOR = 0.5  # smaller than half the median of the runs before it
 DROP_WINDOW = 7

@@ -1,0 +1,1 @@
+"""What past runs say: durations, the JSON log, anomalies, metrics and charts."""

@@ -12,10 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opskit import cron, django_project, files
+from opskit import django_project, files
 from opskit.archive import manifest as manifests
 from opskit.archive import rotation, space
 from opskit.config import Config
+from opskit.cron import install as cron
 from opskit.engines import DbParams, Tools, engine_for, vendor_of
 from opskit.errors import ArchiveError, ConfigError, OpsError
 from opskit.progress import human

@@ -32,11 +32,12 @@ _LAYERS = {
         "opskit.redact",
         "opskit.proc",
         "opskit.killpoints",
+        "opskit.cron",  # the package: its docstring only
         "opskit.monitoring",  # the package: its docstring only
         "opskit.healthchecks",  # the package: its docstring only
         "opskit.archive",  # the package: its docstring only
         "opskit.files",
-        "opskit.timezones",
+        "opskit.cron.timezones",
         # What compressions exist: config, manifests and the command line name them.
         "opskit.archive.codec",
         # The engine Protocol and DbParams are the vocabulary every layer speaks.
@@ -64,8 +65,8 @@ _LAYERS = {
         "opskit.healthchecks.job",
         "opskit.monitoring.durations",
         "opskit.monitoring.metrics",
-        "opskit.cron",
-        "opskit.runas",
+        "opskit.cron.install",
+        "opskit.cron.runas",
         "opskit.monitoring.anomaly",
         "opskit.monitoring.runlog",
         "opskit.monitoring.chart",

@@ -1,4 +1,4 @@
-"""opskit.cron: crontab.txt validation, install/remove/show on user crontabs and cron.d."""
+"""opskit.cron.install: crontab.txt validation, install/remove/show on user crontabs and cron.d."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support.services import unavailable
 
-from opskit import cron
+from opskit.cron import install as cron
 from opskit.errors import ConfigError, ToolNotFound
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,8 +14,8 @@ import pytest
 from hcserver import HCServer
 from support.project import run_opskit, write_project
 
-from opskit import timezones
-from opskit.cron import ScheduleLine
+from opskit.cron import timezones
+from opskit.cron.install import ScheduleLine
 from opskit.engines import DbParams
 from opskit.errors import ConfigError
 from opskit.healthchecks import api as hcapi

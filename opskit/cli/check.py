@@ -194,10 +194,11 @@ def _acknowledge(ctx: click.Context, config: Any, dbs: dict[str, Any], alias: st
 
 def _hc_state(ctx: click.Context, config: Any, name: str | None) -> list[Any]:
     """The crontab's jobs and their checks, as hc sync would make them, read from the API."""
-    from opskit import cron, timezones
     from opskit.check import FAIL, Result, check_healthchecks
     from opskit.cli.monitor import durations_of
     from opskit.cli.schedule import project_name, schedule_file, subcommands
+    from opskit.cron import install as cron
+    from opskit.cron import timezones
     from opskit.healthchecks import sync as hcsync
 
     try:
@@ -228,7 +229,6 @@ def _cron_state(
     ctx: click.Context, config: Any, user: str | None, cron_d: str | None, name: str | None
 ) -> list[Any]:
     """Compare the schedule ``cron install`` would write with what the crontab holds."""
-    from opskit import cron, runas
     from opskit.check import FAIL, OK, WARN, Result, check_cron
     from opskit.cli.schedule import (
         job_problems,
@@ -238,6 +238,8 @@ def _cron_state(
         target,
         wanted_entries,
     )
+    from opskit.cron import install as cron
+    from opskit.cron import runas
 
     project = project_name(ctx, name)
     try:

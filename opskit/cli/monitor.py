@@ -288,8 +288,9 @@ def hc_sync(
     prune: str | None,
 ) -> None:
     """Create or update one check per crontab.txt job, with the same schedule."""
-    from opskit import cron, timezones
     from opskit.cli.schedule import project_name, schedule_file, subcommands
+    from opskit.cron import install as cron
+    from opskit.cron import timezones
     from opskit.healthchecks import api as hcapi
     from opskit.healthchecks import sync as hcsync
     from opskit.healthchecks.run import unpinged

@@ -28,9 +28,10 @@ from opskit.cli.common import (
 from opskit.config import Config
 from opskit.errors import OpsError, ToolNotFound
 
-# opskit.cron (python-crontab brings asyncio) is imported where used: --help stays fast.
+# opskit.cron.install (python-crontab brings asyncio) is imported where used: --help stays fast.
 if TYPE_CHECKING:
-    from opskit import cron, runas
+    from opskit.cron import install as cron
+    from opskit.cron import runas
 
 FC = TypeVar("FC", bound=Callable[..., object])
 
@@ -78,7 +79,7 @@ def wanted_entries(
     ctx: click.Context, config: Config, path: Path | None, project: str
 ) -> tuple[list[cron.Entry], str]:
     """Return the cron entries ``cron install`` writes for this project, and their source."""
-    from opskit import cron
+    from opskit.cron import install as cron
 
     with schedule_file(path, config) as (source, label):
         lines = cron.parse_schedule(source, commands=subcommands(ctx))
@@ -129,7 +130,7 @@ def existing_user(ctx: click.Context, param: click.Parameter, value: str | None)
 
 def cron_d_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A --cron-d name run-parts would skip is a usage error (64), with the name to use."""
-    from opskit import cron
+    from opskit.cron import install as cron
 
     if value is not None:
         try:
@@ -185,7 +186,7 @@ def cron_install(
     allow_no_daemon: bool,
 ) -> None:
     """Put the jobs of crontab.txt into cron, replacing only this project's old lines."""
-    from opskit import cron
+    from opskit.cron import install as cron
 
     config, _ = load_project(ctx, log_files=False)
     project = project_name(ctx, name)
@@ -229,7 +230,7 @@ def cron_remove(
     ctx: click.Context, user: str | None, cron_d: str | None, name: str | None, dry_run: bool
 ) -> None:
     """Delete this project's opskit lines; every other line stays as it was."""
-    from opskit import cron
+    from opskit.cron import install as cron
 
     project = project_name(ctx, name)
     try:
@@ -255,7 +256,7 @@ def cron_show(
     ctx: click.Context, user: str | None, cron_d: str | None, name: str | None, all_projects: bool
 ) -> None:
     """List this project's installed jobs, each with its next three runs in local time."""
-    from opskit import cron
+    from opskit.cron import install as cron
 
     project = None if all_projects else project_name(ctx, name)
     try:
@@ -305,7 +306,7 @@ def schedule_file(flag: Path | None, config: Config) -> Iterator[tuple[Path, str
 
 def subcommands(ctx: click.Context) -> list[str]:
     """Return the opskit commands a schedule line may run (all but cron itself)."""
-    from opskit import cron
+    from opskit.cron import install as cron
 
     root = ctx.find_root().command
     names = root.list_commands(ctx) if isinstance(root, click.Group) else []
@@ -331,7 +332,7 @@ def opskit_bin() -> Path:
 
 def target(user: str | None, cron_d: str | None) -> cron.Tab:
     """Return the crontab to edit: /etc/cron.d/NAME, or a user's crontab."""
-    from opskit import cron
+    from opskit.cron import install as cron
 
     if cron_d is None:
         return cron.user_tab(user)
@@ -346,7 +347,7 @@ def proc_dir() -> Path:
 
 def job_user(tab: cron.Tab) -> runas.User:
     """Who cron runs the jobs as: the cron.d user column, else the crontab's owner."""
-    from opskit import runas
+    from opskit.cron import runas
 
     name = tab.run_as or getattr(tab, "user", None)
     return runas.User.named(name) if name else runas.User.current()
@@ -354,7 +355,7 @@ def job_user(tab: cron.Tab) -> runas.User:
 
 def job_problems(user: runas.User, config: Config) -> list[runas.Problem]:
     """Why a job of this project would not start or write as ``user`` (empty: it would)."""
-    from opskit import runas
+    from opskit.cron import runas
 
     return runas.job_problems(
         user,
@@ -371,7 +372,7 @@ def _prepare_for(user: runas.User, config: Config, dry_run: bool) -> tuple[str, 
     cron appends to <log dir>/cron.log before opskit starts: a folder the job's user cannot
     write would lose every run. A dry run changes nothing and only warns.
     """
-    from opskit import runas
+    from opskit.cron import runas
 
     if not dry_run:
         # The log folder always (cron.log); the backup folder for another user, who could

@@ -17,7 +17,7 @@ from opskit.healthchecks.ping import DEFAULT_BASE_URL, Pinger, PingTarget, parse
 
 if TYPE_CHECKING:
     from opskit.config import Config
-    from opskit.cron import ScheduleLine
+    from opskit.cron.install import ScheduleLine
     from opskit.healthchecks.sync import Wanted
 
 EXIT_PING_FAILED = 1  # --strict-ping: a command that succeeded but could not be reported

@@ -17,8 +17,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from opskit import logs, timezones
-from opskit.cron import MACROS, ScheduleLine
+from opskit import logs
+from opskit.cron import timezones
+from opskit.cron.install import MACROS, ScheduleLine
 from opskit.errors import ConfigError
 from opskit.healthchecks.api import Api, ApiError, KeyRefused, ZoneRefused
 from opskit.healthchecks.ping import parse_check

@@ -31,10 +31,11 @@ import datasets  # bench/ is on the path: it is this script's folder
 from opskit import files
 from opskit.archive import pipes
 from opskit.archive import stream as archive
-from opskit.engines import DbParams, mysql_swap
+from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.mysql import MySQL
-from opskit.engines.mysql_dump import DumpObserver
+from opskit.engines.mysql import swap as mysql_swap
+from opskit.engines.mysql.dump import DumpObserver
 
 BENCH = Path(__file__).resolve().parent
 

@@ -129,7 +129,7 @@ def backup_one(
 
 def recover_folder(config: Config, db: DbParams, engine: Engine, folder: Path) -> list[str]:
     """Finish what killed runs left in a folder (a commit, a restore); say what was done."""
-    from opskit import journal
+    from opskit.engines import journal
 
     done = []
     for line in rotation.recover_commits(folder):

@@ -235,9 +235,9 @@ def check_restores(config: Config, db: DbParams) -> list[Result]:
     A journal left by a killed restore is finished or undone here (under the locks), and
     the line FAILs saying what was done, so that CI notices; while a restore runs, it WARNs.
     """
-    from opskit import journal
     from opskit.archive import locks
     from opskit.backup import recover_folder
+    from opskit.engines import journal
 
     name = f"restore:{db.alias}"
     folder = rotation.db_dir(config.backup_dir, db.alias)

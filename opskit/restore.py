@@ -24,8 +24,8 @@ from opskit.backup import dump_to_temp, locked_folder, recover_folder, tools_of
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, engine_for, vendor_of
 from opskit.engines.base import OpenArchive, RestoreContext
+from opskit.engines.journal import Journal
 from opskit.errors import RestoreRefused
-from opskit.journal import Journal
 from opskit.progress import ProgressFn
 from opskit.report import Report
 

@@ -56,7 +56,7 @@ _LAYERS = {
         "opskit.archive.directory",
         "opskit.archive.locks",
         "opskit.archive.space",
-        "opskit.journal",
+        "opskit.engines.journal",
         "opskit.maintenance",
         "opskit.healthchecks.ping",
         "opskit.healthchecks.api",
@@ -264,7 +264,7 @@ def test_the_walker_sees_what_python_imports() -> None:
     """Known edges are seen, TYPE_CHECKING imports are not (so a passing run means something)."""
     assert "opskit.backup" in {t for t, _ in _opskit_edges("opskit.restore")}
     # engines.base names Journal only for the type checker.
-    assert "opskit.journal" not in {t for t, _ in _opskit_edges("opskit.engines.base")}
+    assert "opskit.engines.journal" not in {t for t, _ in _opskit_edges("opskit.engines.base")}
     # `from opskit.engines.base import X` imports the package first.
     assert "opskit.engines" in {t for t, _ in _opskit_edges("opskit.backup")}
     assert _layer("opskit.cli") == EDGE

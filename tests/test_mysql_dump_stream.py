@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from opskit.engines.mysql_dump import DumpObserver, DumpScanner, Rewrite
+from opskit.engines.mysql.dump import DumpObserver, DumpScanner, Rewrite
 
 DDL = b"\n".join(
     [

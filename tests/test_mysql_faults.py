@@ -33,8 +33,8 @@ from support.mysql_state import (
 )
 from support.services import random_name
 
-from opskit import journal as journals
 from opskit.engines import DbParams
+from opskit.engines import journal as journals
 from opskit.engines.mysql import MySQL
 from opskit.errors import ArchiveError, CommandFailed, RestoreRefused
 

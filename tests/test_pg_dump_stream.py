@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from opskit.engines.postgresql_dump import DumpScanner
+from opskit.engines.postgresql.dump import DumpScanner
 from opskit.errors import ArchiveError
 
 DUMP = b'''--

@@ -30,13 +30,13 @@ from support.pg_state import (
 from support.private_postgres import PrivatePostgres
 from support.project import SUNDAY, run_opskit, write_project
 
-from opskit import journal as journals
 from opskit.archive import rotation
 from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.check import FAIL, check_restores
 from opskit.config import Config
 from opskit.engines import DbParams
+from opskit.engines import journal as journals
 from opskit.engines.postgresql import PostgreSQL
 from opskit.errors import CommandFailed
 

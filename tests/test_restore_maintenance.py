@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from opskit import journal, maintenance
+from opskit import maintenance
 from opskit.backup import recover_folder
 from opskit.config import Config
-from opskit.engines import DbParams
+from opskit.engines import DbParams, journal
 from opskit.engines.base import OpenArchive, RestoreContext
 from opskit.errors import CommandFailed
 from opskit.report import Report, StepFailed

@@ -28,8 +28,8 @@ from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
+from opskit.engines.journal import Journal
 from opskit.engines.sqlite import SQLite
-from opskit.journal import Journal
 from opskit.killpoints import ENV as KILL_AT
 from opskit.report import Report, StepFailed
 from opskit.restore import RestoreOptions, restore_archive

@@ -13,7 +13,7 @@ from opskit import killpoints
 from opskit.errors import ArchiveError
 
 if TYPE_CHECKING:
-    from opskit.journal import Journal
+    from opskit.engines.journal import Journal
 
 
 @dataclasses.dataclass(frozen=True)

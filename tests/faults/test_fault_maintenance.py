@@ -14,8 +14,8 @@ from dbdata import adapter_for
 from faultkit import Run, clean_env, wait_for
 from support.project import run_opskit, write_project
 
-from opskit import journal, maintenance
-from opskit.engines import DbParams
+from opskit import maintenance
+from opskit.engines import DbParams, journal
 
 
 @pytest.fixture

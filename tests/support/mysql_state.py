@@ -26,8 +26,8 @@ from opskit.archive import pipes
 from opskit.archive import stream as archive
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
+from opskit.engines.journal import Journal
 from opskit.engines.mysql import MySQL
-from opskit.journal import Journal
 
 ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 STAMP = datetime(2026, 11, 22, 2, 0).astimezone()

@@ -19,9 +19,9 @@ from opskit import signals
 from opskit.archive import pipes
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
+from opskit.engines.journal import Journal
 from opskit.engines.postgresql import PostgreSQL
 from opskit.errors import Interrupted, OpsError
-from opskit.journal import Journal
 
 STAMP = "2026-11-22T02:00:00"
 

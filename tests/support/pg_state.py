@@ -22,8 +22,8 @@ from opskit.archive import pipes
 from opskit.archive import stream as archive
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
+from opskit.engines.journal import Journal
 from opskit.engines.postgresql import PostgreSQL
-from opskit.journal import Journal
 
 SERVER = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
 STAMP = datetime(2026, 11, 22, 2, 0).astimezone()

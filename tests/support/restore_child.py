@@ -21,9 +21,9 @@ from opskit import killpoints, signals
 from opskit.archive import pipes
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
+from opskit.engines.journal import Journal
 from opskit.engines.mysql import MySQL
 from opskit.errors import Interrupted, OpsError
-from opskit.journal import Journal
 
 STAMP = "2026-11-22T02:00:00"
 

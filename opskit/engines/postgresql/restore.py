@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from opskit import logs
 from opskit.archive import stream as archive
-from opskit.engines import postgresql_catalog as catalog
 from opskit.engines.base import ArchiveDir, DbParams, Leftover, OpenArchive, RestoreContext
-from opskit.engines.postgresql_dump import DumpScanner
-from opskit.engines.postgresql_swap import PREVIOUS_TAG, RESTORE_TAG, Swapper
+from opskit.engines.journal import Journal
+from opskit.engines.postgresql import catalog
+from opskit.engines.postgresql.dump import DumpScanner
+from opskit.engines.postgresql.swap import PREVIOUS_TAG, RESTORE_TAG, Swapper
 from opskit.errors import CommandFailed, RestoreRefused
-from opskit.journal import Journal
 
 if TYPE_CHECKING:
     from opskit.engines.postgresql import PostgreSQL

@@ -14,10 +14,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from opskit import logs
-from opskit.engines import postgresql_catalog as catalog
 from opskit.engines.base import DbParams, Leftover, RestoreContext
+from opskit.engines.journal import Journal, JournalError
+from opskit.engines.postgresql import catalog
 from opskit.errors import CommandFailed, OpsError
-from opskit.journal import Journal, JournalError
 
 if TYPE_CHECKING:
     from opskit.engines.postgresql import PostgreSQL

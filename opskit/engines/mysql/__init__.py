@@ -23,7 +23,8 @@ from opskit.archive import pipes
 from opskit.engines import tooling
 from opskit.engines.base import ContentObserver, DbParams, Leftover, OpenArchive, RestoreContext
 from opskit.engines.diagnose import connecting
-from opskit.engines.mysql_catalog import (
+from opskit.engines.journal import Journal
+from opskit.engines.mysql.catalog import (
     DENIED,
     Sql,
     account_literal,
@@ -35,11 +36,10 @@ from opskit.engines.mysql_catalog import (
     schemas,
     unhex,
 )
-from opskit.engines.mysql_dump import DumpObserver, DumpScanner, Rewrite
-from opskit.engines.mysql_restore import Restorer
-from opskit.engines.mysql_swap import free_name
+from opskit.engines.mysql.dump import DumpObserver, DumpScanner, Rewrite
+from opskit.engines.mysql.restore import Restorer
+from opskit.engines.mysql.swap import free_name
 from opskit.errors import CommandFailed, OpsError
-from opskit.journal import Journal
 
 log = logs.get("engines")
 
@@ -295,7 +295,7 @@ class MySQL:
             raise _explained(exc, db) from None
         return scanner
 
-    # --- restore (opskit.engines.mysql_restore) ---------------------------------------------
+    # --- restore (opskit.engines.mysql.restore) ---------------------------------------------
 
     def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
         Restorer(self).restore(db, open_archive, ctx)

@@ -17,7 +17,6 @@ from typing import IO, Any
 
 from opskit import logs, proc
 from opskit.archive import pipes
-from opskit.engines import postgresql_catalog as catalog
 from opskit.engines import tooling
 from opskit.engines.base import (
     ArchiveDir,
@@ -27,10 +26,11 @@ from opskit.engines.base import (
     RestoreContext,
 )
 from opskit.engines.diagnose import connecting
-from opskit.engines.postgresql_dump import CompleteContent, DumpObserver, DumpScanner, ToolContent
-from opskit.engines.postgresql_restore import Restorer
+from opskit.engines.journal import Journal
+from opskit.engines.postgresql import catalog
+from opskit.engines.postgresql.dump import CompleteContent, DumpObserver, DumpScanner, ToolContent
+from opskit.engines.postgresql.restore import Restorer
 from opskit.errors import CommandFailed, OpsError
-from opskit.journal import Journal
 
 log = logs.get("engines")
 

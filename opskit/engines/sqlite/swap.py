@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from opskit import files
-from opskit.engines.sqlite_files import Scratch
+from opskit.engines.sqlite.files import Scratch
 
 # After a rename every one of these names would speak for the new file.
 _DANGEROUS = ("-journal", "-wal")

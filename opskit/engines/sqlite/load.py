@@ -19,7 +19,7 @@ from pathlib import Path
 
 from opskit.archive.stream import CHUNK
 from opskit.engines.base import Content, OpenArchive
-from opskit.engines.sqlite_files import Scratch
+from opskit.engines.sqlite.files import Scratch
 from opskit.errors import ArchiveError
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from opskit.engines.mysql_catalog import (
+from opskit.engines.mysql.catalog import (
     Definition,
     Sql,
     charset_of,

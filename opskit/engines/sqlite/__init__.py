@@ -23,7 +23,6 @@ from typing import IO, Any
 
 from opskit import files, logs
 from opskit.archive.stream import disk_error
-from opskit.engines import sqlite_load, sqlite_swap
 from opskit.engines.base import (
     ContentObserver,
     DbParams,
@@ -31,9 +30,11 @@ from opskit.engines.base import (
     OpenArchive,
     RestoreContext,
 )
-from opskit.engines.sqlite_files import Scratch, connect, open_elsewhere, stale, sweep_stale
+from opskit.engines.journal import Journal, JournalError
+from opskit.engines.sqlite import load as sqlite_load
+from opskit.engines.sqlite import swap as sqlite_swap
+from opskit.engines.sqlite.files import Scratch, connect, open_elsewhere, stale, sweep_stale
 from opskit.errors import ArchiveError, CommandFailed, ConfigError, OpsError
-from opskit.journal import Journal, JournalError
 
 log = logs.get("engines")
 # Header bytes 24-27 (file change counter) and 92-95 (version-valid-for): any commit moves them.

@@ -20,7 +20,8 @@ from opskit.archive import pipes
 from opskit.archive import stream as archive
 from opskit.engines import tooling
 from opskit.engines.base import DbParams, Leftover, OpenArchive, RestoreContext
-from opskit.engines.mysql_catalog import (
+from opskit.engines.journal import Journal, JournalError
+from opskit.engines.mysql.catalog import (
     DENIED,
     Definition,
     Sql,
@@ -39,10 +40,9 @@ from opskit.engines.mysql_catalog import (
     text,
     triggers,
 )
-from opskit.engines.mysql_dump import DumpScanner, Rewrite
-from opskit.engines.mysql_swap import Facts, Swap, free_name, gather
+from opskit.engines.mysql.dump import DumpScanner, Rewrite
+from opskit.engines.mysql.swap import Facts, Swap, free_name, gather
 from opskit.errors import ArchiveError, CommandFailed, OpsError, RestoreRefused
-from opskit.journal import Journal, JournalError
 
 if TYPE_CHECKING:
     from opskit.engines.mysql import Account, MySQL

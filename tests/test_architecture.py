@@ -30,7 +30,7 @@ _LAYERS = {
         "opskit.progress",
         "opskit.signals",
         "opskit.redact",
-        "opskit.proc",
+        "opskit.proc.*",
         "opskit.killpoints",
         "opskit.cron",  # the package: its docstring only
         "opskit.monitoring",  # the package: its docstring only

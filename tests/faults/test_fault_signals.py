@@ -465,7 +465,7 @@ def test_after_sigkill_mid_mariadb_restore_the_safety_copy_brings_the_database_b
 def test_a_signal_is_never_lost_while_the_dump_waits(mysql_db: DbParams, tmp_path: Path) -> None:
     # A signal that lands while the compressor runs native code only sets Python's flag; if the
     # next read of the dump's pipe then blocks (a dump waiting on a lock), nothing would run the
-    # handler. This race showed in about one attempt in seven before proc._Interruptible.
+    # handler. This race showed in about one attempt in seven before proc.streams._Interruptible.
     data = adapter_for(mysql_db)
     data.populate()
     data.execute("CREATE TABLE zz_locked (id int)")

@@ -58,6 +58,7 @@ _LAYERS = {
         "opskit.archive.space",
         "opskit.engines.journal",
         "opskit.maintenance",
+        "opskit.healthchecks.http",
         "opskit.healthchecks.ping",
         "opskit.healthchecks.api",
         "opskit.healthchecks.sync",

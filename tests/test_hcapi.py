@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -540,3 +541,43 @@ def test_the_api_url_must_be_http_and_the_key_present() -> None:
         hcapi.Api("ftp://example.com/api/v3/", KEY)
     with pytest.raises(ConfigError, match="no Healthchecks API key"):
         hcapi.Api("https://healthchecks.io/api/v3/", "")
+
+
+class FakeTime:
+    """A clock that only moves when someone sleeps, so backoff costs no real time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_api_is_retried_with_the_pings_backoff_then_fails_once() -> None:
+    fake = FakeTime()
+    url = f"http://127.0.0.1:{closed_port()}/api/v3/"
+    client = hcapi.Api(url, KEY, sleep=fake.sleep, clock=fake.clock)
+    with pytest.raises(hcapi.ApiError, match="cannot reach GET") as raised:
+        client.list_checks()
+    assert fake.sleeps == [0.5, 1.0]  # three attempts, the same waits as a ping's retries
+    assert raised.value.hint == "try again later"
+
+
+def test_an_api_call_stops_retrying_before_its_time_bound() -> None:
+    fake = FakeTime()
+    url = f"http://127.0.0.1:{closed_port()}/api/v3/"
+    client = hcapi.Api(url, KEY, attempts=10, budget=2.0, sleep=fake.sleep, clock=fake.clock)
+    with pytest.raises(hcapi.ApiError, match="cannot reach"):
+        client.list_checks()
+    assert fake.sleeps == [0.5, 1.0]  # a third wait (2 s) would pass the 2 s bound

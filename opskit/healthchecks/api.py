@@ -14,10 +14,9 @@ from typing import Any
 
 from opskit import __version__
 from opskit.errors import ConfigError, OpsError
-from opskit.healthchecks.ping import NoRedirect
+from opskit.healthchecks import http as http_
 from opskit.redact import redact
 
-_RETRY = frozenset({429, 500, 502, 503, 504})
 _KEY_HINT = "set OPSKIT_HEALTHCHECKS_API_KEY to the project's read-write API key"
 _API_HINT = "set HEALTHCHECKS_API_URL to the server's API, e.g. https://hc.example.com/api/v3/"
 _OLD_API = re.compile(r"/api/v[12]/?$")
@@ -72,15 +71,18 @@ class Api:
         *,
         timeout: float = 10.0,
         attempts: int = 3,
+        budget: float = 30.0,
         sleep: Callable[[float], object] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         base = api_base(base_url)
         if not api_key:
             raise ConfigError("no Healthchecks API key", _KEY_HINT)
         self.checks_url = base + "checks/"
-        self._key, self._timeout, self._attempts, self._sleep = api_key, timeout, attempts, sleep
+        self._key, self._timeout, self._attempts = api_key, timeout, attempts
+        self._budget, self._sleep, self._clock = budget, sleep, clock
         # No redirects: urllib would turn a POST into a GET and send the key elsewhere.
-        self._opener = urllib.request.build_opener(NoRedirect)
+        self._opener = http_.opener()
 
     def list_checks(self) -> list[dict[str, Any]]:
         """Return every check of the API key's project (a read-only key is enough)."""
@@ -114,17 +116,30 @@ class Api:
         return status
 
     def _call(self, method: str, url: str, data: bytes | None) -> tuple[int, dict[str, Any]]:
-        attempt = 0
-        while True:
-            attempt += 1
+        def attempt(timeout: float) -> http_.Answer[tuple[int, dict[str, Any]]]:
             try:
-                return self._once(method, url, data)
+                status, doc = self._once(method, url, data, timeout)
             except _Retry as exc:
-                if attempt >= self._attempts:
-                    raise ApiError(redact(exc.reason, [self._key]), "try again later") from None
-                self._sleep(max(exc.wait, 2.0 ** (attempt - 1)))
+                return http_.Answer(exc.status, exc.reason, exc.wait)
+            return http_.Answer(status, "", value=(status, doc))
 
-    def _once(self, method: str, url: str, data: bytes | None) -> tuple[int, dict[str, Any]]:
+        outcome = http_.with_retries(
+            attempt,
+            budget=self._budget,
+            timeout=self._timeout,
+            attempts=self._attempts,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+        answer = outcome.answer
+        if answer is not None and answer.value is not None:
+            return answer.value
+        reason = answer.reason if answer else f"no time left to {method} {url}"
+        raise ApiError(redact(reason, [self._key]), "try again later")
+
+    def _once(
+        self, method: str, url: str, data: bytes | None, timeout: float
+    ) -> tuple[int, dict[str, Any]]:
         request = urllib.request.Request(url, data=data, method=method)
         request.add_header("X-Api-Key", self._key)
         request.add_header("Accept", "application/json")
@@ -133,7 +148,7 @@ class Api:
             request.add_header("Content-Type", "application/json")
         where = f"{method} {url}"
         try:
-            with self._opener.open(request, timeout=self._timeout) as response:
+            with self._opener.open(request, timeout=timeout) as response:
                 return response.status, _json(response.read(), where)
         except urllib.error.HTTPError as exc:
             with exc:
@@ -141,7 +156,7 @@ class Api:
         except (OSError, http.client.HTTPException) as exc:
             # Safe to retry even a POST: an upsert by slug done twice is done once.
             cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise _Retry(f"cannot reach {where}: {cause}", 0.0) from None
+            raise _Retry(None, f"cannot reach {where}: {cause}", 0.0) from None
 
     def _refused(self, exc: urllib.error.HTTPError, where: str) -> Exception:
         try:
@@ -149,9 +164,8 @@ class Api:
         except (ValueError, AttributeError, OSError):
             said = ""
         text = redact(f"{where} failed: HTTP {exc.code} {said}".rstrip(), [self._key])
-        if exc.code in _RETRY:
-            retry_after = exc.headers.get("Retry-After", "")
-            return _Retry(text, min(float(retry_after), 30.0) if retry_after.isdigit() else 0.0)
+        if exc.code in http_.RETRY_STATUSES:
+            return _Retry(exc.code, text, http_.retry_after(exc.headers))
         if exc.code == 401:
             return KeyRefused(f"the Healthchecks API refused the API key ({text})", _KEY_HINT)
         if 300 <= exc.code < 400:
@@ -166,9 +180,11 @@ class Api:
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str, wait: float) -> None:
+    """An answer worth another attempt (no answer at all, or a status in RETRY_STATUSES)."""
+
+    def __init__(self, status: int | None, reason: str, wait: float) -> None:
         super().__init__(reason)
-        self.reason, self.wait = reason, wait
+        self.status, self.reason, self.wait = status, reason, wait
 
 
 def _json(raw: bytes, where: str) -> dict[str, Any]:

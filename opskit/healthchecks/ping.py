@@ -16,12 +16,12 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import IO
 
 import structlog
 
 from opskit import __version__, files
 from opskit.errors import ConfigError
+from opskit.healthchecks import http as http_
 from opskit.redact import redact
 
 DEFAULT_BASE_URL = "https://hc-ping.com/"
@@ -29,8 +29,6 @@ DEFAULT_BODY_LIMIT = 10_000  # Healthchecks' own default PING_BODY_LIMIT
 DEFAULT_TIMEOUT = 10.0  # seconds per attempt
 DEFAULT_START_BUDGET = 10.0  # the start ping's bound, retries included: short, so it never
 DEFAULT_BUDGET = 30.0  # eats into the final ping's own bound, which matters more
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_MIN_ATTEMPT = 0.05  # below this a request cannot finish, so the budget counts as spent
 _ADVICE = {
     400: "bad request: the ping URL or exit status is malformed (check the check spec)",
     404: "unknown check: check the UUID/slug and ping key, or use create=1 for slug checks",
@@ -166,22 +164,7 @@ def _suffix(kind: str | int) -> str:
     raise ConfigError(f"unknown ping kind {kind!r}", "use start, success, fail, log or 0-255")
 
 
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: urllib would replay a POST as a GET and drop the log body."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(NoRedirect)
+_OPENER = http_.opener()
 
 
 class BodyLimits:
@@ -332,50 +315,54 @@ class Pinger:
         if self.rid:
             query["rid"] = self.rid
         url = self.target.url + suffix + ("?" + urllib.parse.urlencode(query) if query else "")
-        began, attempts, status, reason = self._clock(), 0, None, ""
-        while (left := budget - (self._clock() - began)) >= _MIN_ATTEMPT:
-            attempts += 1
+
+        def attempt(timeout: float) -> http_.Answer[None]:
             data = tail_body(body, self.body_limit) if isinstance(body, str) else body
-            status, reason, retry_after = self._attempt(url, data, min(self._timeout, left))
-            if status is not None and 200 <= status < 300:
-                return self._done(kind, PingResult(True, status, attempts, reason))
-            if status is not None and status not in RETRY_STATUSES:
-                break
-            delay = max(0.5 * 2 ** (attempts - 1), retry_after)
-            left = budget - (self._clock() - began)
-            if delay + _MIN_ATTEMPT > left:
-                reason += f"; gave up within the {budget:g}s bound of this ping"
-                break
-            log.debug("ping_retry", check=self.target.label, kind=kind, reason=reason)
-            self._sleep(delay)
-        else:  # the bound ran out between attempts, or before the first one
+            return self._attempt(url, data, timeout)
+
+        def retrying(answer: http_.Answer[None]) -> None:
+            log.debug("ping_retry", check=self.target.label, kind=kind, reason=answer.reason)
+
+        outcome = http_.with_retries(
+            attempt,
+            budget=budget,
+            timeout=self._timeout,
+            sleep=self._sleep,
+            clock=self._clock,
+            on_retry=retrying,
+        )
+        answer = outcome.answer
+        status, reason = (answer.status, answer.reason) if answer else (None, "")
+        if outcome.stop is http_.Stop.GAVE_UP:
+            reason += f"; gave up within the {budget:g}s bound of this ping"
+        elif outcome.stop is http_.Stop.SPENT:
             spent = f"the {budget:g}s bound of this ping is used up"
             reason = f"{reason}; {spent}" if reason else f"skipped: {spent}"
-        return self._done(kind, PingResult(False, status, attempts, reason))
+        ok = answer is not None and answer.ok
+        return self._done(kind, PingResult(ok, status, outcome.attempts, reason))
 
-    def _attempt(self, url: str, body: bytes, timeout: float) -> tuple[int | None, str, float]:
-        """Make one request; return (status or None, reason, Retry-After seconds)."""
+    def _attempt(self, url: str, body: bytes, timeout: float) -> http_.Answer[None]:
+        """Make one request; return its status (None without an answer) and reason."""
         request = urllib.request.Request(url, data=body, method="POST")
         request.add_header("User-Agent", f"opskit/{__version__}")
         request.add_header("Content-Type", "text/plain; charset=utf-8")
         try:
             with _OPENER.open(request, timeout=timeout) as response:
                 self._learn(response.headers.get("Ping-Body-Limit"))
-                return response.status, f"HTTP {response.status}", 0.0
+                return http_.Answer(response.status, f"HTTP {response.status}")
         except urllib.error.HTTPError as exc:
             with exc:
                 self._learn(exc.headers.get("Ping-Body-Limit"))
                 status = exc.code
                 advice = _ADVICE.get(status, _REDIRECT if status < 400 else "")
-                retry_after = exc.headers.get("Retry-After", "")
-                wait = float(retry_after) if retry_after.isdigit() else 0.0
-                return status, f"HTTP {status}" + (f" {advice}" if advice else ""), wait
+                reason = f"HTTP {status}" + (f" {advice}" if advice else "")
+                return http_.Answer(status, reason, http_.retry_after(exc.headers))
         except (OSError, http.client.HTTPException) as exc:
             cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             if isinstance(cause, TimeoutError):
-                return None, f"timed out after {timeout:.1f}s", 0.0
+                return http_.Answer(None, f"timed out after {timeout:.1f}s")
             name = f"{type(cause).__name__}: " if isinstance(cause, BaseException) else ""
-            return None, redact(f"{name}{cause}", self._secrets), 0.0
+            return http_.Answer(None, redact(f"{name}{cause}", self._secrets))
 
     def _learn(self, value: str | None) -> None:
         """Remember the server's body limit from any response, error or not."""

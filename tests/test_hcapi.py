@@ -7,6 +7,7 @@ import os
 import secrets
 import socket
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -534,6 +535,15 @@ def test_a_copied_localtime_falls_back_to_etc_timezone(tmp_path: Path) -> None:
 
 def test_no_localtime_at_all_means_utc(tmp_path: Path) -> None:
     assert timezones.system_zone(tmp_path / "missing", tmp_path / "also-missing") == "UTC"
+
+
+def test_a_copied_localtime_still_gives_cron_show_the_zones_rules(tmp_path: Path) -> None:
+    """cron show needs no name for the zone: the rules of a copied /etc/localtime do."""
+    localtime = tmp_path / "localtime"
+    localtime.write_bytes(Path("/usr/share/zoneinfo/Europe/Riga").read_bytes())
+    zone = timezones.local_zone(localtime)
+    assert datetime(2024, 7, 1, 12, tzinfo=zone).utcoffset() == timedelta(hours=3)
+    assert datetime(2024, 1, 1, 12, tzinfo=zone).utcoffset() == timedelta(hours=2)
 
 
 def test_the_api_url_must_be_http_and_the_key_present() -> None:

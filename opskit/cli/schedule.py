@@ -257,11 +257,13 @@ def cron_show(
 ) -> None:
     """List this project's installed jobs, each with its next three runs in local time."""
     from opskit.cron import install as cron
+    from opskit.cron import timezones
 
     project = None if all_projects else project_name(ctx, name)
     try:
         tab = target(user, cron_d)
-        result = cron.show(project, now().astimezone(cron.local_zone()), tab=tab, proc=proc_dir())
+        local = now().astimezone(timezones.local_zone())
+        result = cron.show(project, local, tab=tab, proc=proc_dir())
     except OpsError as exc:
         fail_early(ctx, exc)
     _warn(result.warnings)

@@ -11,10 +11,9 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
-from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 from crontab import Process, current_user
@@ -191,15 +190,6 @@ def cron_daemon_running(proc: Path = Path("/proc")) -> bool:
         except OSError:  # the process exited while we looked
             continue
     return False
-
-
-def local_zone(localtime: Path = Path("/etc/localtime")) -> tzinfo:
-    """Return the system time zone cron uses, with its DST rules where known."""
-    try:
-        with localtime.open("rb") as f:
-            return ZoneInfo.from_file(f, key="localtime")
-    except (OSError, ValueError):
-        return datetime.now().astimezone().tzinfo or UTC
 
 
 def next_runs(schedule: str, now: datetime, n: int = 3) -> list[datetime]:

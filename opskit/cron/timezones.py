@@ -5,7 +5,7 @@ The tz database keeps old names as links (``US/Eastern`` -> ``America/New_York``
 such a name with the current one when it saves a check, so opskit compares zones by what
 they link to, and sends the current name in the first place. The links are read from the
 ``tzdata.zi`` file that sits beside the zone files Python's ``zoneinfo`` uses (the system's,
-or the ``tzdata`` package's).
+or the ``tzdata`` package's). The zone cron runs in is read here too, named or as rules.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import importlib.resources
 import os
 import re
 import zoneinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from opskit.errors import ConfigError
 
+LOCALTIME = Path("/etc/localtime")  # the zone cron (the C library) runs in
 _HINT = "use an IANA name like Europe/Riga"
 # Names a server keeps as they are even where the tz database makes them links.
 _KEEP = frozenset({"UTC"})
@@ -103,9 +105,19 @@ def check(name: str) -> str:
     return name
 
 
-def system_zone(
-    localtime: Path = Path("/etc/localtime"), timezone_file: Path = Path("/etc/timezone")
-) -> str:
+def local_zone(localtime: Path = LOCALTIME) -> tzinfo:
+    """Return the zone cron runs in with its DST rules (read from /etc/localtime) where known.
+
+    Unlike ``system_zone`` it needs no name: a copied /etc/localtime still gives the rules.
+    """
+    try:
+        with localtime.open("rb") as f:
+            return ZoneInfo.from_file(f, key="localtime")
+    except (OSError, ValueError):
+        return datetime.now().astimezone().tzinfo or UTC
+
+
+def system_zone(localtime: Path = LOCALTIME, timezone_file: Path = Path("/etc/timezone")) -> str:
     """Return the IANA name of the zone cron runs in, from the /etc/localtime link."""
     name = ""
     if localtime.is_symlink():

@@ -310,36 +310,29 @@ class _Backup:
         started = facts["started"]
         finished = time.time()
         versions = facts["versions"]
-        record: dict[str, Any] = {
-            "format": manifest.FORMAT,
-            "opskit_version": __version__,
-            "engine": self.engine.vendor,
-            "django_engine": db.django_engine,
-            "alias": db.alias,
-            "database": db.name,
-            "host": db.host,
-            "port": db.port,
-            "user": db.user,
-            "identity": manifest.identity(db, config.settings_module, config.project_dir),
-            "file": final.name,
-            "archive_format": "directory" if "files" in facts else "plain",
-            "compression": pgdir.COMPRESSION[config.compress]
-            if "files" in facts
-            else config.compress,
-            "size": written.size,
-            "raw_size": written.raw_size,
-            "ratio": round(written.raw_size / written.size, 2) if written.size else None,
-            "sha256": written.sha256,
-            "excluded_table_data": list(config.exclude_table_data),
-            "tools": versions,
-            "server_version": versions.get("server", ""),
-            "properties": facts["properties"],
-            "started_at": _iso(started),
-            "finished_at": _iso(finished),
-            "duration": round(finished - started, 3),
-            "verified": True,
-            "hostname": socket.gethostname(),
-        }
+        compression = pgdir.COMPRESSION[config.compress] if "files" in facts else config.compress
+        ident = manifest.identity(db, config.settings_module, config.project_dir)
+        record = manifest.record(
+            self.engine.vendor, db, ident, final, written, compression, _time(finished)
+        )
+        record.update(
+            {
+                "opskit_version": __version__,
+                "django_engine": db.django_engine,
+                "host": db.host,
+                "port": db.port,
+                "user": db.user,
+                "archive_format": "directory" if "files" in facts else "plain",
+                "ratio": round(written.raw_size / written.size, 2) if written.size else None,
+                "excluded_table_data": list(config.exclude_table_data),
+                "tools": versions,
+                "server_version": versions.get("server", ""),
+                "properties": facts["properties"],
+                "started_at": _time(started).isoformat(),
+                "duration": round(finished - started, 3),
+                "hostname": socket.gethostname(),
+            }
+        )
         for key in ("files", "tables"):
             if key in facts:
                 record[key] = facts[key]
@@ -352,8 +345,8 @@ class _Backup:
         return manifest.sign(record, config.signing_keys)
 
 
-def _iso(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp).astimezone().isoformat()
+def _time(stamp: float) -> datetime:
+    return datetime.fromtimestamp(stamp).astimezone()
 
 
 def _compressor(config: Config, directory: bool) -> str:

@@ -299,21 +299,9 @@ def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) ->
     except BaseException:
         written.path.unlink(missing_ok=True)
         raise
-    record = {
-        "format": manifests.FORMAT,
-        "engine": engine.vendor,
-        "database": db.name,
-        "alias": db.alias,
-        "identity": manifests.identity(db, config.settings_module, config.project_dir),
-        "file": final.name,
-        "compression": "zstd",
-        "size": written.size,
-        "raw_size": written.raw_size,
-        "sha256": written.sha256,
-        "finished_at": datetime.now().astimezone().isoformat(),
-        "safety_copy": True,
-        "verified": True,
-    }
+    ident = manifests.identity(db, config.settings_module, config.project_dir)
+    record = manifests.record(engine.vendor, db, ident, final, written, "zstd", datetime.now())
+    record["safety_copy"] = True
     manifests.write(manifests.sign(record, config.signing_keys), manifests.path_of(final))
     log.info("safety_copy_written", database=db.alias, path=str(final))
     return final

@@ -7,6 +7,7 @@ import io
 import json
 import re
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -184,10 +185,19 @@ def test_mysql_restore_writes_a_verified_safety_copy_first(
     report = Report("restore")
     in_place = RestoreOptions(in_place=True)
     dbs = {"default": mysql_db}
+    began = datetime.now().astimezone()
     notes = restore_archive(config, dbs, "default", "latest", SUNDAY, report, in_place)
+    ended = datetime.now().astimezone()
     assert report.exit_code == 0
     safety = config.backup_dir / "pre-restore-20261122020000.sql.zst"
-    assert manifests.read(safety)["sha256"] == archive.sha256_file(safety)
+    record = manifests.read(safety)
+    assert record["sha256"] == archive.sha256_file(safety)
+    assert record["safety_copy"] is True
+    # Its age is the time the copy was finished, not the restore's start (the name's time).
+    finished = manifests.finished_at(record)
+    assert finished is not None
+    assert began <= finished <= ended
+    assert finished.timestamp() >= safety.stat().st_mtime - 1
     assert any(str(safety) in note for note in notes)
     # A safety copy is not a rotation slot: latest still points at the nightly archive.
     assert (config.backup_dir / "latest.sql.zst").resolve().name == "0-Sunday.sql.zst"

@@ -15,12 +15,15 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opskit import django_project, files
 from opskit.archive import codec
 from opskit.engines import DbParams, vendor_of
 from opskit.errors import ArchiveError
+
+if TYPE_CHECKING:
+    from opskit.archive.stream import Written
 
 FORMAT = 2
 SALT = "opskit.archive.stream-manifest"
@@ -49,6 +52,35 @@ def identity(db: DbParams, settings_module: str, project_dir: Path) -> dict[str,
         "database": name,
         "alias": db.alias,
         "project": {"settings": settings_module, "dir": str(project_dir)},
+    }
+
+
+def record(
+    vendor: str,
+    db: DbParams,
+    identity: Mapping[str, Any],
+    final: Path,
+    written: Written,
+    compression: str,
+    finished: datetime,
+) -> dict[str, Any]:
+    """The fields every manifest holds: the database, the file and its content, when it ended.
+
+    ``finished`` is when the archive was complete: the time a restore reads as its age.
+    """
+    return {
+        "format": FORMAT,
+        "engine": vendor,
+        "database": db.name,
+        "alias": db.alias,
+        "identity": dict(identity),
+        "file": final.name,
+        "compression": compression,
+        "size": written.size,
+        "raw_size": written.raw_size,
+        "sha256": written.sha256,
+        "finished_at": finished.astimezone().isoformat(),
+        "verified": True,
     }
 
 

@@ -171,14 +171,11 @@ def commit_archive(tmp: Path, final: Path, record: dict[str, Any]) -> None:
     from opskit.archive import manifest as manifests
 
     final_manifest = manifests.path_of(final)
-    pending = files.temp_name(final_manifest)
+    pending: Path | None = None
     try:
         data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
-        fd = files.create(pending)
-        with os.fdopen(fd, "wb") as fh:
+        with files.temp_file(final_manifest) as (pending, fh):
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         fsync(final.parent)
         killpoints.reached("backup:manifest-pending")
         if tmp.is_dir():
@@ -190,7 +187,8 @@ def commit_archive(tmp: Path, final: Path, record: dict[str, Any]) -> None:
         fsync(final.parent)
         killpoints.reached("backup:manifest-renamed")
     except OSError as exc:
-        pending.unlink(missing_ok=True)
+        if pending is not None:
+            pending.unlink(missing_ok=True)
         raise OpsError(f"cannot rename into {final}: {exc.strerror}", "check the disk") from None
     if tmp.is_dir():
         remove(tmp)  # the previous folder archive, swapped out

@@ -18,6 +18,7 @@ from typing import Protocol
 from cronsim import CronSim, CronSimError
 from crontab import Process, current_user
 
+from opskit import files
 from opskit.errors import CommandFailed, ConfigError, ToolNotFound
 
 SUBCOMMANDS = frozenset({"backup", "restore", "clear-sessions", "check"})
@@ -407,7 +408,7 @@ class CronDTab:
     def write(self, text: str) -> None:
         try:
             if text:
-                _atomic_write(self.path, text)
+                _write_tab(self.path, text)
             else:
                 self.path.unlink(missing_ok=True)
         except OSError as e:
@@ -432,24 +433,10 @@ def cron_d_tab(name: str, *, run_as: str, directory: Path = Path("/etc/cron.d"))
     return CronDTab(directory / name, run_as)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    # A dotted temp name: cron ignores it until the rename makes it whole.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)  # cron skips group- or world-writable files
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def _write_tab(path: Path, text: str) -> None:
+    # A dotted temp name: cron ignores it until the rename makes it whole; 0644, as cron
+    # skips group- or world-writable files.
+    files.write_atomic(path, text.encode("utf-8"), 0o644)
 
 
 def show(

@@ -19,7 +19,7 @@ from opskit.config import Config
 from opskit.cron import install as cron
 from opskit.engines import DbParams, Tools, engine_for, vendor_of
 from opskit.errors import ArchiveError, ConfigError, OpsError
-from opskit.progress import human
+from opskit.progress import human, human_age
 from opskit.report import Report, Step
 from opskit.verify import verify_one
 
@@ -68,14 +68,6 @@ def parse_age(text: str) -> float:
     if not match or float(match.group(1)) <= 0:
         raise ValueError(f"{text!r} is not an age like 26h, 90m or 2d")
     return float(match.group(1)) * _UNITS[match.group(2).lower()]
-
-
-def human_age(seconds: float) -> str:
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
 
 
 def _fail(name: str, exc: OpsError) -> Result:

@@ -45,6 +45,29 @@ def human(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def human_age(seconds: float) -> str:
+    """Say a length of time the way the checks do (45m, 26.0h, 3.5d)."""
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def ago(seconds: int | None) -> str:
+    """Say how long ago an archive was made, in whole units (5m ago, 3h ago, 6d ago)."""
+    if seconds is None:
+        return "?"
+    if seconds < -120:
+        return "in the future"  # the clock moved back, or the archive came from elsewhere
+    seconds = max(seconds, 0)
+    if seconds < 3600:
+        return f"{seconds // 60}m ago"
+    if seconds < 86400 * 2:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"
+
+
 class Console:
     """The terminal's stderr: log lines erase the status line first and redraw it after."""
 

@@ -16,7 +16,7 @@ from opskit.archive import stream as archive
 from opskit.config import Config
 from opskit.engines import DbParams, vendor_of
 from opskit.errors import ArchiveError, OpsError
-from opskit.progress import ProgressFn
+from opskit.progress import ProgressFn, human
 from opskit.report import Report, Step
 from opskit.restore import looks_like_path, resolve_source
 from opskit.restoretest import RestoreTestResult, restore_test
@@ -46,15 +46,6 @@ class Verdict:
         row["archive"] = str(self.archive) if self.archive else None
         row["restore"] = self.restore.as_dict() if self.restore else None
         return row
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{n:,} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def check_archive(
@@ -87,7 +78,7 @@ def check_archive(
         raise ArchiveError(f"it decompresses to {seen.raw_size:,} bytes but {raw:,} were written")
     when = str(manifest.get("finished_at") or "?")[:19].replace("T", " ")
     found = (
-        f"{_size(seen.size)}, sha256 matches, decompresses to {_size(seen.raw_size)}"
+        f"{human(seen.size)}, sha256 matches, decompresses to {human(seen.raw_size)}"
         f" as recorded; backed up {when}"
     )
     return found, manifest

@@ -10,11 +10,12 @@ import select
 import subprocess
 from pathlib import Path
 
+import pytest
 from dbdata import adapter_for
 from support.project import OPSKIT, write_project
 
 from opskit.engines import DbParams
-from opskit.progress import Console, human
+from opskit.progress import Console, ago, human, human_age
 
 ERASE = "\r\033[K"
 
@@ -98,3 +99,38 @@ def test_backup_restore_and_verify_show_progress_on_a_terminal_and_none_in_a_pip
     assert piped.returncode == 0
     assert "\r" not in piped.stderr
     assert "dump default:" not in piped.stderr
+
+
+@pytest.mark.parametrize(
+    ("n", "said"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1536, "1.5 KB"),
+        (5 * 1024**3, "5.0 GB"),
+        (3 * 1024**5, "3072.0 TB"),
+    ],
+)
+def test_sizes_read_the_same_in_every_command(n: int, said: str) -> None:
+    assert human(n) == said
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        (None, "?"),
+        (-121, "in the future"),
+        (-60, "0m ago"),  # a clock a little behind another host's
+        (359, "5m ago"),
+        (3 * 3600 + 1800, "3h ago"),
+        (6 * 86400 + 7200, "6d ago"),
+    ],
+)
+def test_an_archives_age_reads_the_same_in_the_list_and_on_the_page(
+    seconds: int | None, said: str
+) -> None:
+    assert ago(seconds) == said
+
+
+def test_the_checks_say_lengths_of_time_with_one_decimal_past_an_hour() -> None:
+    assert [human_age(s) for s in (2700, 26 * 3600, 3.5 * 86400)] == ["45m", "26.0h", "3.5d"]

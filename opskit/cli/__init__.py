@@ -29,7 +29,7 @@ from opskit.cli.common import (
     start_job,
 )
 from opskit.errors import Interrupted, OpsError
-from opskit.progress import human
+from opskit.progress import ago, human
 from opskit.report import Report
 from opskit.status import Status
 
@@ -424,24 +424,11 @@ def _kept_rows(entry: dict[str, Any]) -> None:
         click.echo(f"  cannot list what restores kept: {entry['kept_problem']}")
 
 
-def _human_age(seconds: int | None) -> str:
-    if seconds is None:
-        return "?"
-    if seconds < -120:
-        return "in the future"  # the clock moved back, or the archive came from elsewhere
-    seconds = max(seconds, 0)
-    if seconds < 3600:
-        return f"{seconds // 60}m ago"
-    if seconds < 86400 * 2:
-        return f"{seconds // 3600}h ago"
-    return f"{seconds // 86400}d ago"
-
-
 def _row(row: dict[str, Any]) -> str:
     mark = "*" if row["latest"] else " "
     name = Path(row["file"]).name
     ratio = f"x{row['ratio']}" if row.get("ratio") else ""
-    age = _human_age(row.get("age_seconds"))
+    age = ago(row.get("age_seconds"))
     text = f"{mark} {name:<24} {age:>13} {human(row['size']):>9} {ratio:>7}  {row['status']}"
     return text + (f": {row['problem']}" if row.get("problem") else "")
 

@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from opskit import logs
-from opskit.check import FAIL, OK, Result, human_age
+from opskit.check import FAIL, OK, Result
 from opskit.config import Config
 from opskit.errors import OpsError
 from opskit.offsite import catalog
 from opskit.offsite.restic import Restic, SnapshotContent
+from opskit.progress import human_age
 from opskit.report import Report, StepFailed
 
 log = logs.get("offsite")

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from opskit import overview
 from opskit.errors import OpsError
-from opskit.progress import human
+from opskit.progress import ago, human
 from opskit.web import actions, project
 from opskit.web.models import Backups
 
@@ -114,16 +114,6 @@ def _action(status: dict[str, Any] | None) -> dict[str, Any] | None:
     return status
 
 
-def _age(seconds: int | None) -> str:
-    from opskit.check import human_age  # here: opskit.check loads the cron machinery
-
-    if seconds is None:
-        return "?"
-    if seconds < -120:
-        return "in the future"
-    return human_age(max(seconds, 0)) + " ago"
-
-
 def _database(view: overview.DatabaseView) -> dict[str, Any]:
     rows = []
     for row in view.archives:
@@ -131,7 +121,7 @@ def _database(view: overview.DatabaseView) -> dict[str, Any]:
         rows.append(
             {
                 **row,
-                "age": _age(row.get("age_seconds")),
+                "age": ago(row.get("age_seconds")),
                 "size_h": human(row["size"]),
                 "raw_h": human(raw) if isinstance(raw, int) else "?",
                 "checked_at": str((row.get("last_check") or {}).get("timestamp", ""))[:16].replace(
@@ -143,7 +133,7 @@ def _database(view: overview.DatabaseView) -> dict[str, Any]:
         {
             **item,
             "size_h": human(item["size"]) if item.get("size") else "",
-            "age": _age(item["age_seconds"]) if item.get("age_seconds") is not None else "",
+            "age": ago(item["age_seconds"]) if item.get("age_seconds") is not None else "",
         }
         for item in view.kept
     ]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from opskit import django_project, files
 from opskit.archive import codec
 from opskit.engines import DbParams, vendor_of
+from opskit.engines.base import address
 from opskit.errors import ArchiveError
 
 if TYPE_CHECKING:
@@ -87,8 +88,7 @@ def record(
 def describe_identity(ident: Mapping[str, Any]) -> str:
     where = ""
     if ident.get("host") or ident.get("port"):
-        where = f" on {ident.get('host') or 'localhost'}{':' if ident.get('port') else ''}"
-        where += str(ident.get("port") or "")
+        where = f" on {address(str(ident.get('host') or ''), ident.get('port') or '')}"
     return f"{ident.get('engine', '?')} database {ident.get('database', '?')!r}{where}"
 
 

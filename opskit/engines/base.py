@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from opskit.engines.journal import Journal
 
 
+def address(host: str, port: str | int = "", default_port: str = "") -> str:
+    """Say where a server is: ``host:port``, localhost without a host, no port if none known."""
+    port = str(port or default_port)
+    return f"{host or 'localhost'}{':' + port if port else ''}"
+
+
 @dataclasses.dataclass(frozen=True)
 class DbParams:
     """One entry of Django's DATABASES, as opskit needs it."""
@@ -33,9 +39,12 @@ class DbParams:
         """Say which database this is (host, port, user; never the password)."""
         if "sqlite" in self.django_engine or "spatialite" in self.django_engine:
             return self.name
-        where = f"{self.host or 'localhost'}{':' + self.port if self.port else ''}"
         who = f"user {self.user} at " if self.user else ""
-        return f"database {name or self.name} ({who}{where})"
+        return f"database {name or self.name} ({who}{self.address()})"
+
+    def address(self, default_port: str = "") -> str:
+        """The server's ``host:port`` (``default_port`` when the settings name none)."""
+        return address(self.host, self.port, default_port)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,7 +54,7 @@ def explain(vendor: str, db: DbParams, dbname: str, message: str) -> CommandFail
     connecting = _PG_CONNECTING if vendor == "postgresql" else _MY_CONNECTING
     if not connecting.search(message):
         return None
-    where = f"{db.host or 'localhost'}{':' + db.port if db.port else ''}"
+    where = db.address()
     for pattern, hint in _PG if vendor == "postgresql" else _MYSQL:
         if re.search(pattern, message, re.I):
             return CommandFailed(

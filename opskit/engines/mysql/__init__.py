@@ -327,7 +327,7 @@ class MySQL:
         except CommandFailed as exc:
             if not DENIED.search(exc.message):
                 raise
-            where = f"{db.host or 'localhost'}:{db.port or '3306'}"
+            where = db.address("3306")
             raise CommandFailed(
                 f"{db.user or 'this user'} may not create databases on {where},"
                 " so the restore test cannot run",
@@ -358,7 +358,7 @@ def _explained(exc: CommandFailed, db: DbParams) -> CommandFailed:
     """The loader's failure, with what to do about it."""
     if _GONE.search(exc.message):
         hint = (
-            f"the server {db.host or 'localhost'}:{db.port or '3306'} went away during the"
+            f"the server {db.address('3306')} went away during the"
             " load (check its log: it may have restarted); the live schema was not changed"
         )
         return CommandFailed(exc.message, hint)

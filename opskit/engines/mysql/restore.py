@@ -177,7 +177,7 @@ class Restorer:
                 raise
             raise RestoreRefused(
                 f"{server.user} may not create the scratch schema {scratch} on"
-                f" {db.host or 'localhost'}:{db.port or '3306'}, so the restore cannot load"
+                f" {db.address('3306')}, so the restore cannot load"
                 f" the archive beside {db.name}; nothing was changed",
                 f"GRANT ALL ON {grant_pattern(db.name)}.* TO {account_literal(server.user)}; or"
                 " restore with --in-place (a safety copy, then a load into the live schema)",

@@ -95,7 +95,7 @@ class PostgreSQL:
             tool = proc.run([pg_dump, "--version"], env, what="pg_dump --version")
         sql = "SELECT current_setting('server_version'), current_setting('server_version_num')"
         server, _, num = self.sql(db, sql).partition("|")
-        where = f"{db.host or 'localhost'}:{db.port or '5432'}"
+        where = db.address("5432")
         problem = tooling.pg_dump_problem(tool, num, where, str(pg_dump))
         if problem is not None:
             raise problem
@@ -322,7 +322,7 @@ class PostgreSQL:
                 raise
             raise CommandFailed(
                 f"{db.user or 'this role'} may not create databases on"
-                f" {db.host or 'localhost'}:{db.port or '5432'}, so the restore test cannot run",
+                f" {db.address('5432')}, so the restore test cannot run",
                 f"ALTER ROLE {catalog.ident(db.user or 'role')} CREATEDB, or verify without"
                 " --restore-test",
             ) from None

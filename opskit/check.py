@@ -299,8 +299,7 @@ def check_cron(
         result = Result("cron:jobs", OK, f"{where} has all {len(want)} job(s) of crontab.txt")
     if daemon:
         return [result, Result("cron:daemon", OK, "a cron daemon is running")]
-    fix = "start it: service cron start (or install it: apt-get install cron)"
-    return [result, Result("cron:daemon", FAIL, "no cron daemon is running", fix)]
+    return [result, Result("cron:daemon", FAIL, cron.NO_DAEMON, cron.NO_DAEMON_FIX)]
 
 
 def check_healthchecks(

@@ -194,10 +194,7 @@ def cron_install(
         entries, label = wanted_entries(ctx, config, path, project)
         tab = target(user, cron_d)
         if not (dry_run or allow_no_daemon or cron.cron_daemon_running(proc_dir())):
-            raise OpsError(
-                "no cron daemon is running, so no job would run",
-                "start it: service cron start; or pass --allow-no-daemon to install anyway",
-            )
+            raise cron.no_daemon()
         problems = _prepare_for(job_user(tab), config, dry_run)
         result = cron.install(
             entries,

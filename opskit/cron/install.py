@@ -48,8 +48,8 @@ _SCHEDULE_HINT = (
     "fields are: minute hour day-of-month month day-of-week, "
     "or one of @hourly @daily @weekly @monthly @yearly"
 )
-_NO_DAEMON = "no cron daemon is running, so no job will run"
-_NO_DAEMON_HINT = "start it: service cron start (or install it: apt-get install cron)"
+NO_DAEMON = "no cron daemon is running"
+NO_DAEMON_FIX = "start it: service cron start (or install it: apt-get install cron)"
 # Validation needs some start time; a fixed one keeps it deterministic.
 _REFERENCE = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -347,8 +347,16 @@ def _daemon_warnings(proc: Path, fatal: bool) -> tuple[str, ...]:
     if cron_daemon_running(proc):
         return ()
     if fatal:
-        raise ConfigError(_NO_DAEMON, _NO_DAEMON_HINT)
-    return (f"{_NO_DAEMON} ({_NO_DAEMON_HINT})",)
+        raise no_daemon()
+    return (f"{NO_DAEMON}, so no job will run ({NO_DAEMON_FIX})",)
+
+
+def no_daemon() -> ConfigError:
+    """The refusal to install jobs that no cron daemon would run."""
+    return ConfigError(
+        f"{NO_DAEMON}, so no job would run",
+        f"{NO_DAEMON_FIX}; or pass --allow-no-daemon to install anyway",
+    )
 
 
 def _edit(tab: Tab, project: str, block: list[str], dry_run: bool) -> InstallResult:

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from opskit.engines.mysql.dump import DumpObserver, DumpScanner, Rewrite
+from opskit.engines.base import DumpObserver
+from opskit.engines.mysql.dump import DumpScanner, Rewrite
 
 DDL = b"\n".join(
     [
@@ -81,7 +82,7 @@ def test_rewrites_touch_ddl_lines_only_and_keep_the_line_count(size: int) -> Non
 def test_the_observer_measures_the_longest_statement_and_names_each_definer() -> None:
     rows = b",\n".join(b"(%d,'%s')" % (n, b"x" * n) for n in range(1, 400))
     insert = b"INSERT INTO `t` VALUES\n" + rows + b";\n"
-    observer = DumpObserver()
+    observer = DumpObserver(DumpScanner(emit=False))
     data = DDL + insert
     for start in range(0, len(data), 333):
         observer.feed(data[start : start + 333])

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from opskit import killpoints
 from opskit.errors import ArchiveError
@@ -94,6 +94,33 @@ class ContentObserver(Protocol):
         ...
 
 
+class Scanner(Protocol):
+    """Reads a dump's lines as they pass (a vendor's DumpScanner), and says what it found."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def result(self) -> dict[str, Any]: ...
+
+
+S = TypeVar("S", bound=Scanner)
+
+
+class DumpObserver(Generic[S]):
+    """A dump scanner as the backup's ContentObserver: it measures, and passes nothing on."""
+
+    def __init__(self, scanner: S) -> None:
+        self.scanner = scanner
+
+    def feed(self, data: bytes) -> None:
+        self.scanner.feed(data)
+
+    def result(self) -> dict[str, Any]:
+        self.scanner.finish()
+        return self.scanner.result()
+
+
 @dataclasses.dataclass(frozen=True)
 class Leftover:
     """Something a restore keeps or left behind: a previous database, a scratch one."""
@@ -141,6 +168,11 @@ class RestoreContext:
     def properties(self) -> Mapping[str, Any]:
         value = self.manifest.get("properties")
         return value if isinstance(value, Mapping) else {}
+
+    def record(self, **facts: Any) -> None:
+        """Write the phase and facts of the swap to the journal (durable on return), if any."""
+        if self.journal is not None:
+            self.journal.record(**facts)
 
     def step(self, name: str) -> None:
         """Record that a swap step completed (and stop here if a fault test asked to)."""

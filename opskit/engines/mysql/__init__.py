@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import re
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -21,7 +20,14 @@ from typing import IO, Any
 from opskit import logs, proc
 from opskit.archive import pipes
 from opskit.engines import tooling
-from opskit.engines.base import ContentObserver, DbParams, Leftover, OpenArchive, RestoreContext
+from opskit.engines.base import (
+    ContentObserver,
+    DbParams,
+    DumpObserver,
+    Leftover,
+    OpenArchive,
+    RestoreContext,
+)
 from opskit.engines.diagnose import connecting
 from opskit.engines.journal import Journal
 from opskit.engines.mysql.catalog import (
@@ -36,7 +42,7 @@ from opskit.engines.mysql.catalog import (
     schemas,
     unhex,
 )
-from opskit.engines.mysql.dump import DumpObserver, DumpScanner, Rewrite
+from opskit.engines.mysql.dump import DumpScanner, Rewrite
 from opskit.engines.mysql.restore import Restorer
 from opskit.engines.mysql.swap import free_name
 from opskit.errors import CommandFailed, OpsError
@@ -209,7 +215,7 @@ class MySQL:
         return {"charset": cs, "collation": coll} if cs else {}
 
     def observer(self) -> ContentObserver | None:
-        return DumpObserver()
+        return DumpObserver(DumpScanner(emit=False))
 
     # --- dump ------------------------------------------------------------------------------
 
@@ -224,13 +230,8 @@ class MySQL:
         ok = series is not None and series[0] == "mariadb" and series[1] >= (10, 11)
         return ["--dump-history"] if ok else []
 
-    def dump(
-        self, db: DbParams, exclude_data: tuple[str, ...]
-    ) -> AbstractContextManager[IO[bytes]]:
-        return self._dump(db, exclude_data)
-
     @contextlib.contextmanager
-    def _dump(self, db: DbParams, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes]]:
+    def dump(self, db: DbParams, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes]]:
         tool = self._dump_tool()
         what = f"{tool.name} of {db.describe()}"
         history = self._history_option(db, tool)
@@ -308,16 +309,11 @@ class MySQL:
 
     # --- restore tests ---------------------------------------------------------------------
 
+    @contextlib.contextmanager
     def scratch_copy(
         self, db: DbParams, open_archive: OpenArchive, now: datetime, work_dir: Path
-    ) -> AbstractContextManager[DbParams]:
-        """Load the archive into a new scratch schema on db's server; drop it on leaving."""
-        return self._scratch_copy(db, open_archive, now)
-
-    @contextlib.contextmanager
-    def _scratch_copy(
-        self, db: DbParams, open_archive: OpenArchive, now: datetime
     ) -> Iterator[DbParams]:
+        """Load the archive into a new scratch schema on db's server; drop it on leaving."""
         run = self.runner(db)
         server = self.account(db)
         scratch = free_name(set(schemas(run)), db.name, f"{VERIFY_TAG}{now:%Y%m%d%H%M%S}")

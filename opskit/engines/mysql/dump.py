@@ -243,17 +243,3 @@ class DumpScanner:
         objects = self.definers.setdefault(who, [])
         if what not in objects and len(objects) < 1000:
             objects.append(what)
-
-
-class DumpObserver:
-    """The backup's view of the dump: measures it, passes nothing on."""
-
-    def __init__(self) -> None:
-        self.scanner = DumpScanner(emit=False)
-
-    def feed(self, data: bytes) -> None:
-        self.scanner.feed(data)
-
-    def result(self) -> dict[str, Any]:
-        self.scanner.finish()
-        return self.scanner.result()

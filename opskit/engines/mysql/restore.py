@@ -69,11 +69,6 @@ def _objects_of(definitions: list[Definition], limit: int = 6) -> str:
     return ", ".join(shown) + more
 
 
-def _record(ctx: RestoreContext, **facts: Any) -> None:
-    if ctx.journal is not None:
-        ctx.journal.record(**facts)
-
-
 class Restorer:
     """One MariaDB engine's restores."""
 
@@ -168,11 +163,11 @@ class Restorer:
         charset = charset if all(charset) else charset_of(run, db.name)
         stamp = ctx.now.strftime("%Y%m%d%H%M%S")
         scratch = free_name(existing, db.name, f"{RESTORE_TAG}{stamp}")
-        _record(ctx, phase="loading", mode="swap", scratch=scratch, drop_old=ctx.drop_old)
+        ctx.record(phase="loading", mode="swap", scratch=scratch, drop_old=ctx.drop_old)
         try:
             run(f"CREATE DATABASE {ident(scratch)}{charset_clause(charset)}", "")
         except CommandFailed as exc:
-            _record(ctx, phase="done")
+            ctx.record(phase="done")
             if not DENIED.search(exc.message):
                 raise
             raise RestoreRefused(
@@ -217,10 +212,10 @@ class Restorer:
                     f"GRANT SELECT ON mysql.proc TO {account_literal(server.user)}, or restore with"
                     " --definer=current-user",
                 )
-            _record(ctx, previous=previous, swap=facts.as_json())
+            ctx.record(previous=previous, swap=facts.as_json())
             swap = Swap(run, facts, ctx.step)
             swap.prepare()
-            _record(ctx, phase="swapping")
+            ctx.record(phase="swapping")
             swap.rename()
             swap.replace_objects(fresh=True)
         except BaseException:
@@ -268,7 +263,7 @@ class Restorer:
                 f" {db.alias!r} finishes it (or: opskit restore --recover)"
             )
             return
-        _record(ctx, phase="done")
+        ctx.record(phase="done")
         ctx.notes.append(f"restore failed; {db.name} was left as it was")
 
     def _finish(self, db: DbParams, ctx: RestoreContext, swap: Swap) -> None:
@@ -288,7 +283,7 @@ class Restorer:
             ) from None
         ctx.notes += swap.notes
         self._drop_or_keep(db, ctx.notes, swap.facts.previous, ctx.drop_old)
-        _record(ctx, phase="done")
+        ctx.record(phase="done")
 
     def _drop_or_keep(self, db: DbParams, notes: list[str], previous: str, drop: bool) -> None:
         if drop:
@@ -328,9 +323,7 @@ class Restorer:
         safety = ctx.save_safety_copy(db)
         ctx.notes.append(f"safety copy of {db.name} before the restore: {safety}")
         rewrite = ctx.definer == "current-user"
-        _record(
-            ctx, phase="swapping", mode="in-place", safety_copy=str(safety), definer=ctx.definer
-        )
+        ctx.record(phase="swapping", mode="in-place", safety_copy=str(safety), definer=ctx.definer)
         source = str(ctx.manifest.get("database") or db.name)
         try:
             self._wipe(db)
@@ -350,10 +343,10 @@ class Restorer:
                     f"restore failed ({exc}) and putting back the safety copy failed too ({again})",
                     f"load {safety} by hand: zstd -dc {safety} | mariadb --database={db.name}",
                 ) from None
-            _record(ctx, phase="done")
+            ctx.record(phase="done")
             ctx.notes.append(f"restore failed; {db.name} was put back from {safety}")
             raise
-        _record(ctx, phase="done")
+        ctx.record(phase="done")
 
     def _put_back(self, db: DbParams, safety: Path, rewrite: bool, packet: int) -> None:
         from opskit.archive import manifest as manifests  # it imports the engines: not at the top

@@ -10,7 +10,6 @@ import dataclasses
 import json
 import secrets
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +20,7 @@ from opskit.engines import tooling
 from opskit.engines.base import (
     ArchiveDir,
     DbParams,
+    DumpObserver,
     Leftover,
     OpenArchive,
     RestoreContext,
@@ -28,7 +28,7 @@ from opskit.engines.base import (
 from opskit.engines.diagnose import connecting
 from opskit.engines.journal import Journal
 from opskit.engines.postgresql import catalog
-from opskit.engines.postgresql.dump import CompleteContent, DumpObserver, DumpScanner, ToolContent
+from opskit.engines.postgresql.dump import CompleteContent, DumpScanner, ToolContent
 from opskit.engines.postgresql.restore import Restorer
 from opskit.errors import CommandFailed, OpsError
 
@@ -155,17 +155,12 @@ class PostgreSQL:
             args.append("--exclude-table-data=" + catalog.table_pattern(schema, table))
         return args
 
-    def dump(
-        self, db: DbParams, exclude_data: tuple[str, ...]
-    ) -> AbstractContextManager[IO[bytes]]:
+    @contextlib.contextmanager
+    def dump(self, db: DbParams, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes]]:
         # Owners and privileges stay in; in the database's own encoding (a SQL_ASCII
         # database's bytes as they are); the database is named by PGDATABASE, never argv.
         argv: list[str | Path] = [self._tool("pg_dump"), "--format=plain", "--clean", "--if-exists"]
         argv += self._exclude_args(db, exclude_data)
-        return self._dump(db, argv)
-
-    @contextlib.contextmanager
-    def _dump(self, db: DbParams, argv: list[str | Path]) -> Iterator[IO[bytes]]:
         with (
             self._env(db) as env,
             connecting(self.vendor, db),
@@ -302,16 +297,11 @@ class PostgreSQL:
     def leftovers(self, db: DbParams) -> list[Leftover]:
         return Restorer(self).leftovers(db)
 
+    @contextlib.contextmanager
     def scratch_copy(
         self, db: DbParams, open_archive: OpenArchive, now: datetime, work_dir: Path
-    ) -> AbstractContextManager[DbParams]:
-        """Load the archive into a new scratch database beside ``db``; drop it on leaving."""
-        return self._scratch_copy(db, open_archive, now)
-
-    @contextlib.contextmanager
-    def _scratch_copy(
-        self, db: DbParams, open_archive: OpenArchive, now: datetime
     ) -> Iterator[DbParams]:
+        """Load the archive into a new scratch database beside ``db``; drop it on leaving."""
         admin = self.admin_db(db)
         taken = set(self.databases(db))
         scratch = catalog.free_name(taken, db.name, f"{VERIFY_TAG}{now:%Y%m%d%H%M%S}")
@@ -345,8 +335,8 @@ class PostgreSQL:
         )
         return catalog.database_properties(json.loads(raw)) if raw else {}
 
-    def observer(self) -> DumpObserver:
-        watcher = DumpObserver()
+    def observer(self) -> DumpObserver[DumpScanner]:
+        watcher = DumpObserver(DumpScanner(emit=False))
         self._watcher = watcher.scanner
         return watcher
 

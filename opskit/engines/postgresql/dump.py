@@ -215,20 +215,6 @@ class DumpScanner:
             seen.append(what)
 
 
-class DumpObserver:
-    """The scanner as a backup's ContentObserver (it passes nothing on)."""
-
-    def __init__(self) -> None:
-        self.scanner = DumpScanner(emit=False)
-
-    def feed(self, data: bytes) -> None:
-        self.scanner.feed(data)
-
-    def result(self) -> dict[str, Any]:
-        self.scanner.finish()
-        return self.scanner.result()
-
-
 class CompleteContent:
     """The content, whose end is proven only when pg_dump's last line went past too (after
     the archive's own checks: a damaged archive is named as such first)."""

@@ -37,11 +37,6 @@ if TYPE_CHECKING:
 log = logs.get("engines")
 
 
-def _record(ctx: RestoreContext, **facts: Any) -> None:
-    if ctx.journal is not None:
-        ctx.journal.record(**facts)
-
-
 def _listed(items: list[str], limit: int = 8) -> str:
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return "; ".join(items[:limit]) + more
@@ -279,7 +274,7 @@ class Restorer:
                     f"extension(s) {', '.join(sorted(kept))} stay as installed (by a role"
                     f" {user} is not a member of)"
                 )
-        _record(ctx, phase="swapping", mode="in-place", in_place=True)
+        ctx.record(phase="swapping", mode="in-place", in_place=True)
         prologue = (catalog.WIPE_SQL + catalog.reset_public_acl_sql()).encode()
         epilogue = "".join(s + ";\n" for s in statements).encode()
         started = time.monotonic()
@@ -295,12 +290,12 @@ class Restorer:
                 keep_extensions=kept,
             )
         except BaseException:
-            _record(ctx, phase="done")  # psql's transaction did not commit: nothing changed
+            ctx.record(phase="done")  # psql's transaction did not commit: nothing changed
             ctx.notes.append(f"restore failed; {db.name} was left as it was (rolled back)")
             raise
         seconds = round(time.monotonic() - started, 3)
         ctx.step("committed")
-        _record(ctx, phase="done")
+        ctx.record(phase="done")
         log.info("swap_window", database=db.alias, seconds=seconds, mode="in-place")
         ctx.notes.append(
             f"restored {db.name} in place in one transaction; its tables were locked for"
@@ -320,8 +315,7 @@ class Restorer:
         oids = self.swapper.oids(db)
         scratch = catalog.free_name(set(oids), db.name, f"{RESTORE_TAG}{stamp}")
         previous = catalog.free_name(set(oids) | {scratch}, db.name, f"{PREVIOUS_TAG}{stamp}")
-        _record(
-            ctx,
+        ctx.record(
             phase="loading",
             mode="swap",
             scratch=scratch,
@@ -332,14 +326,14 @@ class Restorer:
         try:
             engine.create_database(db, scratch, props)
         except CommandFailed as exc:
-            _record(ctx, phase="done")
+            ctx.record(phase="done")
             raise CommandFailed(
                 f"cannot create the scratch database {scratch} with the archive's encoding and"
                 f" locale: {exc.message}",
                 "install the locale on this server, or restore with --in-place",
             ) from None
         try:
-            _record(ctx, scratch_oid=self.swapper.oids(db).get(scratch))
+            ctx.record(scratch_oid=self.swapper.oids(db).get(scratch))
             ctx.step("created")
             engine.load(
                 db, scratch, open_archive, no_owner=ctx.no_owner, no_privileges=ctx.no_privileges

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opskit import logs
 from opskit.engines.base import DbParams, Leftover, RestoreContext
@@ -43,11 +43,6 @@ BEGIN
 END $opskit_swap$"""
 
 
-def _record(ctx: RestoreContext, **facts: Any) -> None:
-    if ctx.journal is not None:
-        ctx.journal.record(**facts)
-
-
 class Swapper:
     """One PostgreSQL engine's swaps, recoveries and leftovers."""
 
@@ -69,13 +64,13 @@ class Swapper:
             log.error("restore_not_undone", database=db.alias, reason=exc.line())
             ctx.notes.append(f"the failed restore left {scratch}; the next opskit run drops it")
             return
-        _record(ctx, phase="done")
+        ctx.record(phase="done")
         ctx.notes.append(f"restore failed; {db.name} was left as it was")
 
     def swap(self, db: DbParams, ctx: RestoreContext, scratch: str, previous: str) -> None:
         engine, admin = self.engine, self.engine.admin_db(db)
         live_q, prev_q, scratch_q = (catalog.ident(n) for n in (db.name, previous, scratch))
-        _record(ctx, phase="swapping")
+        ctx.record(phase="swapping")
         started = time.monotonic()
         try:
             engine.sql(db, f"ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS false", admin)
@@ -112,7 +107,7 @@ class Swapper:
         except OpsError as exc:
             ctx.notes.append(f"{previous} still refuses connections ({exc.line()})")
         self.drop_or_keep(db, ctx.notes, previous, ctx.drop_old)
-        _record(ctx, phase="done")
+        ctx.record(phase="done")
 
     def undo(self, db: DbParams, ctx: RestoreContext, scratch: str) -> None:
         """The swap failed before its rename committed: live as it was, scratch dropped."""
@@ -120,7 +115,7 @@ class Swapper:
             journal = ctx.journal
             if journal is not None:
                 ctx.notes.append(self.recover(db, journal))
-                _record(ctx, phase="done")
+                ctx.record(phase="done")
             else:
                 self.engine.sql(
                     db,

@@ -16,7 +16,6 @@ import os
 import shlex
 import sqlite3
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -75,13 +74,8 @@ class SQLite:
     def versions(self, db: DbParams) -> dict[str, str]:
         return {"sqlite3": sqlite3.sqlite_version, "server": sqlite3.sqlite_version}
 
-    def dump(
-        self, db: DbParams, exclude_data: tuple[str, ...]
-    ) -> AbstractContextManager[IO[bytes]]:
-        return self._dump(db, exclude_data)
-
     @contextlib.contextmanager
-    def _dump(self, db: DbParams, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes]]:
+    def dump(self, db: DbParams, exclude_data: tuple[str, ...]) -> Iterator[IO[bytes]]:
         source = _existing(db)
         real = Path(os.path.realpath(source))
         _sweep(real, db.alias)
@@ -160,16 +154,11 @@ class SQLite:
         except sqlite3.Error as exc:
             raise CommandFailed(f"cannot count the rows of {path}: {exc}") from None
 
+    @contextlib.contextmanager
     def scratch_copy(
         self, db: DbParams, open_archive: OpenArchive, now: datetime, work_dir: Path
-    ) -> AbstractContextManager[DbParams]:
-        """Decompress the archive to a checked temp file in ``work_dir``; delete it on leaving."""
-        return self._scratch_copy(db, open_archive, work_dir)
-
-    @contextlib.contextmanager
-    def _scratch_copy(
-        self, db: DbParams, open_archive: OpenArchive, work_dir: Path
     ) -> Iterator[DbParams]:
+        """Decompress the archive to a checked temp file in ``work_dir``; delete it on leaving."""
         # Named like a temp file, so a killed run's leftover is swept by the next backup.
         with sqlite_load.scratch(work_dir / f"{db.alias}.verify.sqlite3") as scratch:
             sqlite_load.fill(scratch, open_archive)

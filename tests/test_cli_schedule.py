@@ -14,7 +14,6 @@ import pytest
 from support.project import OPSKIT, run_opskit, write_project
 from support.services import unavailable
 
-from opskit.cli.schedule import DEFAULT_CRONTAB
 from opskit.engines import DbParams
 
 REPO = Path(__file__).resolve().parent.parent
@@ -296,8 +295,25 @@ def test_unknown_option_is_a_usage_error(site: Path, env: dict[str, str]) -> Non
     assert cron(site, env, "install", "--bogus").returncode == 64
 
 
-def test_builtin_schedule_is_the_shipped_crontab_txt() -> None:
-    assert (REPO / "crontab.txt").read_text() == DEFAULT_CRONTAB
+def test_the_repositorys_crontab_txt_is_the_one_the_package_ships() -> None:
+    top = REPO / "crontab.txt"
+    assert top.is_symlink()
+    assert top.resolve() == (REPO / "opskit" / "crontab.txt").resolve()
+
+
+def test_a_project_without_crontab_txt_gets_the_packaged_schedule(
+    site: Path, env: dict[str, str]
+) -> None:
+    done = cron(site, env, "install", "--cron-d", "opskit-site", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "would install 2 job(s) of project site from opskit's built-in crontab.txt" in (
+        done.stderr
+    )
+    added = [line for line in done.stdout.splitlines() if line.startswith("+0 ")]
+    assert [line.split(" # ")[-1] for line in added] == [
+        "opskit:site:clear-sessions",
+        "opskit:site:backup",
+    ]
 
 
 def test_global_options_given_to_install_are_written_into_every_job_as_absolute_paths(

@@ -49,12 +49,19 @@ def test_the_wheel_builds_without_warnings_installs_into_a_fresh_venv_and_runs_e
     out = run(venv / "bin" / "opskit", "--project-dir", site, "backup", cwd=elsewhere, env=clean)
     assert "opskit backup: 0 errors, 1 database(s)" in out
     assert len(list((site / "db_backups").glob("?-*.sqlite3.zst"))) == 1
-    # What the wheel must carry besides code: the app's templates and its manage.py command.
+    # What the wheel must carry besides code: the app's templates, its manage.py command and
+    # the default schedule (the repository's crontab.txt, byte for byte).
     probe = (
         "import importlib.resources as r, opskit.management.commands.opskit;"
         " print(r.files('opskit').joinpath('templates/opskit/maintenance.html').is_file())"
     )
     assert run(venv / "bin" / "python", "-c", probe, cwd=elsewhere, env=clean).strip() == "True"
+    schedule = (
+        "import importlib.resources as r;"
+        " print(r.files('opskit').joinpath('crontab.txt').read_text(), end='')"
+    )
+    shipped = run(venv / "bin" / "python", "-c", schedule, cwd=elsewhere, env=clean)
+    assert shipped == (REPO / "crontab.txt").read_text()
     with zipfile.ZipFile(wheel) as whl:
         [name] = [n for n in whl.namelist() if n.endswith(".dist-info/METADATA")]
         metadata = whl.read(name).decode()

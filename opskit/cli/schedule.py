@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import pwd
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,21 +35,6 @@ if TYPE_CHECKING:
 
 FC = TypeVar("FC", bound=Callable[..., object])
 
-# A copy of the repository's crontab.txt (a test keeps them equal), so a wheel needs no data file.
-DEFAULT_CRONTAB = """\
-# opskit's default schedule, installed by "opskit cron install".
-# Plain cron syntax: minute hour day-of-month month day-of-week, or @daily etc.
-# Each line runs "opskit <command> [args]"; opskit fills in the absolute path
-# of its executable, --project-dir, --settings and ">> <log dir>/cron.log 2>&1".
-# Times are the server's local time. Point "opskit cron install" at your own
-# file to change them.
-
-# Delete expired Django sessions.
-0 1 * * * opskit clear-sessions
-
-# Back up every database (weekday rotation in db_backups/).
-0 2 * * * opskit backup
-"""
 # Where --cron-d files go, and the /proc that tells whether a cron daemon runs (for tests).
 ENV_CRON_D_DIR = "OPSKIT_CRON_D_DIR"
 ENV_PROC_DIR = "OPSKIT_PROC_DIR"
@@ -297,10 +282,9 @@ def schedule_file(flag: Path | None, config: Config) -> Iterator[tuple[Path, str
     if chosen is not None:
         yield chosen, str(chosen)
         return
-    with tempfile.TemporaryDirectory(prefix="opskit-") as tmp:
-        builtin = Path(tmp) / "crontab.txt"
-        builtin.write_text(DEFAULT_CRONTAB, encoding="utf-8")
-        yield builtin, "opskit's built-in crontab.txt"
+    # The package's own crontab.txt (the repository's top-level one links to it).
+    with importlib.resources.as_file(importlib.resources.files("opskit") / "crontab.txt") as path:
+        yield path, "opskit's built-in crontab.txt"
 
 
 def subcommands(ctx: click.Context) -> list[str]:

@@ -120,8 +120,8 @@ def site(tmp_path: Path) -> Path:
 def cron_env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "cron.d").mkdir()
     return {
-        "OPSKIT_PROC_DIR": str(fake_proc(tmp_path / "proc", "cron")),
-        "OPSKIT_CRON_D_DIR": str(tmp_path / "cron.d"),
+        "_OPSKIT_TEST_PROC_DIR": str(fake_proc(tmp_path / "proc", "cron")),
+        "_OPSKIT_TEST_CRON_D_DIR": str(tmp_path / "cron.d"),
     }
 
 
@@ -339,7 +339,7 @@ def test_cron_jobs_not_installed_stale_or_no_daemon_fail(
     assert stale["cron:jobs"][0] == "FAIL"
     assert "stale (not in crontab.txt): opskit:site:clear-sessions" in stale["cron:jobs"][1]
 
-    no_daemon = {**cron_env, "OPSKIT_PROC_DIR": str(fake_proc(tmp_path / "p2", "bash"))}
+    no_daemon = {**cron_env, "_OPSKIT_TEST_PROC_DIR": str(fake_proc(tmp_path / "p2", "bash"))}
     done = check(site, *args, env=no_daemon)
     assert done.returncode == 2
     assert lines(done)["cron:daemon"] == (

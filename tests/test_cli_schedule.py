@@ -42,8 +42,8 @@ def env(tmp_path: Path) -> dict[str, str]:
     """Environment for opskit: a running cron daemon, and cron.d files in a tmp folder."""
     (tmp_path / "cron.d").mkdir()
     return {
-        "OPSKIT_PROC_DIR": str(fake_proc(tmp_path / "proc", "cron")),
-        "OPSKIT_CRON_D_DIR": str(tmp_path / "cron.d"),
+        "_OPSKIT_TEST_PROC_DIR": str(fake_proc(tmp_path / "proc", "cron")),
+        "_OPSKIT_TEST_CRON_D_DIR": str(tmp_path / "cron.d"),
     }
 
 
@@ -147,7 +147,7 @@ def test_show_lists_each_job_with_its_next_three_runs(
 def test_show_warns_when_no_daemon_runs_and_says_when_nothing_is_installed(
     site: Path, env: dict[str, str], cron_user: str, tmp_path: Path
 ) -> None:
-    env["OPSKIT_PROC_DIR"] = str(fake_proc(tmp_path / "noproc"))
+    env["_OPSKIT_TEST_PROC_DIR"] = str(fake_proc(tmp_path / "noproc"))
 
     done = cron(site, env, "show", "--user", cron_user)
 
@@ -173,8 +173,8 @@ def test_dry_run_prints_the_diff_and_writes_nothing(
 def test_no_cron_daemon_refuses_to_install_unless_allowed(
     site: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
-    env["OPSKIT_PROC_DIR"] = str(fake_proc(tmp_path / "noproc", "bash"))
-    target = Path(env["OPSKIT_CRON_D_DIR"]) / "opskit-site"
+    env["_OPSKIT_TEST_PROC_DIR"] = str(fake_proc(tmp_path / "noproc", "bash"))
+    target = Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "opskit-site"
 
     refused = cron(site, env, "install", "--cron-d", "opskit-site")
     assert refused.returncode == 1
@@ -191,7 +191,7 @@ def test_no_cron_daemon_refuses_to_install_unless_allowed(
 def test_cron_d_file_has_the_user_column_and_goes_away_on_remove(
     site: Path, env: dict[str, str], cron_user: str
 ) -> None:
-    target = Path(env["OPSKIT_CRON_D_DIR"]) / "opskit-site"
+    target = Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "opskit-site"
 
     done = cron(site, env, "install", "--cron-d", "opskit-site", "--user", cron_user)
 
@@ -217,7 +217,7 @@ def test_bad_crontab_line_fails_naming_file_and_line(site: Path, env: dict[str, 
     assert done.returncode == 1
     assert done.stderr.startswith(f"opskit: error: {schedule}:3: bad schedule '0 25 * * *'")
     assert len(done.stderr.splitlines()) == 1
-    assert not (Path(env["OPSKIT_CRON_D_DIR"]) / "opskit-site").exists()
+    assert not (Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "opskit-site").exists()
 
 
 @pytest.mark.parametrize("source", ["flag", "setting", "project", "builtin"])
@@ -249,7 +249,7 @@ def test_installed_line_runs_opskit_when_cron_runs_it(site: Path, env: dict[str,
     (site / "crontab.txt").write_text("@daily opskit list\n")
     logs = ["--log-dir", site / "cron logs"]
     run_opskit("--project-dir", site, *logs, "cron", "install", "--cron-d", "x", env=env)
-    line = (Path(env["OPSKIT_CRON_D_DIR"]) / "x").read_text().splitlines()[-1]
+    line = (Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "x").read_text().splitlines()[-1]
     command = TAG.sub("", line).split(None, 2)[2]
 
     # What cron does: /bin/sh -c with the line's command, from the user's home, a bare PATH.
@@ -334,7 +334,7 @@ def test_global_options_given_to_install_are_written_into_every_job_as_absolute_
     assert dry.returncode == 0, done.stderr
     assert done.returncode == 0, done.stderr
     assert dry.stdout.count(options) == 2
-    lines = (Path(env["OPSKIT_CRON_D_DIR"]) / "x").read_text().splitlines()[3:]
+    lines = (Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "x").read_text().splitlines()[3:]
     assert len(lines) == 2
     assert all(options in line for line in lines)
     assert all(f">> {site / 'var/log' / 'cron.log'} 2>&1" in line for line in lines)

@@ -88,8 +88,8 @@ def env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "proc" / "1" / "comm").write_text("cron\n")
     (tmp_path / "cron.d").mkdir()
     return {
-        "OPSKIT_PROC_DIR": str(tmp_path / "proc"),
-        "OPSKIT_CRON_D_DIR": str(tmp_path / "cron.d"),
+        "_OPSKIT_TEST_PROC_DIR": str(tmp_path / "proc"),
+        "_OPSKIT_TEST_CRON_D_DIR": str(tmp_path / "cron.d"),
     }
 
 
@@ -134,7 +134,7 @@ def test_install_for_a_user_as_root_makes_the_folders_theirs_and_the_job_backs_u
     assert (project / "logs").stat().st_uid == uid
     assert (project / "db_backups").stat().st_uid == uid
     if where == "cron.d":  # the system format: a user column after the schedule
-        lines = (Path(env["OPSKIT_CRON_D_DIR"]) / "shop").read_text().splitlines()
+        lines = (Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "shop").read_text().splitlines()
         [command] = [TAG.sub("", ln).split(None, 6)[6] for ln in lines if TAG.search(ln)]
         assert f" {user} " in lines[-1]
     else:
@@ -183,7 +183,7 @@ def test_cron_d_for_a_user_refuses_a_log_folder_they_cannot_write_naming_the_cho
     assert done.returncode == 1
     assert done.stderr.startswith(f"opskit: error: the jobs could not write: {user} cannot write")
     assert f"chown -R {user}: {project / 'logs'}" in done.stderr
-    assert not (Path(env["OPSKIT_CRON_D_DIR"]) / "shop").exists()
+    assert not (Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "shop").exists()
 
 
 @pytest.mark.postgresql
@@ -232,7 +232,10 @@ def test_check_cron_not_as_root_warns_that_it_cannot_check_for_another_user(
     (shared / "cron.d").mkdir(mode=0o755)
     (shared / "proc" / "1").mkdir(parents=True)
     (shared / "proc" / "1" / "comm").write_text("cron\n")
-    env = {"OPSKIT_PROC_DIR": str(shared / "proc"), "OPSKIT_CRON_D_DIR": str(shared / "cron.d")}
+    env = {
+        "_OPSKIT_TEST_PROC_DIR": str(shared / "proc"),
+        "_OPSKIT_TEST_CRON_D_DIR": str(shared / "cron.d"),
+    }
     args = ("--project-dir", project, "cron", "install", "--cron-d", "shop", "--user", "root")
     assert opskit(opskit_for_all, *args, env=env).returncode == 0
     (project / "logs").chmod(0o755)  # so the checking user can open the log folder at all

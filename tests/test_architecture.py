@@ -66,6 +66,7 @@ _LAYERS = {
         "opskit.healthchecks.job",
         "opskit.monitoring.durations",
         "opskit.monitoring.metrics",
+        "opskit.cron.jobs",
         "opskit.cron.install",
         "opskit.cron.runas",
         "opskit.monitoring.anomaly",

@@ -17,7 +17,7 @@ from hcserver import HCServer
 from support.project import run_opskit, write_project
 
 from opskit.cron import timezones
-from opskit.cron.install import ScheduleLine
+from opskit.cron.install import ScheduleLine, build_entries
 from opskit.engines import DbParams
 from opskit.errors import ConfigError
 from opskit.healthchecks import api as hcapi
@@ -477,7 +477,7 @@ def line(schedule: str, *args: str) -> ScheduleLine:
     return ScheduleLine(Path("crontab.txt"), 1, schedule, args)
 
 
-def test_wanted_checks_number_repeated_jobs_like_the_cron_tags_and_expand_macros() -> None:
+def test_wanted_checks_number_repeated_jobs_and_expand_macros() -> None:
     lines = [line("@hourly", "backup"), line("0 2  * * *", "backup"), line("@weekly", "check")]
     wanted = hcsync.wanted_checks(lines, project="My.Site", tz="UTC", grace=None)
     assert [(w.job, w.slug, w.name, w.schedule) for w in wanted] == [
@@ -485,6 +485,38 @@ def test_wanted_checks_number_repeated_jobs_like_the_cron_tags_and_expand_macros
         ("backup-2", "my-site-backup-2", "My.Site backup-2", "0 2 * * *"),
         ("check", "my-site-check", "My.Site check", "0 0 * * 0"),
     ]
+
+
+def test_each_lines_cron_tag_and_check_name_the_same_job() -> None:
+    """Repeated jobs, run lines and their --job: the tag and the check agree on every line."""
+    lines = [
+        line("0 1 * * *", "backup"),
+        line("0 2 * * *", "run", "--timeout", "600", "--", "/srv/bin/export.sh", "--full"),
+        line("0 3 * * *", "run", "--job", "report", "--", "/srv/bin/report.sh"),
+        line("0 4 * * *", "backup", "--database", "other"),
+        line("0 5 * * *", "run", "--", "/srv/bin/export.sh", "--delta"),
+        line("0 6 * * *", "run", "--job=nightly report", "true"),
+    ]
+    entries = build_entries(
+        lines,
+        opskit_bin="/srv/venv/bin/opskit",
+        project_dir="/srv/site",
+        settings="site.settings",
+        log_dir="/srv/site/logs",
+        project="site",
+    )
+    wanted = hcsync.wanted_checks(lines, project="site", tz="UTC", grace=None)
+    jobs = ["backup", "export.sh", "report", "backup-2", "export.sh-2", "nightly report"]
+    assert [w.job for w in wanted] == [e.job for e in entries] == jobs
+    assert [e.tag.removeprefix("opskit:site:") for e in entries] == [
+        "backup",
+        "export.sh",
+        "report",
+        "backup-2",
+        "export.sh-2",
+        "nightly-report",  # a tag holds no space
+    ]
+    assert [w.slug for w in wanted] == [f"site-{hcsync.slugify(job)}" for job in jobs]
 
 
 def test_a_period_check_with_the_same_slug_counts_as_drift() -> None:

@@ -15,8 +15,9 @@ import pytest
 from hcserver import HCServer
 
 from opskit import __version__, proc
+from opskit.cron.jobs import job_of
 from opskit.healthchecks.ping import parse_check
-from opskit.healthchecks.run import RunOptions, job_of, run_monitored
+from opskit.healthchecks.run import RunOptions, run_monitored
 
 UUID = "5b8c1d2e-3f40-4a51-8b62-7c9d0e1f2a3b"
 KEY = "Xq3vT9bLmN2pR7sK4wYz1A"

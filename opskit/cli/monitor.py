@@ -197,8 +197,9 @@ def run_command(
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND, pinging its start and its exit status with the end of its output."""
+    from opskit.cron.jobs import command_name
     from opskit.healthchecks.ping import limits_file
-    from opskit.healthchecks.run import RunOptions, Where, command_name, record_run, run_monitored
+    from opskit.healthchecks.run import RunOptions, Where, record_run, run_monitored
 
     job = job or command_name(command)
     try:

@@ -19,6 +19,7 @@ from cronsim import CronSim, CronSimError
 from crontab import Process, current_user
 
 from opskit import files
+from opskit.cron.jobs import job_names
 from opskit.errors import CommandFailed, ConfigError, ToolNotFound
 
 SUBCOMMANDS = frozenset({"backup", "restore", "clear-sessions", "check"})
@@ -296,18 +297,17 @@ def build_entries(
     log = os.path.join(os.path.abspath(log_dir), "cron.log")
     base = [os.path.abspath(opskit_bin), "--project-dir", os.path.abspath(project_dir)]
     base += ["--settings", settings, *options]
-    seen: dict[str, int] = {}
+    lines = list(lines)
     entries = []
-    for line in lines:
+    for line, job in zip(lines, job_names(line.args for line in lines), strict=True):
         argv = [*base, *line.args]
         if any("\n" in a or "\r" in a for a in [*argv, log]):
             raise ConfigError("a path or argument contains a newline", "cron lines are one line")
-        seen[line.args[0]] = count = seen.get(line.args[0], 0) + 1
-        job = line.args[0] if count == 1 else f"{line.args[0]}-{count}"
         command = " ".join(map(shlex.quote, argv)) + f" >> {shlex.quote(log)} 2>&1"
         # cron turns an unescaped % into a newline before the shell sees the command.
         command = command.replace("%", "\\%")
-        entries.append(Entry(f"opskit:{project}:{job}", job, line.schedule, command, line.line_no))
+        tag = f"opskit:{project}:{job.tag}"
+        entries.append(Entry(tag, job.job, line.schedule, command, line.line_no))
     return entries
 
 

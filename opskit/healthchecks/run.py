@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from opskit import logs, proc
+from opskit.cron.jobs import command_name, job_of
 from opskit.errors import ConfigError
 from opskit.healthchecks import ping as healthchecks
 from opskit.healthchecks.ping import DEFAULT_BASE_URL, Pinger, PingTarget, parse_check
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 EXIT_PING_FAILED = 1  # --strict-ping: a command that succeeded but could not be reported
 TAIL_KEEP = 100_000  # bytes of output kept for the ping body (the server may allow more)
 _TRUE = ("1", "true", "yes", "on")
-# The options of "opskit run" that take a value, to find its command in a crontab line.
-_VALUE_OPTIONS = frozenset({"--hc", "--timeout", "--kill-after", "--ping-url", "--ping-budget"})
 
 log = logs.get("run")
 
@@ -201,30 +200,6 @@ def _from_settings(
 
 def _true(value: str | None) -> bool:
     return (value or "").strip().lower() in _TRUE
-
-
-def job_of(args: Sequence[str]) -> str:
-    """Return the job a crontab line's opskit command reports as (run: --job, else the program)."""
-    if args[0] != "run":
-        return args[0]
-    rest = list(args[1:])
-    while rest:
-        arg = rest.pop(0)
-        if arg == "--job" and rest:
-            return rest[0]
-        if arg.startswith("--job="):
-            return arg.partition("=")[2]
-        if arg == "--" or not arg.startswith("-"):
-            command = rest if arg == "--" else [arg, *rest]
-            return command_name(command) if command else "run"
-        if arg in _VALUE_OPTIONS and rest:
-            rest.pop(0)
-    return "run"
-
-
-def command_name(argv: Sequence[str]) -> str:
-    """Return the program's base name: its arguments may hold secrets, so pings never show them."""
-    return Path(argv[0]).name or argv[0]
 
 
 def run_monitored(

@@ -20,10 +20,11 @@ from typing import Any
 from opskit import logs
 from opskit.cron import timezones
 from opskit.cron.install import MACROS, ScheduleLine
+from opskit.cron.jobs import job_names
 from opskit.errors import ConfigError
 from opskit.healthchecks.api import Api, ApiError, KeyRefused, ZoneRefused
 from opskit.healthchecks.ping import parse_check
-from opskit.healthchecks.run import as_config_key, job_of
+from opskit.healthchecks.run import as_config_key
 from opskit.monitoring import durations as runs
 
 DEFAULT_GRACE = 3600  # Healthchecks' own default grace period
@@ -129,12 +130,10 @@ def wanted_checks(
 ) -> list[Wanted]:
     """One wanted check per crontab job (a repeated job gets -2, -3, ...)."""
     checks = checks or {}
-    seen: dict[str, int] = {}
+    lines = list(lines)
     wanted = []
-    for line in lines:
-        command = job_of(line.args)
-        seen[command] = count = seen.get(command, 0) + 1
-        job = command if count == 1 else f"{command}-{count}"
+    for line, named_as in zip(lines, job_names(line.args for line in lines), strict=True):
+        command, job, count = named_as.command, named_as.job, named_as.count
         schedule = " ".join(MACROS.get(line.schedule, line.schedule).split())
         name, slug = name_and_slug(project, job)
         spec = line_check(line.args)

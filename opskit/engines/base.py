@@ -181,6 +181,32 @@ class RestoreContext:
         killpoints.reached(f"{self.manifest.get('engine', 'restore')}:{name}")
 
 
+class Restores(Protocol):
+    """A vendor's restores: load an archive, finish a killed one, list what they keep."""
+
+    def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None: ...
+
+    def recover(self, db: DbParams, journal: Journal) -> str: ...
+
+    def leftovers(self, db: DbParams) -> list[Leftover]: ...
+
+
+class RestoredByRestorer:
+    """An engine's restore, recover and leftovers, done by its vendor's Restorer."""
+
+    def restorer(self) -> Restores:
+        raise NotImplementedError
+
+    def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
+        self.restorer().restore(db, open_archive, ctx)
+
+    def recover(self, db: DbParams, journal: Journal) -> str:
+        return self.restorer().recover(db, journal)
+
+    def leftovers(self, db: DbParams) -> list[Leftover]:
+        return self.restorer().leftovers(db)
+
+
 class Engine(Protocol):
     """A database vendor: how to dump, restore, count and describe it."""
 

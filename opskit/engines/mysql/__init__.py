@@ -24,12 +24,10 @@ from opskit.engines.base import (
     ContentObserver,
     DbParams,
     DumpObserver,
-    Leftover,
     OpenArchive,
-    RestoreContext,
+    RestoredByRestorer,
 )
 from opskit.engines.diagnose import connecting
-from opskit.engines.journal import Journal
 from opskit.engines.mysql.catalog import (
     DENIED,
     Sql,
@@ -108,7 +106,7 @@ class Account:
     version: str
 
 
-class MySQL:
+class MySQL(RestoredByRestorer):
     """MySQL and MariaDB through their dump tool and command-line client."""
 
     vendor = "mysql"
@@ -298,14 +296,8 @@ class MySQL:
 
     # --- restore (opskit.engines.mysql.restore) ---------------------------------------------
 
-    def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
-        Restorer(self).restore(db, open_archive, ctx)
-
-    def recover(self, db: DbParams, journal: Journal) -> str:
-        return Restorer(self).recover(db, journal)
-
-    def leftovers(self, db: DbParams) -> list[Leftover]:
-        return Restorer(self).leftovers(db)
+    def restorer(self) -> Restorer:
+        return Restorer(self)
 
     # --- restore tests ---------------------------------------------------------------------
 

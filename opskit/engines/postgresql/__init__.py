@@ -21,12 +21,10 @@ from opskit.engines.base import (
     ArchiveDir,
     DbParams,
     DumpObserver,
-    Leftover,
     OpenArchive,
-    RestoreContext,
+    RestoredByRestorer,
 )
 from opskit.engines.diagnose import connecting
-from opskit.engines.journal import Journal
 from opskit.engines.postgresql import catalog
 from opskit.engines.postgresql.dump import CompleteContent, DumpScanner, ToolContent
 from opskit.engines.postgresql.restore import Restorer
@@ -43,7 +41,7 @@ def _passfile_line(password: str) -> str:
     return f"*:*:*:*:{escaped}\n"
 
 
-class PostgreSQL:
+class PostgreSQL(RestoredByRestorer):
     """PostgreSQL and PostGIS through pg_dump and psql."""
 
     vendor = "postgresql"
@@ -288,14 +286,8 @@ class PostgreSQL:
                 timeout=None,
             )
 
-    def restore(self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext) -> None:
-        Restorer(self).restore(db, open_archive, ctx)
-
-    def recover(self, db: DbParams, journal: Journal) -> str:
-        return Restorer(self).recover(db, journal)
-
-    def leftovers(self, db: DbParams) -> list[Leftover]:
-        return Restorer(self).leftovers(db)
+    def restorer(self) -> Restorer:
+        return Restorer(self)
 
     @contextlib.contextmanager
     def scratch_copy(

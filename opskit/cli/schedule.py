@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from opskit.cron import runas
 
 FC = TypeVar("FC", bound=Callable[..., object])
+R = TypeVar("R")
 
 # Test seams, not settings: the tests run opskit as a child process, so they point it at a
 # cron.d folder and a /proc of their own through the environment. Outside OPSKIT_* (never
@@ -217,11 +218,7 @@ def cron_remove(
     from opskit.cron import install as cron
 
     project = project_name(ctx, name)
-    try:
-        tab = target(user, cron_d)
-        result = cron.remove(project, tab=tab, dry_run=dry_run)
-    except OpsError as exc:
-        fail_early(ctx, exc)
+    tab, result = on_tab(ctx, user, cron_d, lambda t: cron.remove(project, tab=t, dry_run=dry_run))
     click.echo(result.diff, nl=False)
     if not result.changed:
         say(ctx, f"opskit: no jobs of project {project} in {tab.label}", err=True)
@@ -244,12 +241,10 @@ def cron_show(
     from opskit.cron import timezones
 
     project = None if all_projects else project_name(ctx, name)
-    try:
-        tab = target(user, cron_d)
-        local = now().astimezone(timezones.local_zone())
-        result = cron.show(project, local, tab=tab, proc=proc_dir())
-    except OpsError as exc:
-        fail_early(ctx, exc)
+    local = now().astimezone(timezones.local_zone())
+    tab, result = on_tab(
+        ctx, user, cron_d, lambda t: cron.show(project, local, tab=t, proc=proc_dir())
+    )
     _warn(result.warnings)
     if not result.jobs:
         whose = "" if project is None else f" of project {project}"
@@ -328,6 +323,17 @@ def target(user: str | None, cron_d: str | None) -> cron.Tab:
 
 def proc_dir() -> Path:
     return Path(os.environ.get(ENV_PROC_DIR) or "/proc")
+
+
+def on_tab(
+    ctx: click.Context, user: str | None, cron_d: str | None, act: Callable[[cron.Tab], R]
+) -> tuple[cron.Tab, R]:
+    """Act on the crontab that --user/--cron-d name; a failure ends the command (exit 1)."""
+    try:
+        tab = target(user, cron_d)
+        return tab, act(tab)
+    except OpsError as exc:
+        fail_early(ctx, exc)
 
 
 def job_user(tab: cron.Tab) -> runas.User:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -14,6 +15,30 @@ from opskit.errors import ArchiveError
 
 if TYPE_CHECKING:
     from opskit.engines.journal import Journal
+
+
+# The names restores and restore tests give the databases (schemas) they make beside ``db``:
+# <name><tag><YYYYmmddHHMMSS>[_N], the name cut to the server's length limit first.
+RESTORE_TAG = "__opskit_restore_"  # a restore's scratch copy, swapped in at the end
+PREVIOUS_TAG = "__pre_restore_"  # the database a restore replaced, kept unless told not to
+VERIFY_TAG = "__opskit_verify_"  # a restore test's scratch copy
+_LEFTOVER = re.compile(
+    rf"^(?P<base>.*)(?P<tag>{RESTORE_TAG}|{VERIFY_TAG}|{PREVIOUS_TAG})\d{{14}}(?:_\d+)?$"
+)
+
+
+def leftover_kind(name: str, database: str, full_length: Callable[[str], bool]) -> str | None:
+    """ "previous" or "scratch" when ``name`` is a database restores made beside ``database``.
+
+    A name whose base is only the start of ``database`` counts when it is ``full_length``
+    (the server's limit cut the name); else it belongs to another database.
+    """
+    match = _LEFTOVER.match(name)
+    if not match or match["base"] != database[: len(match["base"])]:
+        return None
+    if match["base"] != database and not full_length(name):
+        return None  # only a full-length name is cut
+    return "previous" if match["tag"] == PREVIOUS_TAG else "scratch"
 
 
 def address(host: str, port: str | int = "", default_port: str = "") -> str:

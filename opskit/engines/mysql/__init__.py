@@ -21,6 +21,7 @@ from opskit import logs, proc
 from opskit.archive import pipes
 from opskit.engines import tooling
 from opskit.engines.base import (
+    VERIFY_TAG,
     ContentObserver,
     DbParams,
     DumpObserver,
@@ -61,7 +62,6 @@ DUMP_OPTIONS = (
     "--default-character-set=utf8mb4",
     "--max-allowed-packet=1G",  # the dump tool reads rows as large as the server holds
 )
-VERIFY_TAG = "__opskit_verify_"
 _GONE = re.compile(r"\b(2006|2013)\b|server has gone away|lost connection", re.I)
 _SET_USER = re.compile(r"\b(ALL PRIVILEGES|SUPER|SET USER|SET_USER_ID|SET_ANY_DEFINER)\b")
 _GIB = 1 << 30

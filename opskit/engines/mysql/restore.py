@@ -19,7 +19,15 @@ from opskit import logs
 from opskit.archive import formats, pipes
 from opskit.archive import stream as archive
 from opskit.engines import tooling
-from opskit.engines.base import DbParams, Leftover, OpenArchive, RestoreContext
+from opskit.engines.base import (
+    PREVIOUS_TAG,
+    RESTORE_TAG,
+    DbParams,
+    Leftover,
+    OpenArchive,
+    RestoreContext,
+    leftover_kind,
+)
 from opskit.engines.journal import Journal, JournalError
 from opskit.engines.mysql.catalog import (
     DENIED,
@@ -49,11 +57,6 @@ if TYPE_CHECKING:
 
 log = logs.get("engines")
 
-RESTORE_TAG = "__opskit_restore_"
-PREVIOUS_TAG = "__pre_restore_"
-_LEFTOVER = re.compile(
-    r"^(?P<base>.*)(?P<tag>__opskit_restore_|__opskit_verify_|__pre_restore_)\d{14}(?:_\d+)?$"
-)
 _GIB = 1 << 30
 
 
@@ -430,13 +433,9 @@ class Restorer:
         run = self.engine.runner(db)
         found = []
         for name in schemas(run):
-            match = _LEFTOVER.match(name)
-            if not match or match["base"] != db.name[: len(match["base"])]:
-                continue
-            if match["base"] != db.name and len(name) < 64:  # only a full-length name is cut
-                continue
-            kind = "previous" if match["tag"] == PREVIOUS_TAG else "scratch"
-            found.append((kind, name))
+            kind = leftover_kind(name, db.name, lambda n: len(n) >= 64)
+            if kind is not None:
+                found.append((kind, name))
         if not found:
             return []
         sizes = dict(

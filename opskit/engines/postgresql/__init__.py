@@ -18,6 +18,7 @@ from opskit import logs, proc
 from opskit.archive import pipes
 from opskit.engines import tooling
 from opskit.engines.base import (
+    VERIFY_TAG,
     ArchiveDir,
     DbParams,
     DumpObserver,
@@ -32,7 +33,6 @@ from opskit.errors import CommandFailed, OpsError
 
 log = logs.get("engines")
 
-VERIFY_TAG = "__opskit_verify_"
 derived_name = catalog.derived_name  # the name other modules know it by
 
 

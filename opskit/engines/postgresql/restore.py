@@ -24,11 +24,19 @@ from typing import TYPE_CHECKING, Any
 
 from opskit import logs
 from opskit.archive import stream as archive
-from opskit.engines.base import ArchiveDir, DbParams, Leftover, OpenArchive, RestoreContext
+from opskit.engines.base import (
+    PREVIOUS_TAG,
+    RESTORE_TAG,
+    ArchiveDir,
+    DbParams,
+    Leftover,
+    OpenArchive,
+    RestoreContext,
+)
 from opskit.engines.journal import Journal
 from opskit.engines.postgresql import catalog
 from opskit.engines.postgresql.dump import DumpScanner
-from opskit.engines.postgresql.swap import PREVIOUS_TAG, RESTORE_TAG, Swapper
+from opskit.engines.postgresql.swap import Swapper
 from opskit.errors import CommandFailed, RestoreRefused
 
 if TYPE_CHECKING:

@@ -9,12 +9,11 @@ previous database), else it undoes (connections allowed again, scratch dropped).
 
 from __future__ import annotations
 
-import re
 import time
 from typing import TYPE_CHECKING
 
 from opskit import logs
-from opskit.engines.base import DbParams, Leftover, RestoreContext
+from opskit.engines.base import DbParams, Leftover, RestoreContext, leftover_kind
 from opskit.engines.journal import Journal, JournalError
 from opskit.engines.postgresql import catalog
 from opskit.errors import CommandFailed, OpsError
@@ -24,11 +23,6 @@ if TYPE_CHECKING:
 
 log = logs.get("engines")
 
-RESTORE_TAG = "__opskit_restore_"
-PREVIOUS_TAG = "__pre_restore_"
-_LEFTOVER = re.compile(
-    r"^(?P<base>.*)(?P<tag>__opskit_restore_|__opskit_verify_|__pre_restore_)\d{14}(?:_\d+)?$"
-)
 # End the live database's sessions and wait until they are gone (a rename needs none).
 _TERMINATE = """DO $opskit_swap$
 BEGIN
@@ -190,13 +184,9 @@ class Swapper:
     def leftovers(self, db: DbParams) -> list[Leftover]:
         found = []
         for name in self.oids(db):
-            match = _LEFTOVER.match(name)
-            if not match or match["base"] != db.name[: len(match["base"])]:
-                continue
-            if match["base"] != db.name and len(name.encode()) < catalog.MAX_IDENT:
-                continue  # only a full-length name is cut
-            kind = "previous" if match["tag"] == PREVIOUS_TAG else "scratch"
-            found.append((kind, name))
+            kind = leftover_kind(name, db.name, lambda n: len(n.encode()) >= catalog.MAX_IDENT)
+            if kind is not None:
+                found.append((kind, name))
         if not found:
             return []
         values = ", ".join(catalog.literal(n) for _, n in found)

@@ -256,13 +256,7 @@ class Swap:
             self._rename_back()
         present = {d.name for d in triggers(self.run, f.live)}
         lost = [d for d in f.old_triggers if d.name not in present]
-        missing = self._create_where_possible(lost, f.live, f.old_charset[1])
-        if missing:
-            raise OpsError(
-                f"the restore was undone, but {', '.join(missing)} could not be created again"
-                f" in {f.live}",
-                "create them by hand from the definitions kept in the restore journal",
-            )
+        self._create_again(lost)
         self.run(f"DROP DATABASE IF EXISTS {ident(f.scratch)}", "")
         existing = {s.lower() for s in schemas(self.run)}
         if (
@@ -294,6 +288,13 @@ class Swap:
             statements.append(f"ALTER DATABASE{_charset_clause(f.old_charset)}")
         self.run(script(statements), f.live)
         lost = [d for d in f.old_objects if (d.kind, d.name) not in keep]
+        self._create_again(lost)
+
+    # --- pieces ----------------------------------------------------------------------------
+
+    def _create_again(self, lost: list[Definition]) -> None:
+        """Create what the undo lost in the live schema again; refuse if any cannot be."""
+        f = self.facts
         missing = self._create_where_possible(lost, f.live, f.old_charset[1])
         if missing:
             raise OpsError(
@@ -301,8 +302,6 @@ class Swap:
                 f" in {f.live}",
                 "create them by hand from the definitions kept in the restore journal",
             )
-
-    # --- pieces ----------------------------------------------------------------------------
 
     def _create_where_possible(
         self, definitions: list[Definition], schema: str, collation: str

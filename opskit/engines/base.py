@@ -158,6 +158,16 @@ class DumpObserver(Generic[S]):
         return self.scanner.result()
 
 
+def scan(open_archive: OpenArchive, scanner: Scanner, chunk: int) -> dict[str, Any]:
+    """Read an archive's content once through ``scanner``, to its checked end; its findings."""
+    observer = DumpObserver(scanner)
+    with open_archive() as content:
+        while data := content.read(chunk):
+            observer.feed(data)
+        content.check_end()
+    return observer.result()
+
+
 @dataclasses.dataclass(frozen=True)
 class Leftover:
     """Something a restore keeps or left behind: a previous database, a scratch one."""

@@ -27,6 +27,7 @@ from opskit.engines.base import (
     OpenArchive,
     RestoreContext,
     leftover_kind,
+    scan,
 )
 from opskit.engines.journal import Journal, JournalError
 from opskit.engines.mysql.catalog import (
@@ -305,13 +306,7 @@ class Restorer:
 
     def _scan(self, open_archive: OpenArchive) -> dict[str, Any]:
         """Read the archive once to learn what its manifest does not say (older backups)."""
-        scanner = DumpScanner(emit=False)
-        with open_archive() as content:
-            while chunk := content.read(archive.CHUNK):
-                scanner.feed(chunk)
-            content.check_end()
-        scanner.finish()
-        return scanner.result()
+        return scan(open_archive, DumpScanner(emit=False), archive.CHUNK)
 
     def _restore_in_place(
         self, db: DbParams, open_archive: OpenArchive, ctx: RestoreContext, server: Account

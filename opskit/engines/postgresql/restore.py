@@ -32,6 +32,7 @@ from opskit.engines.base import (
     Leftover,
     OpenArchive,
     RestoreContext,
+    scan,
 )
 from opskit.engines.journal import Journal
 from opskit.engines.postgresql import catalog
@@ -103,16 +104,10 @@ class Restorer:
 
     def _scan(self, open_archive: OpenArchive) -> dict[str, Any]:
         """Read the archive once to learn what its manifest does not say (older backups)."""
-        scanner = DumpScanner(emit=False)
         if isinstance(open_archive, ArchiveDir):
             folder = open_archive
             open_archive = lambda: self.engine.restore_script(folder)  # noqa: E731
-        with open_archive() as content:
-            while chunk := content.read(archive.CHUNK):
-                scanner.feed(chunk)
-            content.check_end()
-        scanner.finish()
-        return scanner.result()
+        return scan(open_archive, DumpScanner(emit=False), archive.CHUNK)
 
     # --- the checks ------------------------------------------------------------------------
 

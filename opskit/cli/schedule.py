@@ -150,6 +150,15 @@ name_option = click.option(
 )
 
 
+def tab_options(verb: str) -> Callable[[FC], FC]:
+    """--user, --cron-d and --name: the crontab to ``verb`` and the project's tag in it."""
+
+    def apply(command: FC) -> FC:
+        return user_option(verb)(cron_d_option(name_option(command)))
+
+    return apply
+
+
 @cron_group.command("install")
 @click.option(
     "--file",
@@ -158,9 +167,7 @@ name_option = click.option(
     help="Schedule to install, relative to the project folder"
     "  [default: OPSKIT['CRONTAB'], else crontab.txt, else built-in].",
 )
-@user_option("edit")
-@cron_d_option
-@name_option
+@tab_options("edit")
 @click.option("--dry-run", is_flag=True, help="Print the change as a diff; write nothing.")
 @click.option("--allow-no-daemon", is_flag=True, help="Install even if no cron daemon runs.")
 @click.pass_context
@@ -206,9 +213,7 @@ def cron_install(
 
 
 @cron_group.command("remove")
-@user_option("edit")
-@cron_d_option
-@name_option
+@tab_options("edit")
 @click.option("--dry-run", is_flag=True, help="Print the change as a diff; write nothing.")
 @click.pass_context
 def cron_remove(
@@ -228,9 +233,7 @@ def cron_remove(
 
 
 @cron_group.command("show")
-@user_option("read")
-@cron_d_option
-@name_option
+@tab_options("read")
 @click.option("--all-projects", is_flag=True, help="Show the opskit jobs of every project.")
 @click.pass_context
 def cron_show(

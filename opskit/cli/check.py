@@ -193,7 +193,7 @@ def _acknowledge(ctx: click.Context, config: Any, dbs: dict[str, Any], alias: st
     except (OpsError, OSError) as exc:
         message = exc.line() if isinstance(exc, OpsError) else str(exc)
         click.echo(f"opskit: error: {message}", err=True)
-        ctx.exit(1)
+        ctx.exit(status.for_errors(1))
     click.echo(
         f"opskit check: {entry.get('file') or 'the newest dump'} of {alias} is now its usual size",
         err=True,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from opskit import status
 from opskit.errors import OpsError
 from opskit.report import Report
 
@@ -46,7 +47,7 @@ def now() -> datetime:
 def fail_early(ctx: click.Context, exc: OpsError) -> NoReturn:
     """Report a failure that happened before any job could start, as one failed step."""
     click.echo(f"opskit: error: {exc.line()}", err=True)
-    ctx.exit(1)
+    ctx.exit(status.for_errors(1))
 
 
 def load_project(

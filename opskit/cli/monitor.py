@@ -148,7 +148,7 @@ def ping_command(
         secrets=where.secrets,
         limits=BodyLimits(where.limits) if where.limits else None,
     )
-    ctx.exit(0 if result.ok else 1)
+    ctx.exit(status.Status.OK if result.ok else status.for_errors(1))
 
 
 @click.command(

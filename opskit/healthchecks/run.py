@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from opskit import logs, proc, project
+from opskit import logs, proc, project, status
 from opskit.errors import ConfigError
 from opskit.healthchecks import ping as healthchecks
 from opskit.healthchecks.ping import Pinger, PingTarget, parse_check
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from opskit.cron.install import ScheduleLine
     from opskit.healthchecks.sync import Wanted
 
-EXIT_PING_FAILED = 1  # --strict-ping: a command that succeeded but could not be reported
+# --strict-ping: a command that succeeded but could not be reported has this one error.
+EXIT_PING_FAILED = status.for_errors(1)
 TAIL_KEEP = 100_000  # bytes of output kept for the ping body (the server may allow more)
 # The options of "opskit run" that take a value, to find its command in a crontab line.
 _VALUE_OPTIONS = frozenset({"--hc", "--timeout", "--kill-after", "--ping-url", "--ping-budget"})
@@ -229,11 +230,11 @@ def run_monitored(
     if pinger is not None:
         tail = finished.tail.decode("utf-8", errors="replace")
         _note(pinger.finish(finished.status, tail, summary, own_log=False), problems)
-    status = finished.status
+    code = finished.status
     # A failed ping turns success into failure; a failing command keeps its own status.
-    if problems and options.strict_ping and status == 0:
-        status = EXIT_PING_FAILED
-    return RunResult(status, finished, duration, "; ".join(problems))
+    if problems and options.strict_ping and code == status.Status.OK:
+        code = EXIT_PING_FAILED
+    return RunResult(code, finished, duration, "; ".join(problems))
 
 
 def record_run(path: Path, job: str, result: RunResult) -> None:

@@ -429,6 +429,25 @@ def test_run_in_a_project_uses_its_check_and_masks_its_database_passwords(
     assert b"********" in hc.requests[-1].body
 
 
+def test_run_sets_a_project_with_media_snapshots_up_as_every_command_does(
+    hc: HCServer, tmp_path: Path
+) -> None:
+    """MEDIA_SNAPSHOTS: True needs MEDIA_ROOT; run reads it through the same bootstrap."""
+    db = DbParams(alias="default", django_engine="django.db.backends.sqlite3", name="db.sqlite3")
+    settings = (
+        f"{{'HEALTHCHECKS': {{'report': '{UUID}'}}, 'HEALTHCHECKS_PING_URL': '{hc.url}',"
+        " 'MEDIA_SNAPSHOTS': True}"
+    )
+    site = write_project(tmp_path / "site", {"default": db}, opskit=settings)
+    (site / "media").mkdir()
+    with next(site.glob("settings_*.py")).open("a") as fh:
+        fh.write(f"MEDIA_ROOT = {str(site / 'media')!r}\n")
+    done = run_opskit("run", "--job", "report", "--", "true", cwd=site, env=real_env())
+    assert done.returncode == 0, done.stderr
+    assert "not monitored" not in done.stderr
+    assert [r.path for r in hc.requests] == [f"/{UUID}/start", f"/{UUID}/0"]
+
+
 def test_run_in_a_broken_project_warns_and_still_runs_the_command(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()

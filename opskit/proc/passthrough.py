@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from opskit.status import Status
+from opskit.status import Status, for_signal
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _DRAIN = 1.0  # after the program exits, how long a grandchild may keep its pipes open
@@ -89,7 +89,7 @@ def passthrough(
     reason = f"killed by {signal.Signals(-code).name}"
     if received:
         reason += f" (opskit received {signal.Signals(received[0]).name} and passed it on)"
-    return Finished(128 - code, tail, reason)
+    return Finished(for_signal(-code), tail, reason)
 
 
 def _pump(

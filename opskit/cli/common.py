@@ -48,7 +48,7 @@ def fail_early(ctx: click.Context, exc: OpsError) -> NoReturn:
     ctx.exit(1)
 
 
-def load_project(
+def load_project(  # long: one set-up sequence (settings, Django, Config, logging), in order
     ctx: click.Context, *, apps: bool = True, log_files: bool = True, **flags: Any
 ) -> tuple[Config, dict[str, DbParams]]:
     """Find the settings, set Django up once, build the Config and configure logging.

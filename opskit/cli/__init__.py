@@ -262,7 +262,7 @@ def backup(
 @lock_wait_option
 @hc_option
 @click.pass_context
-def restore(
+def restore(  # long: a click command: 17 parameters, then plan, confirm and restore
     ctx: click.Context,
     source: str,
     alias: str,

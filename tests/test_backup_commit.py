@@ -114,10 +114,10 @@ def test_a_directory_archive_swap_never_leaves_the_slot_empty(
             "rotation._exchange = None; rotation.exchange(Path(sys.argv[1]), Path(sys.argv[2]))"
         )
         env = {**os.environ, "OPSKIT_TEST_KILL_AT": point}
-        done = subprocess.run(
+        exchange = subprocess.run(
             [sys.executable, "-c", script, str(new), str(slot)], env=env, check=False
         )
-        assert done.returncode == -signal.SIGKILL
+        assert exchange.returncode == -signal.SIGKILL
         assert not slot.exists()  # killed between the two renames
         assert rotation.recover_commits(folder)  # puts the old folder back
         assert slot.is_dir()

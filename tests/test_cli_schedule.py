@@ -248,7 +248,7 @@ def test_schedule_comes_from_flag_then_setting_then_project_file_then_builtin(
 
 def test_installed_line_runs_opskit_when_cron_runs_it(site: Path, env: dict[str, str]) -> None:
     (site / "crontab.txt").write_text("@daily opskit list\n")
-    logs = ["--log-dir", site / "cron logs"]
+    logs: list[str | Path] = ["--log-dir", site / "cron logs"]
     run_opskit("--project-dir", site, *logs, "cron", "install", "--cron-d", "x", env=env)
     line = (Path(env["OPSKIT_CRON_D_DIR"]) / "x").read_text().splitlines()[-1]
     command = TAG.sub("", line).split(None, 2)[2]

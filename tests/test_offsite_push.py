@@ -38,7 +38,9 @@ def _latest_verifies(config: Config) -> Path:
     return latest
 
 
-def test_push_makes_a_tagged_dump_snapshot_and_its_sidecar(tmp_path, config, sqlite_db) -> None:
+def test_push_makes_a_tagged_dump_snapshot_and_its_sidecar(
+    tmp_path: Path, config: Config, sqlite_db: DbParams
+) -> None:
     repo = local_repo(tmp_path)
     cfg = with_offsite(config, repo.settings(host="h1", project="site"))
     adapter_for(sqlite_db).populate()
@@ -69,7 +71,9 @@ def test_push_makes_a_tagged_dump_snapshot_and_its_sidecar(tmp_path, config, sql
     )
 
 
-def test_restore_from_offsite_brings_back_the_pushed_state(tmp_path, config, any_db) -> None:
+def test_restore_from_offsite_brings_back_the_pushed_state(
+    tmp_path: Path, config: Config, any_db: DbParams
+) -> None:
     repo = local_repo(tmp_path)
     cfg = with_offsite(config, repo.settings())
     data = adapter_for(any_db)
@@ -96,7 +100,9 @@ def test_restore_from_offsite_brings_back_the_pushed_state(tmp_path, config, any
     assert data.snapshot() == {**before, "sessions": 0}
 
 
-def test_a_wrong_password_is_one_failed_step_and_latest_stays(tmp_path, config, sqlite_db) -> None:
+def test_a_wrong_password_is_one_failed_step_and_latest_stays(
+    tmp_path: Path, config: Config, sqlite_db: DbParams
+) -> None:
     repo = local_repo(tmp_path)
     adapter_for(sqlite_db).populate()
     assert _backup(config, sqlite_db).exit_code == 0
@@ -116,7 +122,9 @@ def test_a_wrong_password_is_one_failed_step_and_latest_stays(tmp_path, config, 
     assert "not-the-password" not in step.reason
 
 
-def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(tmp_path, config, sqlite_db):
+def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(
+    tmp_path: Path, config: Config, sqlite_db: DbParams
+) -> None:
     adapter_for(sqlite_db).populate()
     repo = local_repo(tmp_path)
     missing = repo.settings(repository=str(tmp_path / "nowhere"), name="gone")
@@ -139,7 +147,9 @@ def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(tmp_path, conf
     assert _latest_verifies(config).name.startswith("1-Monday")
 
 
-def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) -> None:
+def test_a_full_repository_disk_is_one_failed_step(
+    tmp_path: Path, config: Config, sqlite_db: DbParams
+) -> None:
     """The repository on a 6 MB tmpfs; a 24 MB incompressible dump cannot fit."""
     import os
     import sqlite3
@@ -170,7 +180,9 @@ def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) 
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_a_directory_archive_goes_as_its_folder_and_comes_back(tmp_path, config, pg_db) -> None:
+def test_a_directory_archive_goes_as_its_folder_and_comes_back(
+    tmp_path: Path, config: Config, pg_db: DbParams
+) -> None:
     import dataclasses
 
     repo = local_repo(tmp_path)
@@ -199,7 +211,7 @@ def test_a_directory_archive_goes_as_its_folder_and_comes_back(tmp_path, config,
 
 
 def test_a_repository_that_never_answers_is_cut_off_at_the_timeout(
-    tmp_path, config, sqlite_db
+    tmp_path: Path, config: Config, sqlite_db: DbParams
 ) -> None:
     import time
 
@@ -218,7 +230,9 @@ def test_a_repository_that_never_answers_is_cut_off_at_the_timeout(
     _latest_verifies(config)
 
 
-def test_a_stream_that_is_not_the_pushed_dump_commits_nothing(tmp_path, config, any_db) -> None:
+def test_a_stream_that_is_not_the_pushed_dump_commits_nothing(
+    tmp_path: Path, config: Config, any_db: DbParams
+) -> None:
     """A sidecar that records another sha256 (a forged or mixed-up one): the restore loads the
     whole stream, finds the hash wrong before it commits, and the live database stays."""
     import subprocess

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import pytest
 from support.pg_state import (
@@ -27,7 +27,7 @@ from support.pg_state import (
     sql,
     state,
 )
-from support.private_postgres import PrivatePostgres
+from support.private_postgres import PrivatePostgres, Server
 from support.project import SUNDAY, run_opskit, write_project
 
 from opskit.archive import rotation
@@ -44,7 +44,7 @@ CHILD = Path(__file__).parent / "support" / "pg_restore_child.py"
 SWAP_STEPS = ["created", "loaded", "properties-set", "connections-off", "renamed", "previous-open"]
 
 
-def fill(db: str, rows: int, **server: str) -> None:
+def fill(db: str, rows: int, **server: Unpack[Server]) -> None:
     sql(
         "CREATE TABLE item (id int PRIMARY KEY, t text);"
         f" INSERT INTO item SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, {rows}) g;"
@@ -55,7 +55,7 @@ def fill(db: str, rows: int, **server: str) -> None:
     )
 
 
-def change(db: str, **server: str) -> None:
+def change(db: str, **server: Unpack[Server]) -> None:
     sql(
         "DELETE FROM item WHERE id % 2 = 0; CREATE TABLE after_backup (id int);"
         f" COMMENT ON DATABASE {ident(db)} IS 'changed';",
@@ -91,7 +91,7 @@ def start_child(
     )
 
 
-def allowed(db: str, **server: str) -> str:
+def allowed(db: str, **server: Unpack[Server]) -> str:
     return sql(f"SELECT datallowconn FROM pg_database WHERE datname = '{db}'", **server)
 
 

@@ -29,7 +29,7 @@ def backup(config: Config, db: DbParams, when: datetime = SUNDAY) -> Report:
     return run_backup(config, {db.alias: db}, [db.alias], when)
 
 
-def state(folder: Path) -> dict[str, object]:
+def state(folder: Path) -> dict[str, str]:
     """Every file in a backup folder with its content hash, and where latest points."""
     files = {
         p.name: (archive.sha256_file(p) if not p.is_symlink() else os.readlink(p))

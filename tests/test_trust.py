@@ -9,6 +9,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,7 +160,7 @@ def test_log_files_are_0640_and_log_folders_0750_whatever_the_umask(
             "sh",
             "-c",
             'umask 000 && exec "$0" backup',
-            str(Path(os.sys.executable).with_name("opskit")),
+            str(Path(sys.executable).with_name("opskit")),
         ],
         cwd=site,
         capture_output=True,
@@ -337,7 +338,7 @@ def test_a_latest_backup_from_the_future_fails_check_and_list_says_so(
     adapter_for(sqlite_db).populate()
     site = project(tmp_path, sqlite_db)
     assert run_opskit("backup", cwd=site).returncode == 0
-    opskit = str(Path(os.sys.executable).with_name("opskit"))
+    opskit = str(Path(sys.executable).with_name("opskit"))
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     moved_back = ["faketime", "-f", "-10d"]
 

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import TypeVar
 
 import zstandard
 from support.project import OPSKIT
@@ -91,7 +92,7 @@ def size_of(path: Path) -> int:
 def _decompressed_size(path: Path, compression: str) -> int:
     total = 0
     with path.open("rb") as raw:
-        reader: IO[bytes]
+        reader: io.BufferedIOBase | zstandard.ZstdDecompressionReader
         if compression == "zstd":
             reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         elif compression == "gzip":

@@ -28,6 +28,7 @@ from faultkit import (
     temp_files,
     wait_for,
 )
+from pymysql.cursors import Cursor
 from support.project import run_opskit, write_project
 
 from opskit.engines import DbParams
@@ -48,7 +49,7 @@ def site(mysql_db: DbParams, tmp_path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def table_locked(db: DbParams) -> Iterator[pymysql.Connection]:  # type: ignore[type-arg]
+def table_locked(db: DbParams) -> Iterator[pymysql.Connection[Cursor]]:
     """Hold a write lock on zz_locked: a dump streams the other tables, then waits."""
     conn = pymysql.connect(host=db.host, port=int(db.port), user=db.user, database=db.name)
     try:

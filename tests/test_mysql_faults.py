@@ -32,6 +32,7 @@ from support.mysql_state import (
     state,
 )
 from support.services import random_name
+from support.waiting import wait_for
 
 from opskit.engines import DbParams
 from opskit.engines import journal as journals
@@ -269,14 +270,6 @@ def loading_into(name: str, **server: Any) -> bool:
     return bool(rows[0][0])
 
 
-def wait_until(check: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 def test_a_signal_mid_load_leaves_the_schema_as_it_was(
     small: tuple[str, App], tmp_path: Path, signum: int
@@ -297,7 +290,7 @@ def test_a_signal_mid_load_leaves_the_schema_as_it_was(
         stderr=subprocess.PIPE,
     )
     try:
-        wait_until(lambda: loading_into(name), "the load into the scratch schema")
+        wait_for(lambda: loading_into(name), "the load into the scratch schema", 60)
         child.send_signal(signum)
         child.wait(60)
     finally:
@@ -305,7 +298,7 @@ def test_a_signal_mid_load_leaves_the_schema_as_it_was(
             child.kill()
             child.wait()
     if signum == signal.SIGKILL:
-        wait_until(lambda: not loading_into(name), "the orphaned loader to stop", 30)
+        wait_for(lambda: not loading_into(name), "the orphaned loader to stop", 30)
         said = recover(db, tmp_path)
         assert "before it changed" in said, said
     else:
@@ -364,7 +357,7 @@ def test_a_server_restarted_mid_load_is_named_and_the_schema_stays_as_it_was(
             text=True,
         )
         try:
-            wait_until(lambda: loading_into(name, **srv), "the load into the scratch schema")
+            wait_for(lambda: loading_into(name, **srv), "the load into the scratch schema", 60)
             private.restart()
             _, stderr = child.communicate(timeout=120)
         finally:

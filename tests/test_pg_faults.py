@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Unpack
@@ -29,6 +28,7 @@ from support.pg_state import (
 )
 from support.private_postgres import PrivatePostgres, Server
 from support.project import SUNDAY, run_opskit, write_project
+from support.waiting import wait_for
 
 from opskit.archive import rotation
 from opskit.archive import stream as archive
@@ -88,6 +88,15 @@ def start_child(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+    )
+
+
+def opskit_sessions(datname: str, query: str = "%", **server: Unpack[Server]) -> str:
+    """How many of opskit's sessions are on a database LIKE ``datname``, running ``query``."""
+    return sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'opskit'"
+        f" AND datname LIKE '{datname}' AND query LIKE '{query}'",
+        **server,
     )
 
 
@@ -170,20 +179,11 @@ def killed_mid_load(db: str, folder: Path, tmp_path: Path, who: str, mode: str) 
     before = state(db)
     child = start_child(params(db, who), good, folder, in_place=mode == "in-place")
     target = db if mode != "swap" else f"{db}__opskit_restore_%"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        busy = sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'opskit'"
-            f" AND datname LIKE '{target}' AND query LIKE 'COPY%'"
-        )
-        if busy != "0":
-            break
-        time.sleep(0.02)
-    else:
-        pytest.fail("the load never started")
+    wait_for(lambda: opskit_sessions(target, "COPY%") != "0", "the load to start", 60)
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=30)
-    time.sleep(0.5)  # the server notices the closed connection and rolls back
+    # The server notices the closed connection and rolls back.
+    wait_for(lambda: opskit_sessions(target) == "0", "the killed load's session to end")
     assert state(db) == before
     left = journals.load(folder)
     assert left is not None
@@ -219,16 +219,7 @@ def test_a_server_restarted_mid_load_is_the_servers_error_not_a_corrupt_archive(
     folder.mkdir()
     child = start_child(target, good, folder, in_place=in_place)
     like = db if in_place else f"{db}__opskit_restore_%"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        busy = sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'opskit'"
-            f" AND datname LIKE '{like}' AND query LIKE 'COPY%'",
-            **server,
-        )
-        if busy != "0":
-            break
-        time.sleep(0.02)
+    wait_for(lambda: opskit_sessions(like, "COPY%", **server) != "0", "the load to start", 60)
     private.restart()
     _, err = child.communicate(timeout=120)
     assert child.returncode == 3, err

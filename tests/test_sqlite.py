@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 from dbdata import adapter_for
 from support.project import OPSKIT, SUNDAY, run_opskit, write_project
+from support.waiting import wait_for
 from test_roundtrip import backup
 
 from opskit import files
@@ -68,6 +68,8 @@ while not os.path.exists(stop):
     else:
         conn.execute("DELETE FROM django_session")
     conn.execute("COMMIT")
+    if i == 1:
+        open(stop + "-started", "w").close()
 print(i)
 """
 
@@ -108,18 +110,20 @@ def make_ledger(path: Path, journal: str, rows: int = 20000) -> None:
 def busy_site(path: Path, journal: str) -> Iterator[None]:
     """Keep a writer process busy on ``path`` for the duration of the block."""
     stop = path.with_name("stop-writer")
+    started = path.with_name("stop-writer-started")
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path), journal, str(stop)],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        time.sleep(0.3)
+        wait_for(started.exists, "the writer's first commit")
         yield
     finally:
         stop.touch()
         out, _ = writer.communicate(timeout=60)
         stop.unlink()
+        started.unlink(missing_ok=True)
     assert writer.returncode == 0
     assert int(out) > 50, "the writer hardly wrote: the test proves nothing"
 

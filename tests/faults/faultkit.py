@@ -15,10 +15,8 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import zstandard
 from support.project import OPSKIT
@@ -26,25 +24,9 @@ from support.services import unavailable
 
 from opskit.engines import DbParams
 
-T = TypeVar("T")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # A run's temp file, and what SQLite keeps beside one (-journal, -wal, -shm).
 TEMP = re.compile(r"^\..+\.tmp-\d+(?:-[0-9a-f]+)?(-journal|-wal|-shm)?$")
-
-
-# --- waiting without fixed sleeps ----------------------------------------------------------------
-
-
-def wait_for(check: Callable[[], T], what: str, timeout: float = 30.0, every: float = 0.005) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
 
 
 # --- what a backup folder holds ----------------------------------------------------------------

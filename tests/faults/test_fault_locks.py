@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
-import pymysql
 import pytest
 from dbdata import adapter_for
 from faultkit import (
@@ -26,10 +24,10 @@ from faultkit import (
     state,
     step_failures,
     temp_files,
-    wait_for,
 )
-from pymysql.cursors import Cursor
+from support.mysql_lock import table_locked
 from support.project import run_opskit, write_project
+from support.waiting import wait_for
 
 from opskit.engines import DbParams
 
@@ -46,17 +44,6 @@ def site(mysql_db: DbParams, tmp_path: Path) -> Path:
     done = run_opskit("backup", cwd=site, env=clean_env())
     assert done.returncode == 0, done.stderr
     return site
-
-
-@contextlib.contextmanager
-def table_locked(db: DbParams) -> Iterator[pymysql.Connection[Cursor]]:
-    """Hold a write lock on zz_locked: a dump streams the other tables, then waits."""
-    conn = pymysql.connect(host=db.host, port=int(db.port), user=db.user, database=db.name)
-    try:
-        conn.cursor().execute("LOCK TABLES zz_locked WRITE")
-        yield conn
-    finally:
-        conn.close()
 
 
 def dumping(run: Run) -> int:

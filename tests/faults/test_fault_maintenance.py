@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from dbdata import adapter_for
-from faultkit import Run, clean_env, wait_for
+from faultkit import Run, clean_env
 from support.project import run_opskit, write_project
+from support.waiting import wait_for
 
 from opskit import maintenance
 from opskit.engines import DbParams, journal

@@ -32,10 +32,11 @@ from faultkit import (
     size_of,
     state,
     temp_files,
-    wait_for,
 )
+from support.mysql_lock import table_locked
 from support.project import run_opskit, write_project
 from support.services import mysql, psql, random_name
+from support.waiting import wait_for
 
 from opskit.engines import DbParams
 
@@ -475,11 +476,7 @@ def test_a_signal_is_never_lost_while_the_dump_waits(mysql_db: DbParams, tmp_pat
     backups = site / "db_backups"
     before = state(backups)
     lost, codes = [], set()
-    locker = pymysql.connect(
-        host=mysql_db.host, port=int(mysql_db.port), user=mysql_db.user, database=mysql_db.name
-    )
-    try:
-        locker.cursor().execute("LOCK TABLES zz_locked WRITE")  # every dump waits on it
+    with table_locked(mysql_db):  # every dump waits on it
         for attempt in range(10):
             run = Run("backup", cwd=site, env=env)
             try:
@@ -499,8 +496,6 @@ def test_a_signal_is_never_lost_while_the_dump_waits(mysql_db: DbParams, tmp_pat
             finally:
                 run.stop()
                 run.finish()
-    finally:
-        locker.close()
     assert lost == [], f"SIGTERM was lost (opskit kept waiting) in attempts {lost}"
     assert codes == {128 + signal.SIGTERM}
     assert temp_files(backups) == []

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -418,3 +419,19 @@ def sigkill(pid: int) -> None:
 def step_failures(stderr: str) -> list[str]:
     """The ``step_failed`` lines of a run's stderr, with the key=value quoting undone."""
     return [line.replace('\\"', '"') for line in stderr.splitlines() if "event=step_failed" in line]
+
+
+# --- a database a restore takes a moment over --------------------------------------------------
+
+
+def add_big_sqlite_table(path: str, rows: int = 150_000) -> None:
+    """A ``big`` table of random 600-character rows in SQLite file ``path``: a restore of it
+    takes a moment."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, t TEXT NOT NULL)")
+        conn.execute(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < ?)"
+            " INSERT INTO big SELECT x, hex(randomblob(300)) FROM n",
+            (rows,),
+        )
+    conn.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from opskit.report import Report, StepFailed
 from opskit.restore import RestoreOptions
 
 
-def _backup(config: Config, db: DbParams, when=SUNDAY) -> Report:  # type: ignore[no-untyped-def]
+def _backup(config: Config, db: DbParams, when: datetime = SUNDAY) -> Report:
     return run_backup(config, {db.alias: db}, [db.alias], when)
 
 

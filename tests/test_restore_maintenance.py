@@ -162,13 +162,15 @@ def test_a_swap_left_unfinished_stays_in_maintenance_until_recovered(
     assert maintenance.read(config.state_dir).empty
 
 
-def test_recovery_that_fails_keeps_maintenance_on(config: Config, tmp_path: Path) -> None:
+def test_recovery_that_fails_keeps_maintenance_on(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine, _, db = restore_with(config, tmp_path, killed_mid_swap)
 
     def cannot(db: DbParams, left: journal.Journal) -> str:
         raise CommandFailed("server down")
 
-    engine.recover = cannot  # type: ignore[method-assign]
+    monkeypatch.setattr(engine, "recover", cannot)
     with pytest.raises(Exception, match="cannot be finished or undone now"):
         recover_folder(config, db, engine, tmp_path / "backups")
     assert set(maintenance.read(config.state_dir).restores) == {"default"}

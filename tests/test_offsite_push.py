@@ -27,6 +27,19 @@ def _backup(config: Config, db: DbParams, when: datetime = SUNDAY) -> Report:
     return run_backup(config, {db.alias: db}, [db.alias], when)
 
 
+def from_offsite(cfg: Config, db: DbParams, snapshot: str, report: Report) -> None:
+    """Restore ``db`` from the off-site ``snapshot``, an hour after the backup, with --drop-old."""
+    restore_database(
+        cfg,
+        {db.alias: db},
+        db.alias,
+        snapshot,
+        SUNDAY + timedelta(hours=1),
+        report,
+        RestoreOptions(drop_old=True),
+    )
+
+
 def _latest_verifies(config: Config) -> Path:
     """latest names tonight's archive, and it matches its signed manifest."""
     from opskit.archive import manifest as manifests
@@ -87,15 +100,7 @@ def test_restore_from_offsite_brings_back_the_pushed_state(
     data.mutate()
     assert data.snapshot() != before
     report = Report("restore")
-    restore_database(
-        cfg,
-        {any_db.alias: any_db},
-        any_db.alias,
-        "latest",
-        SUNDAY + timedelta(hours=1),
-        report,
-        RestoreOptions(drop_old=True),
-    )
+    from_offsite(cfg, any_db, "latest", report)
     assert report.exit_code == 0, report.failed()
     assert data.snapshot() == {**before, "sessions": 0}
 
@@ -195,15 +200,7 @@ def test_a_directory_archive_goes_as_its_folder_and_comes_back(
     assert dump["paths"][0].endswith("0-Sunday.pgdir")
     data.mutate()
     report = Report("restore")
-    restore_database(
-        cfg,
-        {"default": pg_db},
-        "default",
-        dump["short_id"],
-        SUNDAY + timedelta(hours=1),
-        report,
-        RestoreOptions(drop_old=True),
-    )
+    from_offsite(cfg, pg_db, dump["short_id"], report)
     assert report.exit_code == 0, report.failed()
     assert data.snapshot() == {**before, "sessions": 0}
     # The restored folder was a temporary one: nothing is left in the backup folder.
@@ -259,15 +256,7 @@ def test_a_stream_that_is_not_the_pushed_dump_commits_nothing(
     )
     report = Report("restore")
     with pytest.raises(StepFailed):
-        restore_database(
-            cfg,
-            {any_db.alias: any_db},
-            any_db.alias,
-            "latest",
-            SUNDAY + timedelta(hours=1),
-            report,
-            RestoreOptions(drop_old=True),
-        )
+        from_offsite(cfg, any_db, "latest", report)
     (step,) = report.failed()
     assert step.name == "load", step.reason
     assert "is not the dump that was pushed" in step.reason, step.reason

@@ -215,11 +215,12 @@ def test_only_the_named_modules_import(library: str) -> None:
             continue
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):  # anywhere, functions included
-            names = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and not node.level:
                 names = [node.module or ""]
+            else:
+                continue
             if any(n == library or n.startswith(library + ".") for n in names):
                 offenders.append(f"{module}:{node.lineno}")
     assert not offenders, f"{library} imported outside {allowed}: {offenders}"

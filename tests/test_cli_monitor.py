@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -40,7 +40,7 @@ def hc() -> Iterator[HCServer]:
         yield server
 
 
-def opskit(*args: str, env: dict[str, str | None] | None = None, stdin: str = "") -> Result:
+def opskit(*args: str, env: Mapping[str, str | None] | None = None, stdin: str = "") -> Result:
     """Run opskit in this process, outside any Django project."""
     with tempfile.TemporaryDirectory() as nowhere:
         argv = ["--project-dir", nowhere, *args]

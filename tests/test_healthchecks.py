@@ -7,6 +7,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -53,10 +54,10 @@ class FakeTime:
         self.now += seconds
 
 
-def pinger(hc: HCServer, spec: str = UUID, **kwargs: object) -> Pinger:
+def pinger(hc: HCServer, spec: str = UUID, **kwargs: Any) -> Pinger:
     fake = FakeTime()
-    options: dict[str, object] = {"sleep": fake.sleep, "clock": fake.clock, **kwargs}
-    return Pinger(parse_check(spec, hc.url), **options)  # type: ignore[arg-type]
+    options: dict[str, Any] = {"sleep": fake.sleep, "clock": fake.clock, **kwargs}
+    return Pinger(parse_check(spec, hc.url), **options)
 
 
 # --- lifecycle ---------------------------------------------------------------

@@ -208,7 +208,7 @@ def _path(value: Any, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def build_config(  # long: one precedence chain, then one line per Config field
+def build_config(
     *,
     project_dir: Path,
     settings_module: str,

@@ -78,7 +78,7 @@ def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @hc_option
 @click.pass_context
-def check_command(  # long: a click command: 12 parameters, a read-only set-up, the checks
+def check_command(
     ctx: click.Context,
     max_age: float,
     with_cron: bool,

@@ -50,7 +50,7 @@ def fail_early(ctx: click.Context, exc: OpsError) -> NoReturn:
     ctx.exit(status.for_errors(1))
 
 
-def load_project(  # long: one set-up sequence (settings, Django, Config, logging), in order
+def load_project(
     ctx: click.Context, *, apps: bool = True, log_files: bool = True, **flags: Any
 ) -> tuple[Config, dict[str, DbParams]]:
     """Set the project up (``project.load``), configure logging, and say its warnings.

@@ -12,6 +12,7 @@ from support.project import SUNDAY
 from support.restic_repo import local_repo, plant_stale_lock, with_offsite
 from support.services import unavailable
 
+from opskit.archive import formats
 from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.config import Config
@@ -47,7 +48,7 @@ def _latest_verifies(config: Config) -> Path:
     latest = (config.backup_dir / "latest.sqlite3.zst").resolve()
     record = manifests.read(latest)
     manifests.check_signature(latest, record, config.signing_keys)
-    archive.check_checksum(latest, record)
+    formats.of(latest).check_checksum(latest, record)
     return latest
 
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.cron import cron_env, fake_proc, throwaway_user
 from support.project import OPSKIT, run_opskit, write_project
-from support.services import unavailable
 
 from opskit.engines import DbParams
 
@@ -29,36 +26,17 @@ def site(tmp_path: Path, sqlite_db: DbParams) -> Path:
     return write_project(tmp_path / "site", {"default": sqlite_db})
 
 
-def fake_proc(folder: Path, *names: str) -> Path:
-    """A /proc holding processes with these names: the daemon check reads nothing else."""
-    for pid, name in enumerate(("init", *names), 1):
-        (folder / str(pid)).mkdir(parents=True)
-        (folder / str(pid) / "comm").write_text(f"{name}\n")
-    return folder
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """Environment for opskit: a running cron daemon, and cron.d files in a tmp folder."""
-    (tmp_path / "cron.d").mkdir()
-    return {
-        "_OPSKIT_TEST_PROC_DIR": str(fake_proc(tmp_path / "proc", "cron")),
-        "_OPSKIT_TEST_CRON_D_DIR": str(tmp_path / "cron.d"),
-    }
+    return cron_env(tmp_path)
 
 
 @pytest.fixture
 def cron_user() -> Iterator[str]:
     """A throwaway system user whose crontab the test may edit (never the developer's own)."""
-    if not (shutil.which("useradd") and shutil.which("crontab")):
-        unavailable("useradd and crontab")
-    if os.geteuid() != 0:
-        unavailable("root (for useradd and crontab -u)")
-    name = f"opskit-test-{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "--no-create-home", name], check=True, capture_output=True)
-    yield name
-    subprocess.run(["crontab", "-r", "-u", name], check=False, capture_output=True)
-    subprocess.run(["userdel", name], check=True, capture_output=True)
+    with throwaway_user("opskit-test") as name:
+        yield name
 
 
 def crontab(user: str, text: str | None = None) -> str:
@@ -147,7 +125,7 @@ def test_show_lists_each_job_with_its_next_three_runs(
 def test_show_warns_when_no_daemon_runs_and_says_when_nothing_is_installed(
     site: Path, env: dict[str, str], cron_user: str, tmp_path: Path
 ) -> None:
-    env["_OPSKIT_TEST_PROC_DIR"] = str(fake_proc(tmp_path / "noproc"))
+    env["OPSKIT_PROC_DIR"] = str(fake_proc(tmp_path / "noproc"))
 
     done = cron(site, env, "show", "--user", cron_user)
 
@@ -173,8 +151,8 @@ def test_dry_run_prints_the_diff_and_writes_nothing(
 def test_no_cron_daemon_refuses_to_install_unless_allowed(
     site: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
-    env["_OPSKIT_TEST_PROC_DIR"] = str(fake_proc(tmp_path / "noproc", "bash"))
-    target = Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "opskit-site"
+    env["OPSKIT_PROC_DIR"] = str(fake_proc(tmp_path / "noproc", "bash"))
+    target = Path(env["OPSKIT_CRON_D_DIR"]) / "opskit-site"
 
     refused = cron(site, env, "install", "--cron-d", "opskit-site")
     assert refused.returncode == 1
@@ -191,7 +169,7 @@ def test_no_cron_daemon_refuses_to_install_unless_allowed(
 def test_cron_d_file_has_the_user_column_and_goes_away_on_remove(
     site: Path, env: dict[str, str], cron_user: str
 ) -> None:
-    target = Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "opskit-site"
+    target = Path(env["OPSKIT_CRON_D_DIR"]) / "opskit-site"
 
     done = cron(site, env, "install", "--cron-d", "opskit-site", "--user", cron_user)
 
@@ -217,7 +195,7 @@ def test_bad_crontab_line_fails_naming_file_and_line(site: Path, env: dict[str, 
     assert done.returncode == 1
     assert done.stderr.startswith(f"opskit: error: {schedule}:3: bad schedule '0 25 * * *'")
     assert len(done.stderr.splitlines()) == 1
-    assert not (Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "opskit-site").exists()
+    assert not (Path(env["OPSKIT_CRON_D_DIR"]) / "opskit-site").exists()
 
 
 @pytest.mark.parametrize("source", ["flag", "setting", "project", "builtin"])
@@ -247,9 +225,9 @@ def test_schedule_comes_from_flag_then_setting_then_project_file_then_builtin(
 
 def test_installed_line_runs_opskit_when_cron_runs_it(site: Path, env: dict[str, str]) -> None:
     (site / "crontab.txt").write_text("@daily opskit list\n")
-    logs = ["--log-dir", site / "cron logs"]
+    logs: list[str | Path] = ["--log-dir", site / "cron logs"]
     run_opskit("--project-dir", site, *logs, "cron", "install", "--cron-d", "x", env=env)
-    line = (Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "x").read_text().splitlines()[-1]
+    line = (Path(env["OPSKIT_CRON_D_DIR"]) / "x").read_text().splitlines()[-1]
     command = TAG.sub("", line).split(None, 2)[2]
 
     # What cron does: /bin/sh -c with the line's command, from the user's home, a bare PATH.
@@ -334,7 +312,7 @@ def test_global_options_given_to_install_are_written_into_every_job_as_absolute_
     assert dry.returncode == 0, done.stderr
     assert done.returncode == 0, done.stderr
     assert dry.stdout.count(options) == 2
-    lines = (Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "x").read_text().splitlines()[3:]
+    lines = (Path(env["OPSKIT_CRON_D_DIR"]) / "x").read_text().splitlines()[3:]
     assert len(lines) == 2
     assert all(options in line for line in lines)
     assert all(f">> {site / 'var/log' / 'cron.log'} 2>&1" in line for line in lines)

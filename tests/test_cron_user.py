@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.cron import cron_env, throwaway_user
 from support.project import run_opskit, write_project
 from support.services import unavailable
 
@@ -25,15 +25,8 @@ TAG = re.compile(r" # opskit:\S+$")
 @pytest.fixture
 def user() -> Iterator[str]:
     """A throwaway system user (no home), removed with its crontab afterwards."""
-    if not (shutil.which("useradd") and shutil.which("crontab") and shutil.which("su")):
-        unavailable("useradd, su and crontab")
-    if os.geteuid() != 0:
-        unavailable("root (for useradd, crontab -u and su)")
-    name = f"opskit-night-{secrets.token_hex(3)}"
-    subprocess.run(["useradd", "--no-create-home", name], check=True, capture_output=True)
-    yield name
-    subprocess.run(["crontab", "-r", "-u", name], check=False, capture_output=True)
-    subprocess.run(["userdel", name], check=True, capture_output=True)
+    with throwaway_user("opskit-night", "su") as name:
+        yield name
 
 
 @pytest.fixture
@@ -84,13 +77,7 @@ def project(shared: Path, pg_db: DbParams) -> Path:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """A fake /proc with a cron daemon (none runs here) and a tmp cron.d folder."""
-    (tmp_path / "proc" / "1").mkdir(parents=True)
-    (tmp_path / "proc" / "1" / "comm").write_text("cron\n")
-    (tmp_path / "cron.d").mkdir()
-    return {
-        "_OPSKIT_TEST_PROC_DIR": str(tmp_path / "proc"),
-        "_OPSKIT_TEST_CRON_D_DIR": str(tmp_path / "cron.d"),
-    }
+    return cron_env(tmp_path)
 
 
 def opskit(exe: Path, *args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -134,7 +121,7 @@ def test_install_for_a_user_as_root_makes_the_folders_theirs_and_the_job_backs_u
     assert (project / "logs").stat().st_uid == uid
     assert (project / "db_backups").stat().st_uid == uid
     if where == "cron.d":  # the system format: a user column after the schedule
-        lines = (Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "shop").read_text().splitlines()
+        lines = (Path(env["OPSKIT_CRON_D_DIR"]) / "shop").read_text().splitlines()
         [command] = [TAG.sub("", ln).split(None, 6)[6] for ln in lines if TAG.search(ln)]
         assert f" {user} " in lines[-1]
     else:
@@ -183,7 +170,7 @@ def test_cron_d_for_a_user_refuses_a_log_folder_they_cannot_write_naming_the_cho
     assert done.returncode == 1
     assert done.stderr.startswith(f"opskit: error: the jobs could not write: {user} cannot write")
     assert f"chown -R {user}: {project / 'logs'}" in done.stderr
-    assert not (Path(env["_OPSKIT_TEST_CRON_D_DIR"]) / "shop").exists()
+    assert not (Path(env["OPSKIT_CRON_D_DIR"]) / "shop").exists()
 
 
 @pytest.mark.postgresql
@@ -233,8 +220,8 @@ def test_check_cron_not_as_root_warns_that_it_cannot_check_for_another_user(
     (shared / "proc" / "1").mkdir(parents=True)
     (shared / "proc" / "1" / "comm").write_text("cron\n")
     env = {
-        "_OPSKIT_TEST_PROC_DIR": str(shared / "proc"),
-        "_OPSKIT_TEST_CRON_D_DIR": str(shared / "cron.d"),
+        "OPSKIT_PROC_DIR": str(shared / "proc"),
+        "OPSKIT_CRON_D_DIR": str(shared / "cron.d"),
     }
     args = ("--project-dir", project, "cron", "install", "--cron-d", "shop", "--user", "root")
     assert opskit(opskit_for_all, *args, env=env).returncode == 0

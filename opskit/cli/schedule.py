@@ -36,11 +36,9 @@ if TYPE_CHECKING:
 FC = TypeVar("FC", bound=Callable[..., object])
 R = TypeVar("R")
 
-# Test seams, not settings: the tests run opskit as a child process, so they point it at a
-# cron.d folder and a /proc of their own through the environment. Outside OPSKIT_* (never
-# listed among the variables opskit reads), since cron itself reads only /etc/cron.d.
-ENV_CRON_D_DIR = "_OPSKIT_TEST_CRON_D_DIR"
-ENV_PROC_DIR = "_OPSKIT_TEST_PROC_DIR"
+# Where --cron-d files go, and the /proc that tells whether a cron daemon runs (for tests).
+ENV_CRON_D_DIR = "OPSKIT_CRON_D_DIR"
+ENV_PROC_DIR = "OPSKIT_PROC_DIR"
 
 
 @click.command("clear-sessions")

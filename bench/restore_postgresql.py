@@ -22,7 +22,6 @@ renames); the site's downtime; goal: at most 1 s at 1 GB. Nothing here asserts.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -30,40 +29,17 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from opskit import files
-from opskit.archive import pipes
-from opskit.archive import stream as archive
+from common import BENCH, timed  # common first: it puts tests/ on the path for support.*
+from support.pg_state import env, params
+from support.pg_state import sql as psql
+from support.state import Backup, dump_to
+
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.postgresql import PostgreSQL
 
-BENCH = Path(__file__).resolve().parent
-PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
 ROW_BYTES = 200  # on disk, per account row plus a tenth of a document row and indexes
-
-
-def env(db: str = "postgres") -> dict[str, str]:
-    return {
-        **os.environ,
-        "PGHOST": PG["host"],
-        "PGPORT": PG["port"],
-        "PGUSER": PG["user"],
-        "PGDATABASE": db,
-    }
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    done = subprocess.run(
-        ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
-        input=sql,
-        capture_output=True,
-        text=True,
-        env=env(db),
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 def parse_size(size: str) -> int:
@@ -95,45 +71,6 @@ def build(size: str) -> str:
         db,
     )
     return db
-
-
-def params(name: str) -> DbParams:
-    return DbParams(
-        alias="default",
-        django_engine="django.db.backends.postgresql",
-        name=name,
-        user=PG["user"],
-        host=PG["host"],
-        port=PG["port"],
-    )
-
-
-def make_archive(db: DbParams, folder: Path) -> tuple[Path, dict[str, Any]]:
-    """Dump with opskit's engine (its flags, its observer) into a zstd -1 archive."""
-    engine = PostgreSQL()
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{db.name}.sql.zst"
-    props = engine.properties(db)
-    observer = engine.observer()
-    with engine.dump(db, ()) as stream:
-
-        class Watched:
-            def read(self, size: int = -1) -> bytes:
-                data = stream.read(size)
-                observer.feed(data)
-                return data
-
-        written = archive.write_stream(Watched(), final, "zstd", 1)  # type: ignore[arg-type]
-    files.commit(written.path, final)
-    manifest = {
-        "engine": "postgresql",
-        "database": db.name,
-        "size": written.size,
-        "sha256": written.sha256,
-        "raw_size": written.raw_size,
-        "properties": {**props, **observer.result()},
-    }
-    return final, manifest
 
 
 def limit(path: Path, db: str) -> float:
@@ -176,28 +113,19 @@ def idle_sessions(db: str, count: int) -> list[subprocess.Popen[bytes]]:
     return found
 
 
-def opskit(path: Path, manifest: dict[str, Any], db: DbParams, sessions: int) -> dict[str, float]:
+def opskit(b: Backup, db: DbParams, sessions: int) -> dict[str, float]:
     """One restore through the engine: the load's seconds, the swap window, the total."""
     engine = PostgreSQL()
     found: dict[str, float] = {}
-    load = engine.load
 
-    def timed_load(*args: Any, **kwargs: Any) -> Any:
-        start = time.monotonic()
-        try:
-            return load(*args, **kwargs)
-        finally:
-            found["load"] = time.monotonic() - start
-
-    engine.load = timed_load  # type: ignore[method-assign]
-    ctx = RestoreContext(work_dir=path.parent, now=datetime.now().astimezone(), drop_old=True)
-    ctx.manifest = manifest
-    expect = pipes.Expect(manifest["size"], manifest["sha256"])
+    engine.load = timed(engine.load, found, "load")  # type: ignore[method-assign]
+    now = datetime.now().astimezone()
+    ctx = RestoreContext(b.path.parent, now, drop_old=True, manifest=b.manifest)
     psql("CHECKPOINT")
     clients = idle_sessions(db.name, sessions)
     try:
         start = time.monotonic()
-        engine.restore(db, pipes.opener(path, expect=expect), ctx)
+        engine.restore(db, b.opener(), ctx)
         found["total"] = time.monotonic() - start
     finally:
         for client in clients:
@@ -219,7 +147,10 @@ def main(argv: list[str]) -> int:
     for size in args.size or ["100m"]:
         name = build(size)
         db = params(name)
-        path, manifest = make_archive(db, args.work / "restore_postgresql")
+        folder = args.work / "restore_postgresql"
+        folder.mkdir(parents=True, exist_ok=True)
+        b = dump_to(PostgreSQL(), db, folder / f"{db.name}.sql.zst")
+        path, manifest = b.path, b.manifest
         size_db = int(psql(f"SELECT pg_database_size('{name}')"))
         print(
             f"\n{name}: database {size_db / 1e6:,.0f} MB, dump {manifest['raw_size'] / 1e6:,.0f}"
@@ -229,7 +160,7 @@ def main(argv: list[str]) -> int:
         limits, loads, windows, totals = [], [], [], []
         for run in range(1, args.runs + 1):
             limits.append(limit(path, name))
-            got = opskit(path, manifest, db, args.sessions)
+            got = opskit(b, db, args.sessions)
             loads.append(got["load"])
             windows.append(got["swap_window"])
             totals.append(got["total"])

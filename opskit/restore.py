@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from opskit import files, logs, maintenance
-from opskit.archive import codec, pipes, rotation
+from opskit.archive import codec, directory, formats, pipes, rotation
 from opskit.archive import manifest as manifests
 from opskit.archive import stream as archive
-from opskit.backup import dump_to_temp, locked_folder, recover_folder, tools_of
+from opskit.backup import locked_folder, recover_folder
 from opskit.config import Config
-from opskit.engines import DbParams, Engine, engine_for, vendor_of
+from opskit.engines import DbParams, Engine, Tools, engine_for, vendor_of
 from opskit.engines.base import OpenArchive, RestoreContext
 from opskit.engines.journal import Journal
 from opskit.errors import RestoreRefused
@@ -35,7 +35,7 @@ _ENDINGS = (
     *(c.extension for c in codec.CODECS.values() if c.extension),
     ".sql",
     ".sqlite3",
-    ".pgdir",
+    f".{directory.SUFFIX}",
 )
 
 
@@ -114,7 +114,7 @@ def locked(
     # The backup lock too: a backup of a half-loaded database must never become latest.
     with locked_folder(config, db, report, ("restore", "backup"), what) as folder:
         with report.step("engine", alias):
-            engine = engine_for(db, tools_of(config), work_dir=folder)
+            engine = engine_for(db, Tools.of(config), work_dir=folder)
         with report.step("recover", alias):
             recovered = recover_folder(config, db, engine, folder)
         yield Session(db, engine, folder, recovered)
@@ -168,8 +168,9 @@ def _check_size(path: Path, record: Mapping[str, Any], whole: bool) -> None:
             " (truncated or replaced)",
             "use another backup",
         )
-    if whole or path.is_dir():
-        archive.check_checksum(path, dict(record))
+    kind = formats.of(path)
+    if whole or not kind.hashed_as_loaded:
+        kind.check_checksum(path, dict(record))
 
 
 def run_restore(
@@ -212,7 +213,7 @@ def run_restore(
     switch = _maintenance(config, db.alias, journal, options)
     try:
         with report.step("load", db.alias):
-            load = opener or pipes.opener(
+            load = opener or formats.opener(
                 plan.archive, compress, progress, f"restore {db.alias}", expect
             )
             plan.engine.restore(db, load, ctx)
@@ -292,7 +293,7 @@ def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) ->
     rotation.ensure_dir(folder)
     stem = f"pre-restore-{now:%Y%m%d%H%M%S}"
     final = folder / f"{stem}.{engine.suffix}.zst"
-    written = dump_to_temp(engine, db, final, (), "zstd", config.zstd_level)  # always .zst
+    written = formats.dump_stream(engine, db, final, (), "zstd", config.zstd_level)  # always .zst
     try:
         archive.check_size(written)
         final = _commit_new(written.path, folder, stem, f".{engine.suffix}.zst")

@@ -32,14 +32,16 @@ _LAYERS = {
         "opskit.redact",
         "opskit.proc.*",
         "opskit.killpoints",
-        "opskit.cron",  # the package: its docstring only
-        "opskit.monitoring",  # the package: its docstring only
-        "opskit.healthchecks",  # the package: its docstring only
-        "opskit.archive",  # the package: its docstring only
         "opskit.files",
-        "opskit.cron.timezones",
+        # The subpackages' __init__ modules hold only their docstring.
+        "opskit.archive",
+        "opskit.healthchecks",
+        "opskit.monitoring",
+        "opskit.cron",
         # What compressions exist: config, manifests and the command line name them.
         "opskit.archive.codec",
+        # IANA names: config validates a TZ, and the schedule and Healthchecks use them.
+        "opskit.cron.timezones",
         # The engine Protocol and DbParams are the vocabulary every layer speaks.
         "opskit.engines",
         "opskit.engines.base",
@@ -48,28 +50,13 @@ _LAYERS = {
         "opskit.offsite.settings",
     ],
     SERVICES: [
-        "opskit.engines.*",  # one module per vendor, and their parts
-        "opskit.archive.stream",
-        "opskit.archive.pipes",
-        "opskit.archive.manifest",
-        "opskit.archive.rotation",
-        "opskit.archive.directory",
-        "opskit.archive.locks",
-        "opskit.archive.space",
-        "opskit.engines.journal",
+        "opskit.archive.*",
+        "opskit.engines.*",
+        "opskit.healthchecks.*",
+        "opskit.monitoring.*",
+        "opskit.cron.*",
+        # The switch that the restore job, the command and the site's middleware share.
         "opskit.maintenance",
-        "opskit.healthchecks.ping",
-        "opskit.healthchecks.api",
-        "opskit.healthchecks.sync",
-        "opskit.healthchecks.run",
-        "opskit.healthchecks.job",
-        "opskit.monitoring.durations",
-        "opskit.monitoring.metrics",
-        "opskit.cron.install",
-        "opskit.cron.runas",
-        "opskit.monitoring.anomaly",
-        "opskit.monitoring.runlog",
-        "opskit.monitoring.chart",
         "opskit.offsite.restic",
         "opskit.offsite.catalog",
         "opskit.offsite.push",

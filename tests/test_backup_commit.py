@@ -110,7 +110,7 @@ def test_a_directory_archive_swap_never_leaves_the_slot_empty(
         new.mkdir()
         (new / "toc.dat").write_bytes(b"new")
         script = (
-            "import sys; from pathlib import Path; from opskit import rotation;"
+            "import sys; from pathlib import Path; from opskit.archive import rotation;"
             "rotation._exchange = None; rotation.exchange(Path(sys.argv[1]), Path(sys.argv[2]))"
         )
         env = {**os.environ, "OPSKIT_TEST_KILL_AT": point}

@@ -21,8 +21,8 @@ from support.project import OPSKIT, SUNDAY, run_opskit, write_project
 from test_roundtrip import backup
 
 from opskit import files
+from opskit.archive import formats
 from opskit.archive import manifest as manifests
-from opskit.archive import pipes
 from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.config import Config
@@ -475,7 +475,7 @@ def test_a_restore_while_the_site_holds_the_file_open_copies_in_place_and_the_si
     ctx = RestoreContext(work_dir=tmp_path, now=SUNDAY)
     with contextlib.closing(sqlite3.connect(path)) as site:
         assert site.execute("SELECT count(*) FROM item").fetchone() != (len(before["items"]),)
-        SQLite(swap_wait=0.2).restore(sqlite_db, pipes.opener(latest), ctx)
+        SQLite(swap_wait=0.2).restore(sqlite_db, formats.opener(latest), ctx)
         assert site.execute("SELECT count(*) FROM item").fetchone() == (len(before["items"]),)
     assert path.stat().st_ino == ino
     assert data.snapshot() == {**before, "sessions": 0}

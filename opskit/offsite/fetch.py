@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from opskit import logs
+from opskit.archive import formats
 from opskit.archive import manifest as manifests
-from opskit.archive import stream as archive
 from opskit.config import Config
 from opskit.engines import DbParams
 from opskit.engines.base import Content
@@ -95,7 +95,7 @@ def restore_database(
             if side.get("archive_format") == "directory":
                 with report.step("fetch", alias):
                     folder = stack.enter_context(_restored_dir(restic, snap, side, session.folder))
-                    archive.check_checksum(folder, record)
+                    formats.of(folder).check_checksum(folder, record)
                 plan = RestorePlan(db, session.engine, folder, record, session.folder)
                 if confirm is not None:
                     confirm(plan)

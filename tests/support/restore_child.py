@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from opskit import killpoints, signals
-from opskit.archive import pipes
+from opskit.archive import formats, pipes
 from opskit.engines import DbParams, vendor_of
 from opskit.engines.base import Engine, RestoreContext
 from opskit.engines.journal import Journal
@@ -61,7 +61,7 @@ def main(job_file: str) -> int:
     ctx.journal = Journal.begin(folder, alias=db.alias, engine=vendor, database=db.name)
     expect = pipes.Expect(manifest["size"], manifest["sha256"])
     try:
-        ENGINES[vendor]().restore(db, pipes.opener(Path(job["archive"]), expect=expect), ctx)
+        ENGINES[vendor]().restore(db, formats.opener(Path(job["archive"]), expect=expect), ctx)
     except OpsError as exc:
         print(exc.line(), file=sys.stderr)
         return 3

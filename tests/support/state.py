@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from opskit import files
+from opskit.archive import formats, pipes
 from opskit.archive import manifest as manifests
-from opskit.archive import pipes
 from opskit.archive import stream as archive
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
@@ -37,7 +37,7 @@ class Backup:
 
     def opener(self) -> Any:
         expect = pipes.Expect(self.manifest["size"], self.manifest["sha256"])
-        return pipes.opener(self.path, expect=expect)
+        return formats.opener(self.path, expect=expect)
 
 
 def dump_to(engine: Vendor, db: DbParams, final: Path, exclude: tuple[str, ...] = ()) -> Backup:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +40,34 @@ def timed(call: Callable[..., Any], found: dict[str, float], key: str) -> Callab
             found[key] = time.monotonic() - start
 
     return run
+
+
+@dataclass
+class Runs:
+    """The seconds of each run of a restore benchmark, limit and opskit alternating."""
+
+    limits: list[float] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)
+    windows: list[float] = field(default_factory=list)
+    totals: list[float] = field(default_factory=list)
+
+
+def alternate(
+    runs: int, limit: Callable[[], float], opskit: Callable[[], dict[str, float]]
+) -> Runs:
+    """Run the limit, then opskit's restore (its load, swap window, total), ``runs`` times;
+    print each run's figures as it ends."""
+    found = Runs()
+    for run in range(1, runs + 1):
+        found.limits.append(limit())
+        got = opskit()
+        found.loads.append(got["load"])
+        found.windows.append(got["swap_window"])
+        found.totals.append(got["total"])
+        print(
+            f"  run {run}: limit {found.limits[-1]:.2f} s, opskit load {found.loads[-1]:.2f} s"
+            f" (x{found.loads[-1] / found.limits[-1]:.3f}), swap window"
+            f" {found.windows[-1]:.3f} s, whole restore {found.totals[-1]:.2f} s",
+            flush=True,
+        )
+    return found

@@ -23,10 +23,11 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import datasets  # bench/ is on the path: it is this script's folder
-from common import BENCH, timed
+from common import BENCH, alternate, timed
 from support.mysql_state import params
 from support.state import Backup, dump_to
 
@@ -92,23 +93,12 @@ def main(argv: list[str]) -> int:
             f"\n{ds.name}: dump {manifest['raw_size'] / 1e6:,.0f} MB,"
             f" archive {manifest['size'] / 1e6:,.0f} MB, tables {ds.tables}"
         )
-        limits, loads, windows, totals = [], [], [], []
-        for run in range(1, args.runs + 1):
-            limits.append(limit(path, db))
-            got = opskit(b, db)
-            loads.append(got["load"])
-            windows.append(got["swap_window"])
-            totals.append(got["total"])
-            print(
-                f"  run {run}: limit {limits[-1]:.2f} s, opskit load {loads[-1]:.2f} s"
-                f" (x{loads[-1] / limits[-1]:.3f}), swap window {windows[-1]:.3f} s,"
-                f" whole restore {totals[-1]:.2f} s"
-            )
-        lim, load = statistics.median(limits), statistics.median(loads)
+        runs = alternate(args.runs, partial(limit, path, db), partial(opskit, b, db))
+        lim, load = statistics.median(runs.limits), statistics.median(runs.loads)
         print(
             f"  median: limit {lim:.2f} s, opskit load {load:.2f} s, ratio x{load / lim:.3f}"
-            f" (goal <= 1.1), swap window {statistics.median(windows):.3f} s (goal <= 1 s),"
-            f" whole restore {statistics.median(totals):.2f} s"
+            f" (goal <= 1.1), swap window {statistics.median(runs.windows):.3f} s (goal <= 1 s),"
+            f" whole restore {statistics.median(runs.totals):.2f} s"
         )
         path.unlink()
     return 0

@@ -28,9 +28,10 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
-from common import BENCH, timed  # common first: it puts tests/ on the path for support.*
+from common import BENCH, alternate, timed  # common first: it puts tests/ on the path for support.*
 from support.pg_state import env, params
 from support.pg_state import sql as psql
 from support.state import Backup, dump_to
@@ -157,24 +158,15 @@ def main(argv: list[str]) -> int:
             f" MB, archive {manifest['size'] / 1e6:,.0f} MB, {args.sessions} idle sessions",
             flush=True,
         )
-        limits, loads, windows, totals = [], [], [], []
-        for run in range(1, args.runs + 1):
-            limits.append(limit(path, name))
-            got = opskit(b, db, args.sessions)
-            loads.append(got["load"])
-            windows.append(got["swap_window"])
-            totals.append(got["total"])
-            print(
-                f"  run {run}: limit {limits[-1]:.2f} s, opskit load {loads[-1]:.2f} s"
-                f" (x{loads[-1] / limits[-1]:.3f}), swap window {windows[-1]:.3f} s,"
-                f" whole restore {totals[-1]:.2f} s",
-                flush=True,
-            )
-        lim, ld = statistics.median(limits), statistics.median(loads)
+        runs = alternate(
+            args.runs, partial(limit, path, name), partial(opskit, b, db, args.sessions)
+        )
+        lim, ld = statistics.median(runs.limits), statistics.median(runs.loads)
+        windows = runs.windows
         print(
             f"  median: limit {lim:.2f} s, opskit load {ld:.2f} s, ratio x{ld / lim:.3f},"
             f" swap window {statistics.median(windows):.3f} s (max {max(windows):.3f} s;"
-            f" goal <= 1 s), whole restore {statistics.median(totals):.2f} s",
+            f" goal <= 1 s), whole restore {statistics.median(runs.totals):.2f} s",
             flush=True,
         )
         path.unlink()

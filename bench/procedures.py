@@ -176,6 +176,35 @@ def _dbbackup_env(ctx: Context, ds: Dataset, target: str | None = None) -> dict[
     return env
 
 
+def _opskit(
+    ctx: Context,
+    ds: Dataset,
+    mode: str,
+    key: str,
+    label: str,
+    phase: str,
+    argv: list[str],
+    archive: Callable[[], int | None] | None,
+    before: Callable[[], None] | None,
+    after: Callable[[], None] | None = None,
+) -> Procedure:
+    """A row that runs opskit itself in the dataset's project, with one compression mode."""
+    return Procedure(
+        key=key,
+        label=label,
+        phase=phase,
+        role="opskit",
+        argv=argv,
+        cwd=ds.project_dir,
+        env=_opskit_env(ctx, ds, mode),
+        mode=mode,
+        python_leader=True,
+        archive=archive,
+        before=before,
+        after=after,
+    )
+
+
 def opskit_backups(ctx: Context, ds: Dataset, before: Callable[[], None] | None) -> list[Procedure]:
     directory = ctx.directory_format and ds.engine == "pg"  # pg_dump -Fd: PostgreSQL only
     modes = ["zstd", "gzip", "none"] + (["directory"] if directory else [])
@@ -188,21 +217,8 @@ def opskit_backups(ctx: Context, ds: Dataset, before: Callable[[], None] | None)
         if mode == "directory":
             argv += ["--format", "directory"]
             label = "opskit backup --format directory"
-        procs.append(
-            Procedure(
-                key=f"opskit_{mode}",
-                label=label,
-                phase="backup",
-                role="opskit",
-                argv=argv,
-                cwd=ds.project_dir,
-                env=_opskit_env(ctx, ds, mode),
-                mode=mode,
-                python_leader=True,
-                archive=opskit_size(backup_dir(ds, mode)),
-                before=before,
-            )
-        )
+        size = opskit_size(backup_dir(ds, mode))
+        procs.append(_opskit(ctx, ds, mode, f"opskit_{mode}", label, "backup", argv, size, before))
     return procs
 
 
@@ -219,22 +235,9 @@ def opskit_restores(
         argv = [str(ctx.opskit), "restore", "--yes"]
         if ds.engine == "pg":
             argv.append("--drop-old")
-        procs.append(
-            Procedure(
-                key=f"opskit_restore_{mode}",
-                label=f"opskit restore --yes{' --drop-old' if ds.engine == 'pg' else ''}"
-                f" ({mode} archive)",
-                phase="restore",
-                role="opskit",
-                argv=argv,
-                cwd=ds.project_dir,
-                env=_opskit_env(ctx, ds, mode),
-                mode=mode,
-                python_leader=True,
-                before=before,
-                after=after,
-            )
-        )
+        label = f"opskit restore --yes{' --drop-old' if ds.engine == 'pg' else ''} ({mode} archive)"
+        key = f"opskit_restore_{mode}"
+        procs.append(_opskit(ctx, ds, mode, key, label, "restore", argv, None, before, after))
     return procs
 
 

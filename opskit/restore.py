@@ -195,18 +195,7 @@ def run_restore(
         database=db.name,
         archive=str(plan.archive),
     )
-    ctx = RestoreContext(
-        work_dir=plan.folder,
-        now=now,
-        drop_old=options.drop_old,
-        save_safety_copy=lambda target: _safety_copy(config, plan.engine, target, now),
-        journal=journal,
-        manifest=plan.manifest,
-        in_place=options.in_place,
-        no_owner=options.no_owner,
-        no_privileges=options.no_privileges,
-        definer=options.definer,
-    )
+    ctx = _context(config, plan, now, options, journal)
     log.info("restore_started", database=db.alias, archive=str(plan.archive))
     expect = pipes.Expect(plan.manifest["size"], plan.manifest["sha256"])
     compress = str(plan.manifest.get("compression") or "") or None
@@ -218,16 +207,7 @@ def run_restore(
             )
             plan.engine.restore(db, load, ctx)
     except BaseException:
-        if journal.phase in ("started", "done"):
-            journal.finish()
-        else:
-            log.error(
-                "restore_unfinished",
-                database=db.alias,
-                journal=str(journal.path),
-                found=journal.describe(),
-                fix=f"run opskit restore --recover --database {db.alias}",
-            )
+        _close_or_keep(journal, db.alias)
         switch.end()  # off, unless the journal was kept: then --recover turns it off
         raise
     journal.finish()
@@ -236,6 +216,38 @@ def run_restore(
         log.info("restore_note", database=db.alias, note=note)
     report.bytes += int(plan.manifest.get("raw_size") or 0)
     return ctx.notes
+
+
+def _context(
+    config: Config, plan: RestorePlan, now: datetime, options: RestoreOptions, journal: Journal
+) -> RestoreContext:
+    return RestoreContext(
+        work_dir=plan.folder,
+        now=now,
+        drop_old=options.drop_old,
+        save_safety_copy=lambda target: _safety_copy(config, plan.engine, target, now),
+        journal=journal,
+        manifest=plan.manifest,
+        in_place=options.in_place,
+        no_owner=options.no_owner,
+        no_privileges=options.no_privileges,
+        definer=options.definer,
+    )
+
+
+def _close_or_keep(journal: Journal, alias: str) -> None:
+    """After a failed load: close the journal if nothing had changed yet (or all was undone);
+    else keep it for --recover and say so."""
+    if journal.phase in ("started", "done"):
+        journal.finish()
+    else:
+        log.error(
+            "restore_unfinished",
+            database=alias,
+            journal=str(journal.path),
+            found=journal.describe(),
+            fix=f"run opskit restore --recover --database {alias}",
+        )
 
 
 def _maintenance(

@@ -10,14 +10,14 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dbdata import adapter_for
+from dbdata import Adapter, adapter_for
 from support.project import OPSKIT, SUNDAY, run_opskit, write_project
+from support.waiting import wait_for
 from test_roundtrip import backup
 
 from opskit import files
@@ -68,6 +68,8 @@ while not os.path.exists(stop):
     else:
         conn.execute("DELETE FROM django_session")
     conn.execute("COMMIT")
+    if i == 1:
+        open(stop + "-started", "w").close()
 print(i)
 """
 
@@ -108,18 +110,20 @@ def make_ledger(path: Path, journal: str, rows: int = 20000) -> None:
 def busy_site(path: Path, journal: str) -> Iterator[None]:
     """Keep a writer process busy on ``path`` for the duration of the block."""
     stop = path.with_name("stop-writer")
+    started = path.with_name("stop-writer-started")
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path), journal, str(stop)],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        time.sleep(0.3)
+        wait_for(started.exists, "the writer's first commit")
         yield
     finally:
         stop.touch()
         out, _ = writer.communicate(timeout=60)
         stop.unlink()
+        started.unlink(missing_ok=True)
     assert writer.returncode == 0
     assert int(out) > 50, "the writer hardly wrote: the test proves nothing"
 
@@ -178,6 +182,16 @@ def test_every_backup_under_a_busy_writer_is_one_consistent_moment_without_sessi
                 bad[n] = found
             copy.unlink()
     assert not bad, f"{len(bad)} of 20 backups are not one moment: {bad}"
+
+
+def backed_up_then_changed(config: Config, db: DbParams) -> tuple[Adapter, dict[str, Any]]:
+    """The test rows in ``db``, backed up, then changed: the adapter, and what the backup holds."""
+    data = adapter_for(db)
+    data.populate()
+    before = data.snapshot()
+    assert backup(config, db).exit_code == 0
+    data.mutate()
+    return data, before
 
 
 def restore(config: Config, db: DbParams, source: str = "latest") -> Report:
@@ -464,11 +478,7 @@ def test_a_restore_while_the_site_holds_the_file_open_copies_in_place_and_the_si
     sqlite_db: DbParams, config: Config, tmp_path: Path
 ) -> None:
     """A connection open during the restore reads the restored data, not a renamed-away file."""
-    data = adapter_for(sqlite_db)
-    data.populate()
-    before = data.snapshot()
-    assert backup(config, sqlite_db).exit_code == 0
-    data.mutate()
+    data, before = backed_up_then_changed(config, sqlite_db)
     path = Path(sqlite_db.name)
     ino = path.stat().st_ino
     latest = next(config.backup_dir.glob("latest.*")).resolve()
@@ -485,11 +495,7 @@ def test_a_restore_of_a_closed_file_renames_it_into_place_with_its_owner_and_mod
     sqlite_db: DbParams, config: Config
 ) -> None:
     """Nobody has the file open: the checked copy takes its place, same owner and mode."""
-    data = adapter_for(sqlite_db)
-    data.populate()
-    before = data.snapshot()
-    assert backup(config, sqlite_db).exit_code == 0
-    data.mutate()
+    data, before = backed_up_then_changed(config, sqlite_db)
     path = Path(sqlite_db.name)
     path.chmod(0o640)
     old = path.stat()
@@ -504,11 +510,7 @@ def test_in_place_copies_into_the_live_file_even_when_nobody_has_it_open(
     sqlite_db: DbParams, config: Config
 ) -> None:
     """``--in-place``: the backup API writes the restored data into the same inode."""
-    data = adapter_for(sqlite_db)
-    data.populate()
-    before = data.snapshot()
-    assert backup(config, sqlite_db).exit_code == 0
-    data.mutate()
+    data, before = backed_up_then_changed(config, sqlite_db)
     inode = Path(sqlite_db.name).stat().st_ino
     report = Report("restore")
     dbs = {"default": sqlite_db}

@@ -29,11 +29,10 @@ import datasets
 import measure
 import procedures
 import report
+from common import BENCH, ROOT, log
+from support.services import mysql, psql
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 ENGINES = ("pg", "mysql", "sqlite")
-log = datasets.log
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -118,10 +117,10 @@ def versions(opskit: Path, peers: bool) -> dict[str, str]:
 
     py = sys.executable
     v = {
-        "PostgreSQL server": sql(datasets.psql, "SHOW server_version"),
+        "PostgreSQL server": sql(psql, "SHOW server_version"),
         "pg_dump": _out(["pg_dump", "--version"]),
         "psql": _out(["psql", "--version"]),
-        "MariaDB server": sql(datasets.mysql, "SELECT VERSION()"),
+        "MariaDB server": sql(mysql, "SELECT VERSION()"),
         "mariadb-dump": _out(["mariadb-dump", "--version"]),
         "SQLite (Python's sqlite3)": _out(
             [py, "-c", "import sqlite3; print(sqlite3.sqlite_version)"]
@@ -221,7 +220,8 @@ def write_outputs(data: dict[str, Any], rows: list[report.Row], args: argparse.N
     data["targets"] = [t.as_json() for t in targets]
     data["rows"] = [r.as_json() for r in rows]
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report.markdown(data, rows, targets))
+    before = args.output.read_text() if args.output.exists() else ""
+    args.output.write_text(report.keeping_others(report.markdown(data, rows, targets), before))
     args.output.with_name("results.json").write_text(json.dumps(data, indent=1) + "\n")
 
 

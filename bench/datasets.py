@@ -18,14 +18,15 @@ import re
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-VERSION = "3"
+from common import log  # common first: it puts tests/ on the path for support.*
+from support.services import MY, PG, mysql, psql
 
-PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
-MY = {"host": "127.0.0.1", "port": "3306", "user": "root"}
+VERSION = "3"
 
 # Calibrated bytes per row in the plain dump (or the SQLite file): used only to pick
 # row counts; the real size is measured after the build and reported.
@@ -89,29 +90,6 @@ def pg_env() -> dict[str, str]:
     return {**os.environ, "PGHOST": PG["host"], "PGPORT": PG["port"], "PGUSER": PG["user"]}
 
 
-def psql(sql: str, db: str = "postgres") -> str:
-    done = subprocess.run(
-        ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql],
-        capture_output=True,
-        text=True,
-        env=pg_env(),
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(f"psql: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
-def mysql(sql: str, db: str = "") -> str:
-    argv = ["mariadb", "-h", MY["host"], "-P", MY["port"], "-u", MY["user"], "-N", "-B"]
-    done = subprocess.run(
-        [*argv, "-e", sql, *([db] if db else [])], capture_output=True, text=True, check=False
-    )
-    if done.returncode:
-        raise RuntimeError(f"mariadb: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
 def pg_dump_argv(db: str) -> list[str]:
     return ["pg_dump", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"], *PG_DUMP_FLAGS, db]
 
@@ -138,8 +116,54 @@ def _meta_matches(meta: dict[str, str], size: str) -> bool:
     return meta.get("size") == size and meta.get("version") == VERSION and "dump_bytes" in meta
 
 
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+def _meta_of(lines: str) -> dict[str, str]:
+    """``bench_meta`` read as ``key=value`` lines."""
+    return dict(line.split("=", 1) for line in lines.splitlines() if "=" in line)
+
+
+def _meta_rows(size: str, dump_bytes: str) -> list[tuple[str, str]]:
+    """What ``bench_meta`` records, written last: a build that stopped before is redone."""
+    built = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return [("size", size), ("version", VERSION), ("dump_bytes", dump_bytes), ("built", built)]
+
+
+def _meta_values(size: str, dump_bytes: int) -> str:
+    """``bench_meta``'s rows as an SQL VALUES list."""
+    return ", ".join(f"('{key}', '{value}')" for key, value in _meta_rows(size, str(dump_bytes)))
+
+
+def _row_counts(size: str, account_bytes: int, doc_bytes: int) -> tuple[int, int]:
+    """How many accounts and documents make about half and half of ``size``."""
+    target = parse_size(size)
+    accounts = max(1000, target // 2 // account_bytes)
+    docs = max(100, (target - accounts * account_bytes) // doc_bytes)
+    return accounts, docs
+
+
+def _ranges(total: int, chunk: int) -> Iterator[tuple[int, int]]:
+    """1 to ``total`` in pieces of ``chunk``: the first and last number of each."""
+    for first in range(1, total + 1, chunk):
+        yield first, min(total, first + chunk - 1)
+
+
+def _build_or_reuse(ds: Dataset, meta: dict[str, str], fill: Callable[[], int]) -> None:
+    """Reuse the server's dataset when its meta matches, else ``fill`` it (its dump's size)."""
+    start = time.monotonic()
+    if _meta_matches(meta, ds.size):
+        ds.reused = True
+        ds.dump_bytes = int(meta["dump_bytes"])
+    else:
+        ds.dump_bytes = fill()
+    ds.build_seconds = time.monotonic() - start
+
+
+def _tables(listing: str, count: Callable[[str], str]) -> dict[str, dict[str, int]]:
+    """Rows and bytes of each table, from ``name bytes`` lines and a row counter."""
+    found = {}
+    for line in listing.splitlines():
+        name, nbytes = line.split()
+        found[name] = {"rows": int(count(name)), "bytes": int(nbytes)}
+    return found
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -179,28 +203,20 @@ def _pg_meta(db: str) -> dict[str, str]:
     if not psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'"):
         return {}
     try:
-        rows = psql("SELECT key || '=' || value FROM bench_meta", db)
+        return _meta_of(psql("SELECT key || '=' || value FROM bench_meta", db))
     except RuntimeError:
         return {}
-    return dict(line.split("=", 1) for line in rows.splitlines() if "=" in line)
 
 
 def build_pg(prefix: str, size: str, work: Path) -> Dataset:
     db = f"{prefix}_{size}"
     ds = Dataset("pg", size, db, work / f"project_pg_{size}")
-    meta = _pg_meta(db)
-    start = time.monotonic()
-    if _meta_matches(meta, size):
-        ds.reused = True
-        ds.dump_bytes = int(meta["dump_bytes"])
-    else:
-        target = parse_size(size)
-        accounts = max(1000, target // 2 // PG_ACCOUNT_BYTES)
-        docs = max(100, (target - accounts * PG_ACCOUNT_BYTES) // PG_DOC_BYTES)
+
+    def fill() -> int:
+        accounts, docs = _row_counts(size, PG_ACCOUNT_BYTES, PG_DOC_BYTES)
         scale = -(-accounts // 100_000)
         log(f"building PostgreSQL {db}: {accounts} accounts (scale {scale}), {docs} documents")
-        psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        psql(f'CREATE DATABASE "{db}"')
+        pg_create(db)
         done = subprocess.run(
             ["pgbench", "-i", "-s", str(scale), "-q", db],
             capture_output=True,
@@ -212,29 +228,22 @@ def build_pg(prefix: str, size: str, work: Path) -> Dataset:
             raise RuntimeError(f"pgbench -i failed: {done.stderr.strip()}")
         psql(f"DELETE FROM pgbench_accounts WHERE aid > {accounts}", db)
         psql(PG_DOC_TABLE, db)
-        chunk = 200_000
-        for first in range(1, docs + 1, chunk):
-            psql(PG_DOC_INSERT.format(start=first, stop=min(docs, first + chunk - 1)), db)
+        for first, last in _ranges(docs, 200_000):
+            psql(PG_DOC_INSERT.format(start=first, stop=last), db)
         psql("VACUUM ANALYZE", db)
-        ds.dump_bytes = stream_size(pg_dump_argv(db), pg_env())
+        dump_bytes = stream_size(pg_dump_argv(db), pg_env())
         psql("CREATE TABLE bench_meta (key text PRIMARY KEY, value text NOT NULL)", db)
-        psql(
-            "INSERT INTO bench_meta VALUES "
-            f"('size', '{size}'), ('version', '{VERSION}'), ('dump_bytes', '{ds.dump_bytes}'),"
-            f" ('built', '{time.strftime('%Y-%m-%dT%H:%M:%S')}')",
-            db,
-        )
-    ds.build_seconds = time.monotonic() - start
-    rows = psql(
+        psql("INSERT INTO bench_meta VALUES " + _meta_values(size, dump_bytes), db)
+        return dump_bytes
+
+    _build_or_reuse(ds, _pg_meta(db), fill)
+    listing = psql(
         "SELECT c.relname || ' ' || pg_total_relation_size(c.oid) FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1",
         db,
     )
-    for line in rows.splitlines():
-        name, nbytes = line.split()
-        count = int(psql(f'SELECT count(*) FROM "{name}"', db))
-        ds.tables[name] = {"rows": count, "bytes": int(nbytes)}
+    ds.tables = _tables(listing, lambda name: psql(f'SELECT count(*) FROM "{name}"', db))
     write_project(ds, work)
     return ds
 
@@ -291,53 +300,39 @@ def _my_meta(db: str) -> dict[str, str]:
     if not mysql(f"SELECT 1 FROM information_schema.schemata WHERE schema_name = '{db}'"):
         return {}
     try:
-        rows = mysql("SELECT CONCAT(`key`, '=', value) FROM bench_meta", db)
+        return _meta_of(mysql("SELECT CONCAT(`key`, '=', value) FROM bench_meta", db))
     except RuntimeError:
         return {}
-    return dict(line.split("=", 1) for line in rows.splitlines() if "=" in line)
 
 
 def build_mysql(prefix: str, size: str, work: Path) -> Dataset:
     db = f"{prefix}_{size}"
     ds = Dataset("mysql", size, db, work / f"project_mysql_{size}")
-    meta = _my_meta(db)
-    start = time.monotonic()
-    if _meta_matches(meta, size):
-        ds.reused = True
-        ds.dump_bytes = int(meta["dump_bytes"])
-    else:
-        target = parse_size(size)
-        accounts = max(1000, target // 2 // MY_ACCOUNT_BYTES)
-        docs = max(100, (target - accounts * MY_ACCOUNT_BYTES) // MY_DOC_BYTES)
+
+    def fill() -> int:
+        accounts, docs = _row_counts(size, MY_ACCOUNT_BYTES, MY_DOC_BYTES)
         log(f"building MariaDB {db}: {accounts} accounts, {docs} documents")
-        mysql(f"DROP DATABASE IF EXISTS `{db}`")
-        mysql(f"CREATE DATABASE `{db}` CHARACTER SET utf8mb4")
+        mysql_create(db)
         mysql(MY_TABLES, db)
-        chunk = 1_000_000
-        for first in range(1, accounts + 1, chunk):
-            stop = min(accounts, first + chunk - 1)
-            mysql(MY_ACCOUNTS_INSERT.format(start=first, stop=stop), db)
-        chunk = 200_000
-        for first in range(1, docs + 1, chunk):
-            mysql(MY_DOC_INSERT.format(start=first, stop=min(docs, first + chunk - 1)), db)
-        ds.dump_bytes = stream_size(my_dump_argv(db))
+        for first, last in _ranges(accounts, 1_000_000):
+            mysql(MY_ACCOUNTS_INSERT.format(start=first, stop=last), db)
+        for first, last in _ranges(docs, 200_000):
+            mysql(MY_DOC_INSERT.format(start=first, stop=last), db)
+        dump_bytes = stream_size(my_dump_argv(db))
         mysql(
             "CREATE TABLE bench_meta (`key` VARCHAR(50) PRIMARY KEY, value TEXT NOT NULL);"
-            "INSERT INTO bench_meta VALUES "
-            f"('size', '{size}'), ('version', '{VERSION}'), ('dump_bytes', '{ds.dump_bytes}'),"
-            f" ('built', '{time.strftime('%Y-%m-%dT%H:%M:%S')}')",
+            "INSERT INTO bench_meta VALUES " + _meta_values(size, dump_bytes),
             db,
         )
-    ds.build_seconds = time.monotonic() - start
+        return dump_bytes
+
+    _build_or_reuse(ds, _my_meta(db), fill)
     mysql("ANALYZE TABLE bench_accounts, app_document, bench_meta", db)
-    rows = mysql(
+    listing = mysql(
         "SELECT table_name, data_length + index_length FROM information_schema.tables "
         f"WHERE table_schema = '{db}' ORDER BY 1"
     )
-    for line in rows.splitlines():
-        name, nbytes = line.split("\t")
-        count = int(mysql(f"SELECT COUNT(*) FROM `{name}`", db))
-        ds.tables[name] = {"rows": count, "bytes": int(nbytes)}
+    ds.tables = _tables(listing, lambda name: mysql(f"SELECT COUNT(*) FROM `{name}`", db))
     write_project(ds, work)
     return ds
 
@@ -410,32 +405,19 @@ def build_sqlite(prefix: str, size: str, work: Path) -> Dataset:
     if _meta_matches(meta, size):
         ds.reused = True
     else:
-        target = parse_size(size)
-        accounts = max(1000, target // 2 // SQLITE_ACCOUNT_BYTES)
-        docs = max(100, (target - accounts * SQLITE_ACCOUNT_BYTES) // SQLITE_DOC_BYTES)
+        accounts, docs = _row_counts(size, SQLITE_ACCOUNT_BYTES, SQLITE_DOC_BYTES)
         log(f"building SQLite {path}: {accounts} accounts, {docs} documents")
         path.parent.mkdir(parents=True, exist_ok=True)
         for leftover in path.parent.glob("db.sqlite3*"):
             leftover.unlink()
         with contextlib.closing(sqlite3.connect(path)) as conn:
             conn.executescript(SQLITE_TABLES)
-            chunk = 500_000
-            for first in range(1, accounts + 1, chunk):
-                conn.execute(SQLITE_ACCOUNTS_INSERT, (first, min(accounts, first + chunk - 1)))
-                conn.commit()
-            for first in range(1, docs + 1, chunk):
-                conn.execute(SQLITE_DOC_INSERT, (first, min(docs, first + chunk - 1)))
-                conn.commit()
+            for insert, total in ((SQLITE_ACCOUNTS_INSERT, accounts), (SQLITE_DOC_INSERT, docs)):
+                for first_last in _ranges(total, 500_000):
+                    conn.execute(insert, first_last)
+                    conn.commit()
             conn.execute("CREATE TABLE bench_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            conn.executemany(
-                "INSERT INTO bench_meta VALUES (?, ?)",
-                [
-                    ("size", size),
-                    ("version", VERSION),
-                    ("dump_bytes", "file"),
-                    ("built", time.strftime("%Y-%m-%dT%H:%M:%S")),
-                ],
-            )
+            conn.executemany("INSERT INTO bench_meta VALUES (?, ?)", _meta_rows(size, "file"))
             conn.commit()
     ds.build_seconds = time.monotonic() - start
     ds.dump_bytes = path.stat().st_size

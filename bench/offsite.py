@@ -35,25 +35,15 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import common  # noqa: F401  (imported for its effect: tests/ on the path for support.*)
+from support.services import PG, psql
+
 from opskit.backup import run_backup
 from opskit.config import Config, build_config
 from opskit.engines import DbParams
 from opskit.offsite.settings import parse
 
-PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
 START = datetime(2026, 11, 1, 2, 0).astimezone()
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    env = {**os.environ, "PGHOST": PG["host"], "PGPORT": PG["port"], "PGUSER": PG["user"]}
-    done = subprocess.run(
-        ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 def build(name: str, rows: int) -> None:

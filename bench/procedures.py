@@ -10,26 +10,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import BENCH, ROOT
 from datasets import (
-    MY,
     MY_DUMP_FLAGS,
-    PG,
     PG_DUMP_FLAGS,
     Dataset,
     backup_dir,
     dbbackup_dir,
-    mysql,
     mysql_create,
     mysql_drop,
     pg_create,
     pg_drop,
-    psql,
 )
+from support.services import MY, PG, mysql, psql
 
 from opskit.engines.mysql import DUMP_OPTIONS
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 DBBACKUP_PYTHON = BENCH / ".venv-dbbackup" / "bin" / "python"
 
 # opskit's own mariadb-dump flags (its character set aside: the server's default here),
@@ -180,6 +176,35 @@ def _dbbackup_env(ctx: Context, ds: Dataset, target: str | None = None) -> dict[
     return env
 
 
+def _opskit(
+    ctx: Context,
+    ds: Dataset,
+    mode: str,
+    key: str,
+    label: str,
+    phase: str,
+    argv: list[str],
+    archive: Callable[[], int | None] | None,
+    before: Callable[[], None] | None,
+    after: Callable[[], None] | None = None,
+) -> Procedure:
+    """A row that runs opskit itself in the dataset's project, with one compression mode."""
+    return Procedure(
+        key=key,
+        label=label,
+        phase=phase,
+        role="opskit",
+        argv=argv,
+        cwd=ds.project_dir,
+        env=_opskit_env(ctx, ds, mode),
+        mode=mode,
+        python_leader=True,
+        archive=archive,
+        before=before,
+        after=after,
+    )
+
+
 def opskit_backups(ctx: Context, ds: Dataset, before: Callable[[], None] | None) -> list[Procedure]:
     directory = ctx.directory_format and ds.engine == "pg"  # pg_dump -Fd: PostgreSQL only
     modes = ["zstd", "gzip", "none"] + (["directory"] if directory else [])
@@ -192,21 +217,8 @@ def opskit_backups(ctx: Context, ds: Dataset, before: Callable[[], None] | None)
         if mode == "directory":
             argv += ["--format", "directory"]
             label = "opskit backup --format directory"
-        procs.append(
-            Procedure(
-                key=f"opskit_{mode}",
-                label=label,
-                phase="backup",
-                role="opskit",
-                argv=argv,
-                cwd=ds.project_dir,
-                env=_opskit_env(ctx, ds, mode),
-                mode=mode,
-                python_leader=True,
-                archive=opskit_size(backup_dir(ds, mode)),
-                before=before,
-            )
-        )
+        size = opskit_size(backup_dir(ds, mode))
+        procs.append(_opskit(ctx, ds, mode, f"opskit_{mode}", label, "backup", argv, size, before))
     return procs
 
 
@@ -223,22 +235,9 @@ def opskit_restores(
         argv = [str(ctx.opskit), "restore", "--yes"]
         if ds.engine == "pg":
             argv.append("--drop-old")
-        procs.append(
-            Procedure(
-                key=f"opskit_restore_{mode}",
-                label=f"opskit restore --yes{' --drop-old' if ds.engine == 'pg' else ''}"
-                f" ({mode} archive)",
-                phase="restore",
-                role="opskit",
-                argv=argv,
-                cwd=ds.project_dir,
-                env=_opskit_env(ctx, ds, mode),
-                mode=mode,
-                python_leader=True,
-                before=before,
-                after=after,
-            )
-        )
+        label = f"opskit restore --yes{' --drop-old' if ds.engine == 'pg' else ''} ({mode} archive)"
+        key = f"opskit_restore_{mode}"
+        procs.append(_opskit(ctx, ds, mode, key, label, "restore", argv, None, before, after))
     return procs
 
 
@@ -297,103 +296,125 @@ def dbbackup_restore(
     ]
 
 
-def pg_procedures(ctx: Context, ds: Dataset) -> list[Procedure]:
+@dataclass
+class Server:
+    """What the rows of a server engine (PostgreSQL, MariaDB) differ in."""
+
+    dump_tool: str  # "pg_dump"
+    dump: str  # the dump command, to stdout
+    stem: str  # the piped dumps' key and file stem: pg_dump_zstd, pg_dump.sql.zst
+    load_tool: str  # "psql"
+    load_label: str  # how the rows name the load: "psql --single-transaction"
+    load: str  # the command loading stdin into the scratch database, with its redirects
+    fresh: Callable[[], None]  # an empty scratch database
+    drop: Callable[[], None]  # the scratch database gone
+    before_backup: Callable[[], None] | None = None
+    before_restore: Callable[[], None] | None = None  # opskit's restores
+    after_restore: Callable[[], None] | None = None  # opskit's restores
+    limits: list[Procedure] = field(default_factory=list)  # more limits after the first
+
+
+def server_procedures(ctx: Context, ds: Dataset, scratch: str, s: Server) -> list[Procedure]:
+    """The limit, the piped dumps, the handbook, django-dbbackup and opskit, then the same
+    for the restores, into ``scratch`` or (opskit) the dataset's own database."""
     a = _archives(ctx, ds)
-    conn = f"-h {PG['host']} -p {PG['port']} -U {PG['user']}"
-    dump = f"pg_dump {conn} {' '.join(PG_DUMP_FLAGS)} {q(ds.name)}"
-    scratch = f"{ds.name}_restore"
-    load = f"psql -X -q {conn} --single-transaction -v ON_ERROR_STOP=1 -d {q(scratch)}"
-    fresh = chain(pg_checkpoint, lambda: pg_create(scratch))
-    drop = chain(lambda: pg_drop(scratch))
     env = dict(ctx.base_env)
-    zst, pgz, hb = a / "pg_dump.sql.zst", a / "pg_dump.pigz.sql.gz", a / "handbook.sql"
-    procs = [
+    zst, pgz = a / f"{s.stem}.sql.zst", a / f"{s.stem}.pigz.sql.gz"
+    hb = a / "handbook.sql"
+    hbgz = hb.with_name(hb.name + ".gz")
+    dump, load, before = s.dump, s.load, s.before_backup
+    return [
         Procedure(
             "limit",
-            "limit: pg_dump > /dev/null",
+            f"limit: {s.dump_tool} > /dev/null",
             "backup",
             "limit",
             sh(f"{dump} > /dev/null"),
             a,
             env,
-            before=pg_checkpoint,
-            needs=("pg_dump",),
+            before=before,
+            needs=(s.dump_tool,),
         ),
-        Procedure(
-            "pg_dump_zstd",
-            "pg_dump | zstd -T0 -3 > file",
-            "backup",
-            "tool",
-            sh(f"{dump} | zstd -q -T0 -3 > {q(zst)}"),
-            a,
-            env,
-            archive=file_size(zst),
-            before=pg_checkpoint,
-            needs=("pg_dump", "zstd"),
-        ),
-        Procedure(
-            "pg_dump_pigz",
-            "pg_dump | pigz > file",
-            "backup",
-            "tool",
-            sh(f"{dump} | pigz > {q(pgz)}"),
-            a,
-            env,
-            archive=file_size(pgz),
-            before=pg_checkpoint,
-            needs=("pg_dump", "pigz"),
+        *s.limits,
+        *(
+            Procedure(
+                f"{s.stem}_{tool}",
+                f"{s.dump_tool} | {label} > file",
+                "backup",
+                "tool",
+                sh(f"{dump} | {compress} > {q(path)}"),
+                a,
+                env,
+                archive=file_size(path),
+                before=before,
+                needs=(s.dump_tool, tool),
+            )
+            for tool, label, compress, path in (
+                ("zstd", "zstd -T0 -3", "zstd -q -T0 -3", zst),
+                ("pigz", "pigz", "pigz", pgz),
+            )
         ),
         Procedure(
             "handbook",
-            "handbook: pg_dump > f.sql && gzip f.sql",
+            f"handbook: {s.dump_tool} > f.sql && gzip f.sql",
             "backup",
             "handbook",
             sh(f"{dump} > {q(hb)} && gzip {q(hb)}"),
             a,
             env,
-            archive=file_size(hb.with_name(hb.name + ".gz")),
-            before=chain(pg_checkpoint, remove(hb, hb.with_name(hb.name + ".gz"))),
-            needs=("pg_dump", "gzip"),
+            archive=file_size(hbgz),
+            before=chain(before, remove(hb, hbgz)),
+            needs=(s.dump_tool, "gzip"),
         ),
-        *dbbackup_backups(ctx, ds, pg_checkpoint),
-        *opskit_backups(ctx, ds, pg_checkpoint),
-        Procedure(
-            "restore_limit",
-            "limit: zstd -dc f | psql --single-transaction (fresh db)",
-            "restore",
-            "limit",
-            sh(f"zstd -dc {q(zst)} | {load} > /dev/null"),
-            a,
-            env,
-            before=fresh,
-            after=drop,
-            needs=("zstd", "psql"),
+        *dbbackup_backups(ctx, ds, before),
+        *opskit_backups(ctx, ds, before),
+        *(
+            Procedure(
+                f"restore_{role}",
+                f"{role}: {decompress} {name} | {s.load_label} (fresh db)",
+                "restore",
+                role,
+                sh(f"{decompress} {q(path)} | {load}"),
+                a,
+                env,
+                before=s.fresh,
+                after=s.drop,
+                needs=(tool, s.load_tool),
+            )
+            for role, decompress, name, path, tool in (
+                ("limit", "zstd -dc", "f", zst, "zstd"),
+                ("handbook", "gunzip -c", "f.sql.gz", hbgz, "gzip"),
+            )
         ),
-        Procedure(
-            "restore_handbook",
-            "handbook: gunzip -c f.sql.gz | psql --single-transaction (fresh db)",
-            "restore",
-            "handbook",
-            sh(f"gunzip -c {q(hb.with_name(hb.name + '.gz'))} | {load} > /dev/null"),
-            a,
-            env,
-            before=fresh,
-            after=drop,
-            needs=("gzip", "psql"),
-        ),
-        *dbbackup_restore(ctx, ds, scratch, fresh, drop),
-        *opskit_restores(ctx, ds, pg_checkpoint, pg_drop_derived(ds.name)),
+        *dbbackup_restore(ctx, ds, scratch, s.fresh, s.drop),
+        *opskit_restores(ctx, ds, s.before_restore, s.after_restore),
     ]
-    return procs
+
+
+def pg_procedures(ctx: Context, ds: Dataset) -> list[Procedure]:
+    conn = f"-h {PG['host']} -p {PG['port']} -U {PG['user']}"
+    scratch = f"{ds.name}_restore"
+    load = f"psql -X -q {conn} --single-transaction -v ON_ERROR_STOP=1 -d {q(scratch)}"
+    server = Server(
+        dump_tool="pg_dump",
+        dump=f"pg_dump {conn} {' '.join(PG_DUMP_FLAGS)} {q(ds.name)}",
+        stem="pg_dump",
+        load_tool="psql",
+        load_label="psql --single-transaction",
+        load=f"{load} > /dev/null",
+        fresh=chain(pg_checkpoint, lambda: pg_create(scratch)),
+        drop=chain(lambda: pg_drop(scratch)),
+        before_backup=pg_checkpoint,
+        before_restore=pg_checkpoint,
+        after_restore=pg_drop_derived(ds.name),
+    )
+    return server_procedures(ctx, ds, scratch, server)
 
 
 def mysql_procedures(ctx: Context, ds: Dataset) -> list[Procedure]:
-    a = _archives(ctx, ds)
     conn = f"-h {MY['host']} -P {MY['port']} -u {MY['user']}"
-    dump = f"mariadb-dump {conn} {' '.join(MY_DUMP_FLAGS)} {q(ds.name)}"
     dump_opskit_flags = f"mariadb-dump {conn} {' '.join(OPSKIT_MY_FLAGS)} {q(ds.name)}"
     scratch = f"{ds.name}_restore"
-    load = f"mariadb {conn} {q(scratch)}"
 
     def fresh() -> None:
         mysql_create(scratch)
@@ -405,93 +426,29 @@ def mysql_procedures(ctx: Context, ds: Dataset) -> list[Procedure]:
         for mode in ("zstd", "gzip"):
             clear_folder(backup_dir(ds, mode), "pre-restore-*")()
 
-    env = dict(ctx.base_env)
-    zst, pgz, hb = a / "dump.sql.zst", a / "dump.pigz.sql.gz", a / "handbook.sql"
-    hbgz = hb.with_name(hb.name + ".gz")
-    return [
-        Procedure(
-            "limit",
-            "limit: mariadb-dump > /dev/null",
-            "backup",
-            "limit",
-            sh(f"{dump} > /dev/null"),
-            a,
-            env,
-            needs=("mariadb-dump",),
-        ),
-        Procedure(
-            "limit_opskit_flags",
-            "mariadb-dump with opskit's flags (--skip-add-locks …) > /dev/null",
-            "backup",
-            "tool",
-            sh(f"{dump_opskit_flags} > /dev/null"),
-            a,
-            env,
-            needs=("mariadb-dump",),
-        ),
-        Procedure(
-            "dump_zstd",
-            "mariadb-dump | zstd -T0 -3 > file",
-            "backup",
-            "tool",
-            sh(f"{dump} | zstd -q -T0 -3 > {q(zst)}"),
-            a,
-            env,
-            archive=file_size(zst),
-            needs=("mariadb-dump", "zstd"),
-        ),
-        Procedure(
-            "dump_pigz",
-            "mariadb-dump | pigz > file",
-            "backup",
-            "tool",
-            sh(f"{dump} | pigz > {q(pgz)}"),
-            a,
-            env,
-            archive=file_size(pgz),
-            needs=("mariadb-dump", "pigz"),
-        ),
-        Procedure(
-            "handbook",
-            "handbook: mariadb-dump > f.sql && gzip f.sql",
-            "backup",
-            "handbook",
-            sh(f"{dump} > {q(hb)} && gzip {q(hb)}"),
-            a,
-            env,
-            archive=file_size(hbgz),
-            before=remove(hb, hbgz),
-            needs=("mariadb-dump", "gzip"),
-        ),
-        *dbbackup_backups(ctx, ds, None),
-        *opskit_backups(ctx, ds, None),
-        Procedure(
-            "restore_limit",
-            "limit: zstd -dc f | mariadb (fresh db)",
-            "restore",
-            "limit",
-            sh(f"zstd -dc {q(zst)} | {load}"),
-            a,
-            env,
-            before=fresh,
-            after=drop,
-            needs=("zstd", "mariadb"),
-        ),
-        Procedure(
-            "restore_handbook",
-            "handbook: gunzip -c f.sql.gz | mariadb (fresh db)",
-            "restore",
-            "handbook",
-            sh(f"gunzip -c {q(hbgz)} | {load}"),
-            a,
-            env,
-            before=fresh,
-            after=drop,
-            needs=("gzip", "mariadb"),
-        ),
-        *dbbackup_restore(ctx, ds, scratch, fresh, drop),
-        *opskit_restores(ctx, ds, None, drop_safety_copies),
-    ]
+    opskit_flags = Procedure(
+        "limit_opskit_flags",
+        "mariadb-dump with opskit's flags (--skip-add-locks …) > /dev/null",
+        "backup",
+        "tool",
+        sh(f"{dump_opskit_flags} > /dev/null"),
+        _archives(ctx, ds),
+        dict(ctx.base_env),
+        needs=("mariadb-dump",),
+    )
+    server = Server(
+        dump_tool="mariadb-dump",
+        dump=f"mariadb-dump {conn} {' '.join(MY_DUMP_FLAGS)} {q(ds.name)}",
+        stem="dump",
+        load_tool="mariadb",
+        load_label="mariadb",
+        load=f"mariadb {conn} {q(scratch)}",
+        fresh=fresh,
+        drop=drop,
+        after_restore=drop_safety_copies,
+        limits=[opskit_flags],
+    )
+    return server_procedures(ctx, ds, scratch, server)
 
 
 def sqlite_procedures(ctx: Context, ds: Dataset) -> list[Procedure]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ RSS_SPREAD = 0.10
 PG_RESTORE_LIMIT = 1.1
 HELP_S = 0.3
 LIST_S = 1.0
+
+# The ``## `` sections ``markdown`` writes; RESULTS.md's others come from other bench scripts.
+WRITTEN = ("Machine", "Versions", "Datasets", "Method", "Results", "Targets", "Notes")
 
 
 @dataclass
@@ -465,3 +469,15 @@ def markdown(data: dict[str, Any], rows: list[Row], targets: list[Target]) -> st
     if data.get("notes"):
         lines += ["## Notes", "", *[f"- {n}" for n in data["notes"]], ""]
     return "\n".join(lines)
+
+
+def keeping_others(new: str, old: str) -> str:
+    """``new`` followed by the ``## `` sections of ``old`` that ``markdown`` does not write
+    (the figures of bench/restore_postgresql.py, offsite.py, restore_mysql.py, added by
+    hand), unchanged and in their order: rewriting RESULTS.md never loses them."""
+    kept = [
+        part.rstrip("\n")
+        for part in re.split(r"(?m)^(?=## )", old)[1:]
+        if part.split("\n", 1)[0].removeprefix("## ").strip() not in WRITTEN
+    ]
+    return new.rstrip("\n") + "\n" + "".join(f"\n{part}\n" for part in kept)

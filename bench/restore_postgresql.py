@@ -22,48 +22,25 @@ renames); the site's downtime; goal: at most 1 s at 1 GB. Nothing here asserts.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
 import sys
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
 
-from opskit import files
-from opskit.archive import pipes
-from opskit.archive import stream as archive
+from common import BENCH, alternate, timed  # common first: it puts tests/ on the path for support.*
+from support.pg_state import env, params
+from support.pg_state import sql as psql
+from support.state import Backup, dump_to
+
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.postgresql import PostgreSQL
 
-BENCH = Path(__file__).resolve().parent
-PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
 ROW_BYTES = 200  # on disk, per account row plus a tenth of a document row and indexes
-
-
-def env(db: str = "postgres") -> dict[str, str]:
-    return {
-        **os.environ,
-        "PGHOST": PG["host"],
-        "PGPORT": PG["port"],
-        "PGUSER": PG["user"],
-        "PGDATABASE": db,
-    }
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    done = subprocess.run(
-        ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
-        input=sql,
-        capture_output=True,
-        text=True,
-        env=env(db),
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 def parse_size(size: str) -> int:
@@ -95,45 +72,6 @@ def build(size: str) -> str:
         db,
     )
     return db
-
-
-def params(name: str) -> DbParams:
-    return DbParams(
-        alias="default",
-        django_engine="django.db.backends.postgresql",
-        name=name,
-        user=PG["user"],
-        host=PG["host"],
-        port=PG["port"],
-    )
-
-
-def make_archive(db: DbParams, folder: Path) -> tuple[Path, dict[str, Any]]:
-    """Dump with opskit's engine (its flags, its observer) into a zstd -1 archive."""
-    engine = PostgreSQL()
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{db.name}.sql.zst"
-    props = engine.properties(db)
-    observer = engine.observer()
-    with engine.dump(db, ()) as stream:
-
-        class Watched:
-            def read(self, size: int = -1) -> bytes:
-                data = stream.read(size)
-                observer.feed(data)
-                return data
-
-        written = archive.write_stream(Watched(), final, "zstd", 1)  # type: ignore[arg-type]
-    files.commit(written.path, final)
-    manifest = {
-        "engine": "postgresql",
-        "database": db.name,
-        "size": written.size,
-        "sha256": written.sha256,
-        "raw_size": written.raw_size,
-        "properties": {**props, **observer.result()},
-    }
-    return final, manifest
 
 
 def limit(path: Path, db: str) -> float:
@@ -176,28 +114,19 @@ def idle_sessions(db: str, count: int) -> list[subprocess.Popen[bytes]]:
     return found
 
 
-def opskit(path: Path, manifest: dict[str, Any], db: DbParams, sessions: int) -> dict[str, float]:
+def opskit(b: Backup, db: DbParams, sessions: int) -> dict[str, float]:
     """One restore through the engine: the load's seconds, the swap window, the total."""
     engine = PostgreSQL()
     found: dict[str, float] = {}
-    load = engine.load
 
-    def timed_load(*args: Any, **kwargs: Any) -> Any:
-        start = time.monotonic()
-        try:
-            return load(*args, **kwargs)
-        finally:
-            found["load"] = time.monotonic() - start
-
-    engine.load = timed_load  # type: ignore[method-assign]
-    ctx = RestoreContext(work_dir=path.parent, now=datetime.now().astimezone(), drop_old=True)
-    ctx.manifest = manifest
-    expect = pipes.Expect(manifest["size"], manifest["sha256"])
+    engine.load = timed(engine.load, found, "load")  # type: ignore[method-assign]
+    now = datetime.now().astimezone()
+    ctx = RestoreContext(b.path.parent, now, drop_old=True, manifest=b.manifest)
     psql("CHECKPOINT")
     clients = idle_sessions(db.name, sessions)
     try:
         start = time.monotonic()
-        engine.restore(db, pipes.opener(path, expect=expect), ctx)
+        engine.restore(db, b.opener(), ctx)
         found["total"] = time.monotonic() - start
     finally:
         for client in clients:
@@ -219,31 +148,25 @@ def main(argv: list[str]) -> int:
     for size in args.size or ["100m"]:
         name = build(size)
         db = params(name)
-        path, manifest = make_archive(db, args.work / "restore_postgresql")
+        folder = args.work / "restore_postgresql"
+        folder.mkdir(parents=True, exist_ok=True)
+        b = dump_to(PostgreSQL(), db, folder / f"{db.name}.sql.zst")
+        path, manifest = b.path, b.manifest
         size_db = int(psql(f"SELECT pg_database_size('{name}')"))
         print(
             f"\n{name}: database {size_db / 1e6:,.0f} MB, dump {manifest['raw_size'] / 1e6:,.0f}"
             f" MB, archive {manifest['size'] / 1e6:,.0f} MB, {args.sessions} idle sessions",
             flush=True,
         )
-        limits, loads, windows, totals = [], [], [], []
-        for run in range(1, args.runs + 1):
-            limits.append(limit(path, name))
-            got = opskit(path, manifest, db, args.sessions)
-            loads.append(got["load"])
-            windows.append(got["swap_window"])
-            totals.append(got["total"])
-            print(
-                f"  run {run}: limit {limits[-1]:.2f} s, opskit load {loads[-1]:.2f} s"
-                f" (x{loads[-1] / limits[-1]:.3f}), swap window {windows[-1]:.3f} s,"
-                f" whole restore {totals[-1]:.2f} s",
-                flush=True,
-            )
-        lim, ld = statistics.median(limits), statistics.median(loads)
+        runs = alternate(
+            args.runs, partial(limit, path, name), partial(opskit, b, db, args.sessions)
+        )
+        lim, ld = statistics.median(runs.limits), statistics.median(runs.loads)
+        windows = runs.windows
         print(
             f"  median: limit {lim:.2f} s, opskit load {ld:.2f} s, ratio x{ld / lim:.3f},"
             f" swap window {statistics.median(windows):.3f} s (max {max(windows):.3f} s;"
-            f" goal <= 1 s), whole restore {statistics.median(totals):.2f} s",
+            f" goal <= 1 s), whole restore {statistics.median(runs.totals):.2f} s",
             flush=True,
         )
         path.unlink()

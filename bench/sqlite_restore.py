@@ -29,9 +29,8 @@ from pathlib import Path
 
 import datasets
 import measure
+from common import BENCH, ROOT, log
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 OPSKIT = ROOT / ".venv" / "bin" / "opskit"
 GOAL = 4.0
 # A site's worker: a connection that has read once and stays open.
@@ -130,7 +129,7 @@ def main(argv: list[str]) -> int:
 
     times: dict[str, list[float]] = {"limit": [], "limit_fsync": [], "rename": [], "in_place": []}
     for run in range(1, args.runs + 1):
-        datasets.log(f"run {run} of {args.runs}")
+        log(f"run {run} of {args.runs}")
         times["limit"].append(timed(["sh", "-c", limit_sh], project, env, logs / "limit.err"))
         scratch.unlink()
         start = time.perf_counter()
@@ -141,13 +140,13 @@ def main(argv: list[str]) -> int:
         inode = db.stat().st_ino
         times["rename"].append(timed(restore, project, env, logs / "restore.err"))
         if db.stat().st_ino == inode:
-            datasets.log("note: the restore did not rename (see logs-sqlite-restore)")
+            log("note: the restore did not rename (see logs-sqlite-restore)")
         if not args.no_in_place:
             with held_open(db):
                 inode = db.stat().st_ino
                 times["in_place"].append(timed(restore, project, env, logs / "in-place.err"))
             if db.stat().st_ino != inode:
-                datasets.log("note: the held-open restore renamed")
+                log("note: the held-open restore renamed")
 
     limit = statistics.median(times["limit"])
     size = db.stat().st_size

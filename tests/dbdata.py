@@ -41,15 +41,40 @@ class Adapter:
     """Create the schema, change data and take snapshots on one engine."""
 
     kind = ""
+    placeholder = "?"  # the driver's parameter marker; the SQL here is written with "?"
+    doc_cast = ""  # what follows the ``doc`` parameter in an INSERT (PostgreSQL: ::jsonb)
 
     def __init__(self, db: DbParams) -> None:
         self.db = db
 
-    def execute(self, *statements: str, params: list[tuple[Any, ...]] | None = None) -> None:
+    def open(self) -> Any:
+        """A new DB-API connection to the database."""
         raise NotImplementedError
 
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Any]:
+        """A connection, committed when the block ends without an error, always closed."""
+        conn = self.open()
+        try:
+            yield conn
+            conn.commit()
+        finally:
+            conn.close()
+
+    def execute(self, *statements: str, params: list[tuple[Any, ...]] | None = None) -> None:
+        with self.connect() as conn:
+            cur = conn.cursor()
+            for sql in statements:
+                if params:
+                    cur.executemany(sql.replace("?", self.placeholder), params)
+                else:
+                    cur.execute(sql)
+
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        with self.connect() as conn:
+            cur = conn.cursor()
+            cur.execute(sql)
+            return list(cur.fetchall())
 
     def tables(self) -> list[str]:
         raise NotImplementedError
@@ -74,7 +99,14 @@ class Adapter:
         raise NotImplementedError
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
-        raise NotImplementedError
+        self.execute(
+            f"INSERT INTO item (name, data, note, doc, at) VALUES (?, ?, ?, ?{self.doc_cast}, ?)",
+            params=[(n, d, t, json.dumps(j), self.at(a) if a else None) for n, d, t, j, a in rows],
+        )
+
+    def at(self, value: datetime) -> Any:
+        """A zone-aware time as the ``at`` column takes it."""
+        return value
 
     def mutate(self) -> None:
         """Change everything a restore must undo."""
@@ -103,35 +135,15 @@ class Adapter:
         }
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value else None
-
-
 class PostgresAdapter(Adapter):
     kind = "postgresql"
+    placeholder = "%s"
+    doc_cast = "::jsonb"
 
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[psycopg.Connection[Any]]:
-        conn = psycopg.connect(
+    def open(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(
             host=self.db.host, port=self.db.port, user=self.db.user, dbname=self.db.name
         )
-        try:
-            yield conn
-            conn.commit()
-        finally:
-            conn.close()
-
-    def execute(self, *statements: str, params: list[tuple[Any, ...]] | None = None) -> None:
-        with self.connect() as conn:
-            for sql in statements:
-                if params:
-                    conn.cursor().executemany(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
-                else:
-                    conn.execute(sql)  # type: ignore[arg-type]
-
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        with self.connect() as conn:
-            return conn.execute(sql).fetchall()  # type: ignore[arg-type]
 
     def tables(self) -> list[str]:
         return [
@@ -150,19 +162,13 @@ class PostgresAdapter(Adapter):
             " session_data text NOT NULL, expire_date timestamptz NOT NULL)",
         )
 
-    def insert(self, rows: list[tuple[Any, ...]]) -> None:
-        self.execute(
-            "INSERT INTO item (name, data, note, doc, at) VALUES (?, ?, ?, ?::jsonb, ?)",
-            params=[(n, d, t, json.dumps(j), a) for n, d, t, j, a in rows],
-        )
-
 
 class MySQLAdapter(Adapter):
     kind = "mysql"
+    placeholder = "%s"
 
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[pymysql.Connection[Any]]:
-        conn = pymysql.connect(
+    def open(self) -> pymysql.Connection[Any]:
+        return pymysql.connect(
             host=self.db.host,
             port=int(self.db.port),
             user=self.db.user,
@@ -171,24 +177,6 @@ class MySQLAdapter(Adapter):
             charset="utf8mb4",
             max_allowed_packet=64 * 1024 * 1024,
         )
-        try:
-            yield conn
-            conn.commit()
-        finally:
-            conn.close()
-
-    def execute(self, *statements: str, params: list[tuple[Any, ...]] | None = None) -> None:
-        with self.connect() as conn, conn.cursor() as cur:
-            for sql in statements:
-                if params:
-                    cur.executemany(sql.replace("?", "%s"), params)
-                else:
-                    cur.execute(sql)
-
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        with self.connect() as conn, conn.cursor() as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
 
     def tables(self) -> list[str]:
         return [r[0] for r in self.query("SHOW TABLES")]
@@ -209,41 +197,17 @@ class MySQLAdapter(Adapter):
             " session_data longtext NOT NULL, expire_date datetime(6) NOT NULL)",
         )
 
-    def insert(self, rows: list[tuple[Any, ...]]) -> None:
+    def at(self, value: datetime) -> datetime:
         # MySQL datetimes carry no zone: store UTC, as Django does with USE_TZ.
-        self.execute(
-            "INSERT INTO item (name, data, note, doc, at) VALUES (?, ?, ?, ?, ?)",
-            params=[
-                (n, d, t, json.dumps(j), _utc(a).replace(tzinfo=None) if a else None)
-                for n, d, t, j, a in rows
-            ],
-        )
+        return value.astimezone(UTC).replace(tzinfo=None)
 
 
 class SQLiteAdapter(Adapter):
     kind = "sqlite"
 
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
+    def open(self) -> sqlite3.Connection:
         Path(self.db.name).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.db.name)
-        try:
-            yield conn
-            conn.commit()
-        finally:
-            conn.close()
-
-    def execute(self, *statements: str, params: list[tuple[Any, ...]] | None = None) -> None:
-        with self.connect() as conn:
-            for sql in statements:
-                if params:
-                    conn.executemany(sql, params)
-                else:
-                    conn.execute(sql)
-
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        with self.connect() as conn:
-            return conn.execute(sql).fetchall()
+        return sqlite3.connect(self.db.name)
 
     def tables(self) -> list[str]:
         rows = self.query("SELECT name FROM sqlite_master WHERE type='table'")
@@ -260,14 +224,8 @@ class SQLiteAdapter(Adapter):
             " session_data TEXT NOT NULL, expire_date TEXT NOT NULL)",
         )
 
-    def insert(self, rows: list[tuple[Any, ...]]) -> None:
-        self.execute(
-            "INSERT INTO item (name, data, note, doc, at) VALUES (?, ?, ?, ?, ?)",
-            params=[
-                (n, d, t, json.dumps(j), _utc(a).isoformat() if a else None)
-                for n, d, t, j, a in rows
-            ],
-        )
+    def at(self, value: datetime) -> str:
+        return value.astimezone(UTC).isoformat()
 
 
 def adapter_for(db: DbParams) -> Adapter:

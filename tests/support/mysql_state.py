@@ -14,23 +14,20 @@ import dataclasses
 import re
 import secrets
 from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pymysql
 
-from opskit import files
-from opskit.archive import formats, pipes
-from opskit.archive import manifest as manifests
-from opskit.archive import stream as archive
+# STAMP, Backup and content_of are this module's too: the tests import them from here.
+from support.state import STAMP as STAMP
+from support.state import Backup as Backup
+from support.state import Through
+from support.state import content_of as content_of
+
 from opskit.engines import DbParams
-from opskit.engines.base import RestoreContext
-from opskit.engines.journal import Journal
 from opskit.engines.mysql import MySQL
 
 ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
-STAMP = datetime(2026, 11, 22, 2, 0).astimezone()
 
 
 @contextlib.contextmanager
@@ -234,84 +231,8 @@ def params(name: str, app: App | None = None, **server: Any) -> DbParams:
 # --- backup and restore through the engine ----------------------------------------------------
 
 
-@dataclasses.dataclass
-class Backup:
-    path: Path
-    manifest: dict[str, Any]
-
-    def opener(self) -> Any:
-        expect = pipes.Expect(self.manifest["size"], self.manifest["sha256"])
-        return formats.opener(self.path, expect=expect)
-
-
-def backup(
-    db: DbParams, folder: Path, name: str = "archive.sql.zst", exclude: tuple[str, ...] = ()
-) -> Backup:
-    """Dump with the engine, watched by its observer; a zstd archive and its manifest."""
-    engine = MySQL()
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / name
-    props = engine.properties(db)
-    observer = engine.observer()
-    assert observer is not None
-    with engine.dump(db, exclude) as stream:
-
-        class Watched:
-            def read(self, size: int = -1) -> bytes:
-                data = stream.read(size)
-                observer.feed(data)
-                return data
-
-        written = archive.write_stream(Watched(), final, "zstd")  # type: ignore[arg-type]
-    files.commit(written.path, final)
-    manifest = {
-        "engine": "mysql",
-        "database": db.name,
-        "size": written.size,
-        "sha256": written.sha256,
-        "raw_size": written.raw_size,
-        "properties": {**props, **observer.result()},
-    }
-    manifests.write(manifest, manifests.path_of(final))
-    return Backup(final, manifest)
-
-
-def archive_with(content: bytes, folder: Path, like: Backup | None = None) -> Backup:
-    """An archive holding ``content`` whose manifest matches it (a crafted but valid one)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"crafted-{secrets.token_hex(3)}.sql.zst"
-    import io
-
-    written = archive.write_stream(io.BytesIO(content), final, "zstd")
-    files.commit(written.path, final)
-    manifest = dict(like.manifest) if like else {"engine": "mysql"}
-    manifest.update(size=written.size, sha256=written.sha256, raw_size=written.raw_size)
-    return Backup(final, manifest)
-
-
-def content_of(b: Backup) -> bytes:
-    with archive.open_content(b.path) as reader:
-        return reader.read(-1)
-
-
-def context(b: Backup, folder: Path | None = None, **options: Any) -> RestoreContext:
-    """A restore context as the restore job builds it, with a journal when ``folder`` is given."""
-    ctx = RestoreContext(work_dir=folder or b.path.parent, now=STAMP, manifest=b.manifest)
-    for key, value in options.items():
-        setattr(ctx, key, value)
-    if folder is not None:
-        ctx.journal = Journal.begin(
-            folder, alias="default", engine="mysql", database=b.manifest.get("database", "")
-        )
-    return ctx
-
-
-def restore(db: DbParams, b: Backup, folder: Path | None = None, **options: Any) -> RestoreContext:
-    """engine.restore as the restore job calls it: the journal goes once the database is whole."""
-    ctx = context(b, folder, **options)
-    try:
-        MySQL().restore(db, b.opener(), ctx)
-    finally:
-        if ctx.journal is not None and ctx.journal.phase in ("started", "done"):
-            ctx.journal.finish()
-    return ctx
+_MYSQL = Through(MySQL)
+backup = _MYSQL.backup
+archive_with = _MYSQL.archive_with
+context = _MYSQL.context
+restore = _MYSQL.restore

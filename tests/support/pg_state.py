@@ -5,46 +5,45 @@ the engine as the jobs do."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import io
 import json
 import os
 import secrets
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from opskit import files
-from opskit.archive import formats, pipes
-from opskit.archive import manifest as manifests
-from opskit.archive import stream as archive
+# STAMP, Backup and content_of are this module's too: the tests import them from here.
+from support.state import STAMP as STAMP
+from support.state import Backup as Backup
+from support.state import Through
+from support.state import content_of as content_of
+
 from opskit.engines import DbParams
-from opskit.engines.base import RestoreContext
-from opskit.engines.journal import Journal
 from opskit.engines.postgresql import PostgreSQL
 
 SERVER = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
-STAMP = datetime(2026, 11, 22, 2, 0).astimezone()
 
 
-def sql(query: str, db: str = "postgres", *, check: bool = True, **server: str) -> str:
-    """Run SQL with psql (stdin, ON_ERROR_STOP); the database by PGDATABASE, never argv."""
+def env(db: str = "postgres", **server: str) -> dict[str, str]:
+    """The environment psql and pg_dump reach ``db`` by (PGHOST, PGPORT, PGUSER, PGDATABASE)."""
     conn = {**SERVER, **server}
-    env = {
+    return {
         **os.environ,
         "PGHOST": conn["host"],
         "PGPORT": conn["port"],
         "PGUSER": conn["user"],
         "PGDATABASE": db,
     }
+
+
+def sql(query: str, db: str = "postgres", *, check: bool = True, **server: str) -> str:
+    """Run SQL with psql (stdin, ON_ERROR_STOP); the database by PGDATABASE, never argv."""
     done = subprocess.run(
         ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
         input=query,
         capture_output=True,
         text=True,
-        env=env,
+        env=env(db, **server),
         check=False,
     )
     if check and done.returncode:
@@ -67,6 +66,7 @@ def name(prefix: str = "opskit_pg") -> str:
 def databases(prefix: str, **server: str) -> list[str]:
     out = sql(
         "SELECT datname FROM pg_database WHERE starts_with(datname, " + lit(prefix) + ")",
+        check=True,
         **server,
     )
     return sorted(out.splitlines())
@@ -80,9 +80,9 @@ def scratch_server_objects(*roles: str, dbs: tuple[str, ...] = (), **server: str
     finally:
         for db in dbs:
             for found in databases(db, **server):
-                sql(f"DROP DATABASE IF EXISTS {ident(found)} WITH (FORCE)", **server)
+                sql(f"DROP DATABASE IF EXISTS {ident(found)} WITH (FORCE)", check=True, **server)
         for role in roles:
-            sql(f"DROP ROLE IF EXISTS {ident(role)}", **server)
+            sql(f"DROP ROLE IF EXISTS {ident(role)}", check=True, **server)
 
 
 def params(db: str, user: str = "postgres", **server: str) -> DbParams:
@@ -171,6 +171,7 @@ def rows(db: str, **server: str) -> dict[str, str]:
         "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables"
         " WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
         db,
+        check=True,
         **server,
     ).splitlines()
     if not tables:
@@ -180,15 +181,15 @@ def rows(db: str, **server: str) -> dict[str, str]:
         f" ORDER BY r::text)), '') FROM {t} r"
         for t in tables
     )
-    out = sql(query, db, **server)
+    out = sql(query, db, check=True, **server)
     return dict(line.split("|", 1) for line in out.splitlines())
 
 
 def state(db: str, **server: str) -> dict[str, Any]:
     """The whole of a database: its rows, catalog, owners, ACLs and database properties."""
-    found = json.loads(sql(_STATE, db, **server))
+    found: dict[str, Any] = json.loads(sql(_STATE, db, check=True, **server))
     found["rows"] = rows(db, **server)
-    found["database"] = json.loads(sql(_DATABASE.format(name=lit(db)), **server))
+    found["database"] = json.loads(sql(_DATABASE.format(name=lit(db)), check=True, **server))
     return found
 
 
@@ -197,81 +198,8 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return {k: (before.get(k), after.get(k)) for k in before if before.get(k) != after.get(k)}
 
 
-@dataclasses.dataclass
-class Backup:
-    path: Path
-    manifest: dict[str, Any]
-
-    def opener(self) -> Any:
-        expect = pipes.Expect(self.manifest["size"], self.manifest["sha256"])
-        return formats.opener(self.path, expect=expect)
-
-
-def backup(
-    db: DbParams, folder: Path, exclude: tuple[str, ...] = (), fname: str = "archive.sql.zst"
-) -> Backup:
-    """Dump with the engine, watched by its observer: a zstd archive and its manifest."""
-    engine = PostgreSQL()
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / fname
-    props = engine.properties(db)
-    observer = engine.observer()
-    with engine.dump(db, exclude) as stream:
-
-        class Watched:
-            def read(self, size: int = -1) -> bytes:
-                data = stream.read(size)
-                observer.feed(data)
-                return data
-
-        written = archive.write_stream(Watched(), final, "zstd")  # type: ignore[arg-type]
-    files.commit(written.path, final)
-    manifest = {
-        "engine": "postgresql",
-        "database": db.name,
-        "size": written.size,
-        "sha256": written.sha256,
-        "raw_size": written.raw_size,
-        "properties": {**props, **observer.result()},
-    }
-    manifests.write(manifest, manifests.path_of(final))
-    return Backup(final, manifest)
-
-
-def content_of(b: Backup) -> bytes:
-    with archive.open_content(b.path) as reader:
-        data: bytes = reader.read(-1)
-        return data
-
-
-def archive_with(content: bytes, folder: Path, like: Backup) -> Backup:
-    """An archive holding ``content`` whose manifest matches it (a crafted but valid one)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"crafted-{secrets.token_hex(3)}.sql.zst"
-    written = archive.write_stream(io.BytesIO(content), final, "zstd")
-    files.commit(written.path, final)
-    manifest = dict(like.manifest)
-    manifest.update(size=written.size, sha256=written.sha256, raw_size=written.raw_size)
-    return Backup(final, manifest)
-
-
-def context(b: Backup, folder: Path | None = None, **options: Any) -> RestoreContext:
-    ctx = RestoreContext(work_dir=folder or b.path.parent, now=STAMP, manifest=b.manifest)
-    for key, value in options.items():
-        setattr(ctx, key, value)
-    if folder is not None:
-        ctx.journal = Journal.begin(
-            folder, alias="default", engine="postgresql", database=b.manifest["database"]
-        )
-    return ctx
-
-
-def restore(db: DbParams, b: Backup, folder: Path | None = None, **options: Any) -> RestoreContext:
-    """engine.restore as the restore job calls it: the journal goes once the database is whole."""
-    ctx = context(b, folder, **options)
-    try:
-        PostgreSQL().restore(db, b.opener(), ctx)
-    finally:
-        if ctx.journal is not None and ctx.journal.phase in ("started", "done"):
-            ctx.journal.finish()
-    return ctx
+_PG = Through(PostgreSQL)
+backup = _PG.backup
+archive_with = _PG.archive_with
+context = _PG.context
+restore = _PG.restore

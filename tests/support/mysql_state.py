@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
+from support.services import MY
 
 from opskit import files
 from opskit.archive import manifest as manifests
@@ -29,7 +30,7 @@ from opskit.engines.base import RestoreContext
 from opskit.engines.journal import Journal
 from opskit.engines.mysql import MySQL
 
-ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+ROOT = {**MY, "port": int(MY["port"]), "password": ""}
 STAMP = datetime(2026, 11, 22, 2, 0).astimezone()
 
 

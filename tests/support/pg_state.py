@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from support.services import PG
+
 from opskit import files
 from opskit.archive import manifest as manifests
 from opskit.archive import pipes
@@ -25,7 +27,7 @@ from opskit.engines.base import RestoreContext
 from opskit.engines.journal import Journal
 from opskit.engines.postgresql import PostgreSQL
 
-SERVER = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
+SERVER = PG
 STAMP = datetime(2026, 11, 22, 2, 0).astimezone()
 
 

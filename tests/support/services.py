@@ -21,12 +21,13 @@ def _address(variable: str, default: str) -> tuple[str, str]:
     return host, port
 
 
-# OPSKIT_TEST_PG / OPSKIT_TEST_MYSQL: where the shared servers are (host:port).
-_PG_HOST, _PG_PORT = _address("OPSKIT_TEST_PG", "127.0.0.1:5432")
+# PG_TEST_SERVER / MYSQL_TEST_SERVER: where the shared servers are (host:port). Not OPSKIT_*:
+# opskit warns about an OPSKIT_ variable it does not know, and the tests' children inherit these.
+_PG_HOST, _PG_PORT = _address("PG_TEST_SERVER", "127.0.0.1:5432")
 PG = {"host": _PG_HOST, "port": _PG_PORT, "user": "postgres"}
 
 
-_MY_HOST, _MY_PORT = _address("OPSKIT_TEST_MYSQL", "127.0.0.1:3306")
+_MY_HOST, _MY_PORT = _address("MYSQL_TEST_SERVER", "127.0.0.1:3306")
 MY = {"host": _MY_HOST, "port": _MY_PORT, "user": "root"}
 
 

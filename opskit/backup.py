@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import socket
 import time
 from collections.abc import Iterator, Mapping
@@ -12,8 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opskit import __version__, logs
-from opskit.archive import codec, locks, manifest, pipes, rotation, space
-from opskit.archive import directory as pgdir
+from opskit.archive import formats, locks, manifest, rotation, space
 from opskit.archive import stream as archive
 from opskit.config import Config
 from opskit.engines import DbParams, Engine, Tools, engine_for
@@ -38,10 +38,6 @@ def select(config: Config, databases: Mapping[str, DbParams], wanted: tuple[str,
             f"use one of {', '.join(databases)}",
         )
     return list(chosen)
-
-
-def tools_of(config: Config) -> Tools:
-    return Tools(pg_bin_dir=config.pg_bin_dir, mysql_bin_dir=config.mysql_bin_dir)
 
 
 def run_backup(
@@ -115,7 +111,7 @@ def backup_one(
     with locked_folder(config, db, report, ("backup",), what) as folder:
         with report.step("engine", db.alias):
             # SQLite's snapshot goes beside the archives, where stale temp files are swept.
-            engine = engine_for(db, tools_of(config), work_dir=folder)
+            engine = engine_for(db, Tools.of(config), work_dir=folder)
         with report.step("recover", db.alias):
             recover_folder(config, db, engine, folder)
         job = _Backup(config, db, engine, folder, now, report, progress)
@@ -188,9 +184,9 @@ class _Backup:
     def alias(self) -> str:
         return self.db.alias
 
-    @property
-    def directory(self) -> bool:
-        return self.config.format == "directory" and self.engine.vendor == "postgresql"
+    @functools.cached_property
+    def format(self) -> formats.ArchiveFormat:
+        return formats.for_backup(self.config, self.engine, self.db)
 
     def run(self) -> int:
         final = self._final()
@@ -245,13 +241,7 @@ class _Backup:
 
     def _final(self) -> Path:
         slot = rotation.slot_for(self.now)
-        if self.directory:
-            return self.folder / f"{slot}.{pgdir.SUFFIX}"
-        if self.config.format == "directory":
-            log.info(
-                "format_plain", database=self.alias, reason="the directory format is PostgreSQL's"
-            )
-        return self.folder / rotation.archive_name(slot, self.engine.suffix, self.config.compress)
+        return self.format.final(self.folder, slot, self.engine.suffix, self.config.compress)
 
     def _check_space(self, final: Path) -> None:
         previous = space.expected_size(self.folder, final)
@@ -273,35 +263,18 @@ class _Backup:
             database=self.alias,
             target=str(final),
             engine=engine.vendor,
-            compressor=_compressor(config, self.directory),
+            compressor=self.format.compressor(config),
         )
-        if not self.directory and config.compress == "gzip" and codec.find("gzip").tool != "pigz":
-            log.warning("gzip_on_one_core", hint="install pigz to compress on every core")
         facts: dict[str, Any] = {"started": time.time(), "versions": engine.versions(db)}
         facts["properties"] = engine.properties(db)
         # Exact counts scan every table (and wait on locked ones): only when asked for.
         if config.count_rows or config.verify_restore:
             facts["tables"] = engine.table_counts(db)
-        if self.directory:
-            level = pgdir.level(config.compress, config.gzip_level)
-            written, facts["files"] = pgdir.dump_to_temp(
-                engine, db, final, config.exclude_table_data, level
-            )
-            return written, facts
-        watcher = engine.observer()
-        written = dump_to_temp(
-            engine,
-            db,
-            final,
-            config.exclude_table_data,
-            config.compress,
-            config.level,
-            self.progress,
-            watcher,
-        )
-        if watcher is not None:
-            facts["properties"].update(watcher.result())
-        return written, facts
+        dumped = self.format.dump(engine, db, final, config, self.progress)
+        facts["properties"].update(dumped.observed)
+        if dumped.files is not None:
+            facts["files"] = dumped.files
+        return dumped.written, facts
 
     def _manifest(
         self, final: Path, written: archive.Written, facts: dict[str, Any]
@@ -322,10 +295,8 @@ class _Backup:
             "user": db.user,
             "identity": manifest.identity(db, config.settings_module, config.project_dir),
             "file": final.name,
-            "archive_format": "directory" if "files" in facts else "plain",
-            "compression": pgdir.COMPRESSION[config.compress]
-            if "files" in facts
-            else config.compress,
+            "archive_format": self.format.name,
+            "compression": self.format.compression(config.compress),
             "size": written.size,
             "raw_size": written.raw_size,
             "ratio": round(written.raw_size / written.size, 2) if written.size else None,
@@ -354,35 +325,3 @@ class _Backup:
 
 def _iso(stamp: float) -> str:
     return datetime.fromtimestamp(stamp).astimezone().isoformat()
-
-
-def _compressor(config: Config, directory: bool) -> str:
-    """Say what compresses: the program (or library), or pg_dump's own for a directory."""
-    if directory:
-        level = pgdir.level(config.compress, config.gzip_level)
-        return f"pg_dump (gzip level {level}, {pgdir.jobs()} jobs)" if level else "none"
-    return codec.find(config.compress).label
-
-
-def dump_to_temp(
-    engine: Engine,
-    db: DbParams,
-    final: Path,
-    exclude: tuple[str, ...],
-    compress: str,
-    level: int,
-    progress: ProgressFn | None = None,
-    observer: Any = None,
-) -> archive.Written:
-    """Stream a dump into a verified temp file beside ``final``; the dump's exit is checked last."""
-    written = None
-    try:
-        with engine.dump(db, exclude) as stream:
-            written = pipes.compress_to_temp(
-                stream, final, compress, level, progress, f"dump {db.alias}", observer
-            )
-    except BaseException:
-        if written is not None:
-            written.path.unlink(missing_ok=True)
-        raise
-    return written

@@ -108,7 +108,7 @@ def check_database(config: Config, db: DbParams) -> Result:
                 )
             if not os.access(path, os.R_OK):
                 raise ConfigError(f"SQLite database {path} is not readable", "fix its owner/mode")
-        engine = engine_for(db, Tools(config.pg_bin_dir, config.mysql_bin_dir))
+        engine = engine_for(db, Tools.of(config))
         versions = engine.versions(db)
     except OpsError as exc:
         return _fail(name, exc)
@@ -242,7 +242,7 @@ def check_restores(config: Config, db: DbParams) -> list[Result]:
     name = f"restore:{db.alias}"
     folder = rotation.db_dir(config.backup_dir, db.alias)
     results: list[Result] = []
-    engine = engine_for(db, Tools(config.pg_bin_dir, config.mysql_bin_dir), work_dir=folder)
+    engine = engine_for(db, Tools.of(config), work_dir=folder)
     running = False
     if folder.is_dir():
         try:

@@ -152,6 +152,10 @@ class Config:
     offsite: tuple[Destination, ...] = ()
     # Media folders snapshotted per weekday under backup_dir/media/ (OPSKIT["MEDIA_SNAPSHOTS"]).
     media_snapshots: tuple[Path, ...] = ()
+    # What opskit may keep between runs (the Healthchecks body limits): OPSKIT_CACHE_DIR.
+    cache_dir: Path = dataclasses.field(default_factory=lambda: Path.home() / ".cache" / "opskit")
+    # The keys not left at their default (set by settings.OPSKIT, an OPSKIT_* variable or a flag).
+    given: frozenset[str] = frozenset()
 
     def offsite_secrets(self) -> tuple[str, ...]:
         """The off-site passwords and credentials, for redaction."""
@@ -215,112 +219,173 @@ def build_config(
     media_root: Path | None = None,
 ) -> Config:
     """Merge defaults, ``settings.OPSKIT``, ``OPSKIT_*`` variables and flags, in that order."""
-    merged: dict[str, Any] = dict(DEFAULTS)
-    settings_opskit = settings_opskit or {}
+    environ = environ or {}
+    values = _merge(settings_opskit or {}, environ, flags or {}, project_dir)
+    signing = values.merged["SIGNING_KEY"]
+    return Config(
+        project_dir=project_dir,
+        settings_module=settings_module,
+        **_archives(values),
+        healthchecks=values.checks,
+        **_pings(values),
+        signing_keys=((str(signing),) if signing else ()) + secret_keys,
+        **_maintenance(values),
+        warnings=_env_warnings(environ),
+        offsite=parse_offsite(
+            values.merged["OFFSITE"], project_dir=project_dir, media_root=media_root
+        ),
+        media_snapshots=_media_snapshots(values.merged["MEDIA_SNAPSHOTS"], project_dir, media_root),
+        cache_dir=_cache_dir(environ, project_dir),
+        given=frozenset(values.origin),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Values:
+    """The merged settings, and where each that is not a default came from."""
+
+    merged: dict[str, Any]
+    origin: dict[str, str]  # key -> OPSKIT['KEY'], OPSKIT_KEY or --key
+    checks: dict[str, str]
+    project_dir: Path
+
+    def check(self, key: str, parse: Any, *args: Any) -> Any:
+        """Parse one value; a bad one is a ConfigError naming it as the user wrote it."""
+        return parse(self.merged[key], key, *args, name=self.origin.get(key, _setting(key)))
+
+    def path(self, key: str) -> Path:
+        return _path(self.merged[key], self.project_dir)
+
+    def optional_path(self, key: str) -> Path | None:
+        return self.path(key) if self.merged[key] else None
+
+    def text(self, key: str) -> str:
+        return str(self.merged[key] or "")
+
+
+def _merge(
+    settings_opskit: Mapping[str, Any],
+    environ: Mapping[str, str],
+    flags: Mapping[str, Any],
+    project_dir: Path,
+) -> _Values:
+    """Apply the precedence: defaults < settings.OPSKIT < OPSKIT_* variables < flags."""
     unknown = sorted(set(settings_opskit) - set(DEFAULTS))
     if unknown:
         raise ConfigError(
             f"unknown OPSKIT setting {', '.join(unknown)}",
             f"valid keys: {', '.join(sorted(DEFAULTS))}",
         )
-    merged.update({k: v for k, v in settings_opskit.items() if k in DEFAULTS})
-    # Where each value came from, so that a bad one is named as the user wrote it.
-    origin = {key: _setting(key) for key in DEFAULTS}
-    environ = environ or {}
+    merged: dict[str, Any] = {**DEFAULTS, **settings_opskit}
+    origin = {key: _setting(key) for key in settings_opskit}
     for key in DEFAULTS:
         value = environ.get(f"OPSKIT_{key}")
         if value and key not in ("HEALTHCHECKS", "OFFSITE"):
             merged[key] = value
             origin[key] = f"OPSKIT_{key}"
-    warnings = []
+    checks = _checks(merged["HEALTHCHECKS"], environ)
+    given = {k: v for k, v in flags.items() if v not in (None, (), [])}
+    merged.update(given)
+    origin.update({k: "--" + k.lower().replace("_", "-") for k in given})
+    return _Values(merged, origin, checks, project_dir)
+
+
+def _env_warnings(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """A warning for the OPSKIT_* variables that are set but read by nothing (typos)."""
     typos = unknown_env(environ)
-    if typos:
-        warnings.append(
-            f"unknown environment variable {', '.join(typos)} is ignored;"
-            f" valid ones: {', '.join(known_env())}"
-        )
-    checks = merged["HEALTHCHECKS"]
+    if not typos:
+        return ()
+    return (
+        f"unknown environment variable {', '.join(typos)} is ignored;"
+        f" valid ones: {', '.join(known_env())}",
+    )
+
+
+def _checks(checks: Any, environ: Mapping[str, str]) -> dict[str, str]:
+    """Job -> check: settings.OPSKIT['HEALTHCHECKS'], then OPSKIT_HC_<JOB> over it."""
     if not isinstance(checks, dict):
         raise ConfigError("OPSKIT['HEALTHCHECKS'] must be a dict", "e.g. {'backup': '<uuid>'}")
-    checks = {str(k): str(v) for k, v in checks.items() if v}
+    found = {str(k): str(v) for k, v in checks.items() if v}
     # OPSKIT_HC_BACKUP=<check>, OPSKIT_HC_CLEAR_SESSIONS=<check>, ...
     for name, value in environ.items():
         if name.startswith("OPSKIT_HC_") and value:
-            checks[name[len("OPSKIT_HC_") :].lower().replace("_", "-")] = value
-    given = {k: v for k, v in (flags or {}).items() if v not in (None, (), [])}
-    merged.update(given)
-    origin.update({k: "--" + k.lower().replace("_", "-") for k in given})
+            found[name[len("OPSKIT_HC_") :].lower().replace("_", "-")] = value
+    return found
 
-    def check(key: str, parse: Any, *args: Any) -> Any:
-        return parse(merged[key], key, *args, name=origin[key])
 
-    compress = str(merged["COMPRESS"]).lower()
-    if compress not in codec.NAMES:
-        raise ConfigError(
-            f"{origin['COMPRESS']}: unknown compression {compress!r}",
-            f"use one of {', '.join(codec.NAMES)}",
-        )
-    fmt = str(merged["FORMAT"]).lower()
-    if fmt not in FORMATS:
-        raise ConfigError(
-            f"{origin['FORMAT']}: unknown format {fmt!r}", f"use one of {', '.join(FORMATS)}"
-        )
-    level = check("ZSTD_LEVEL", _level, 22)
-    gzip_level = check("GZIP_LEVEL", _level, 9)
+def _choice(values: _Values, key: str, choices: tuple[str, ...], what: str) -> str:
+    value = str(values.merged[key]).lower()
+    if value not in choices:
+        name = values.origin.get(key, _setting(key))
+        raise ConfigError(f"{name}: unknown {what} {value!r}", f"use one of {', '.join(choices)}")
+    return value
 
-    def optional_dir(key: str) -> Path | None:
-        return _path(merged[key], project_dir) if merged[key] else None
 
-    return Config(
-        project_dir=project_dir,
-        settings_module=settings_module,
-        backup_dir=_path(merged["BACKUP_DIR"], project_dir),
-        log_dir=_path(merged["LOG_DIR"], project_dir),
-        compress=compress,
-        format=fmt,
-        zstd_level=level,
-        gzip_level=gzip_level,
-        exclude_table_data=tuple(check("EXCLUDE_TABLE_DATA", _split)),
-        databases=tuple(check("DATABASES", _split)),
-        lock_wait=check("LOCK_WAIT", _seconds, True),
-        verify_restore=check("VERIFY_RESTORE", _bool),
-        count_rows=check("COUNT_ROWS", _bool),
-        pg_bin_dir=optional_dir("PG_BIN_DIR"),
-        mysql_bin_dir=optional_dir("MYSQL_BIN_DIR"),
-        crontab=optional_dir("CRONTAB"),
-        healthchecks=checks,
-        ping_url=check("HEALTHCHECKS_PING_URL", _url),
-        ping_create=check("HEALTHCHECKS_CREATE", _bool),
-        ping_timeout=check("HEALTHCHECKS_TIMEOUT", _seconds),
-        ping_budget=check("HEALTHCHECKS_BUDGET", _seconds),
-        api_url=check("HEALTHCHECKS_API_URL", _url),
-        api_key=str(merged["HEALTHCHECKS_API_KEY"] or ""),
-        strict_ping=check("STRICT_PING", _bool),
-        mail_admins_on_error=check("MAIL_ADMINS_ON_ERROR", _bool),
-        signing_keys=((str(merged["SIGNING_KEY"]),) if merged["SIGNING_KEY"] else ()) + secret_keys,
-        state_dir=_path(merged["STATE_DIR"], project_dir),
-        maintenance_allow_ips=check("MAINTENANCE_ALLOW_IPS", _networks),
-        maintenance_allow_paths=check("MAINTENANCE_ALLOW_PATHS", _prefixes),
-        maintenance_allow_staff=check("MAINTENANCE_ALLOW_STAFF", _bool),
-        maintenance_ip_header=str(merged["MAINTENANCE_IP_HEADER"] or ""),
-        maintenance_message=str(merged["MAINTENANCE_MESSAGE"] or DEFAULTS["MAINTENANCE_MESSAGE"]),
-        maintenance_retry_after=int(check("MAINTENANCE_RETRY_AFTER", _seconds)),
-        maintenance_during_restore=check("MAINTENANCE_DURING_RESTORE", _bool),
-        ping_start_budget=check("HEALTHCHECKS_START_BUDGET", _seconds),
-        metrics_file=optional_dir("METRICS_FILE"),
-        size_drop_ratio=check("SIZE_DROP_RATIO", _ratio),
-        progress_delay=check("PROGRESS_DELAY", _seconds, True),
-        warnings=tuple(warnings),
-        offsite=parse_offsite(merged["OFFSITE"], project_dir=project_dir, media_root=media_root),
-        media_snapshots=media_folders(
-            _bool(merged["MEDIA_SNAPSHOTS"])
-            if isinstance(merged["MEDIA_SNAPSHOTS"], str)
-            else merged["MEDIA_SNAPSHOTS"],
-            "OPSKIT['MEDIA_SNAPSHOTS']",
-            project_dir,
-            media_root,
-        )[1],
-    )
+def _archives(values: _Values) -> dict[str, Any]:
+    """What a backup writes and where, and the tools it runs."""
+    return {
+        "compress": _choice(values, "COMPRESS", codec.NAMES, "compression"),
+        "format": _choice(values, "FORMAT", FORMATS, "format"),
+        "zstd_level": values.check("ZSTD_LEVEL", _level, 22),
+        "gzip_level": values.check("GZIP_LEVEL", _level, 9),
+        "backup_dir": values.path("BACKUP_DIR"),
+        "log_dir": values.path("LOG_DIR"),
+        "exclude_table_data": tuple(values.check("EXCLUDE_TABLE_DATA", _split)),
+        "databases": tuple(values.check("DATABASES", _split)),
+        "lock_wait": values.check("LOCK_WAIT", _seconds, True),
+        "verify_restore": values.check("VERIFY_RESTORE", _bool),
+        "count_rows": values.check("COUNT_ROWS", _bool),
+        "pg_bin_dir": values.optional_path("PG_BIN_DIR"),
+        "mysql_bin_dir": values.optional_path("MYSQL_BIN_DIR"),
+        "crontab": values.optional_path("CRONTAB"),
+        "mail_admins_on_error": values.check("MAIL_ADMINS_ON_ERROR", _bool),
+        "size_drop_ratio": values.check("SIZE_DROP_RATIO", _ratio),
+        "progress_delay": values.check("PROGRESS_DELAY", _seconds, True),
+        "metrics_file": values.optional_path("METRICS_FILE"),
+    }
+
+
+def _pings(values: _Values) -> dict[str, Any]:
+    """Where the Healthchecks pings go and how long they may take; the management API."""
+    return {
+        "ping_url": values.check("HEALTHCHECKS_PING_URL", _url),
+        "ping_create": values.check("HEALTHCHECKS_CREATE", _bool),
+        "ping_timeout": values.check("HEALTHCHECKS_TIMEOUT", _seconds),
+        "ping_budget": values.check("HEALTHCHECKS_BUDGET", _seconds),
+        "ping_start_budget": values.check("HEALTHCHECKS_START_BUDGET", _seconds),
+        "api_url": values.check("HEALTHCHECKS_API_URL", _url),
+        "api_key": values.text("HEALTHCHECKS_API_KEY"),
+        "strict_ping": values.check("STRICT_PING", _bool),
+    }
+
+
+def _maintenance(values: _Values) -> dict[str, Any]:
+    """The maintenance switch: where it lives, who gets through, what the others are told."""
+    return {
+        "state_dir": values.path("STATE_DIR"),
+        "maintenance_allow_ips": values.check("MAINTENANCE_ALLOW_IPS", _networks),
+        "maintenance_allow_paths": values.check("MAINTENANCE_ALLOW_PATHS", _prefixes),
+        "maintenance_allow_staff": values.check("MAINTENANCE_ALLOW_STAFF", _bool),
+        "maintenance_ip_header": values.text("MAINTENANCE_IP_HEADER"),
+        "maintenance_message": values.text("MAINTENANCE_MESSAGE")
+        or DEFAULTS["MAINTENANCE_MESSAGE"],
+        "maintenance_retry_after": int(values.check("MAINTENANCE_RETRY_AFTER", _seconds)),
+        "maintenance_during_restore": values.check("MAINTENANCE_DURING_RESTORE", _bool),
+    }
+
+
+def _media_snapshots(value: Any, project_dir: Path, media_root: Path | None) -> tuple[Path, ...]:
+    """OPSKIT['MEDIA_SNAPSHOTS']: True (MEDIA_ROOT), a list of folders, or off."""
+    wanted = _bool(value) if isinstance(value, str) else value
+    return media_folders(wanted, "OPSKIT['MEDIA_SNAPSHOTS']", project_dir, media_root)[1]
+
+
+def _cache_dir(environ: Mapping[str, str], project_dir: Path) -> Path:
+    """OPSKIT_CACHE_DIR (relative: to the project folder), else the XDG cache folder's opskit/."""
+    if environ.get("OPSKIT_CACHE_DIR"):
+        return _path(environ["OPSKIT_CACHE_DIR"], project_dir)
+    xdg = environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "opskit"
 
 
 def _url(value: Any, key: str, *, name: str = "") -> str:

@@ -6,7 +6,7 @@ import collections
 import io
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -108,13 +108,7 @@ def configure(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    logger = logging.getLogger(LOGGER)
-    for old in list(logger.handlers):
-        logger.removeHandler(old)
-        old.close()
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-
+    logger = _fresh_logger()
     keyvalue = structlog.processors.LogfmtRenderer(key_order=_KEY_ORDER, drop_missing=True)
     tty = stream.isatty()
     console_renderer: Any = structlog.dev.ConsoleRenderer(colors=True) if tty else keyvalue
@@ -125,16 +119,33 @@ def configure(
     if log_dir is not None:
         files.make_dirs(log_dir, 0o750)
         level = logging.DEBUG if verbosity > 0 else logging.INFO
-        for name, renderer in (
-            ("opskit.json.log", structlog.processors.JSONRenderer(sort_keys=False)),
-            ("opskit.log", keyvalue),
-        ):
-            handler = _handler(_LogFile(log_dir / name, encoding="utf-8"), renderer, pre)
+        for handler in _log_files(log_dir, keyvalue, pre):
             handler.setLevel(level)
             logger.addHandler(handler)
     if tail is not None:
         logger.addHandler(_handler(tail, keyvalue, pre))
     return terminal
+
+
+def _fresh_logger() -> logging.Logger:
+    """opskit's logger with the handlers of an earlier ``configure`` closed and removed."""
+    logger = logging.getLogger(LOGGER)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger
+
+
+def _log_files(log_dir: Path, keyvalue: Any, pre: list[Any]) -> Iterator[logging.Handler]:
+    """``opskit.json.log`` (one JSON object a line) and ``opskit.log`` (key=value), each
+    opened when the one before it is in place."""
+    for name, renderer in (
+        ("opskit.json.log", structlog.processors.JSONRenderer(sort_keys=False)),
+        ("opskit.log", keyvalue),
+    ):
+        yield _handler(_LogFile(log_dir / name, encoding="utf-8"), renderer, pre)
 
 
 def get(name: str = "") -> Any:

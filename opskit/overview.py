@@ -106,7 +106,7 @@ def kept_copies(
     kept: list[dict[str, Any]] = []
     problem = ""
     try:
-        engine = engine_for(db, Tools(config.pg_bin_dir, config.mysql_bin_dir), work_dir=folder)
+        engine = engine_for(db, Tools.of(config), work_dir=folder)
         for item in engine.leftovers(db):
             kept.append(dataclasses.asdict(item) | {"age_seconds": None})
     except OpsError as exc:

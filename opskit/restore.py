@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from opskit import files, logs, maintenance
-from opskit.archive import codec, pipes, rotation
+from opskit.archive import codec, directory, formats, pipes, rotation
 from opskit.archive import manifest as manifests
 from opskit.archive import stream as archive
-from opskit.backup import dump_to_temp, locked_folder, recover_folder, tools_of
+from opskit.backup import locked_folder, recover_folder
 from opskit.config import Config
-from opskit.engines import DbParams, Engine, engine_for, vendor_of
+from opskit.engines import DbParams, Engine, Tools, engine_for, vendor_of
 from opskit.engines.base import OpenArchive, RestoreContext
 from opskit.engines.journal import Journal
 from opskit.errors import RestoreRefused
@@ -35,7 +35,7 @@ _ENDINGS = (
     *(c.extension for c in codec.CODECS.values() if c.extension),
     ".sql",
     ".sqlite3",
-    ".pgdir",
+    f".{directory.SUFFIX}",
 )
 
 
@@ -114,7 +114,7 @@ def locked(
     # The backup lock too: a backup of a half-loaded database must never become latest.
     with locked_folder(config, db, report, ("restore", "backup"), what) as folder:
         with report.step("engine", alias):
-            engine = engine_for(db, tools_of(config), work_dir=folder)
+            engine = engine_for(db, Tools.of(config), work_dir=folder)
         with report.step("recover", alias):
             recovered = recover_folder(config, db, engine, folder)
         yield Session(db, engine, folder, recovered)
@@ -168,8 +168,9 @@ def _check_size(path: Path, record: Mapping[str, Any], whole: bool) -> None:
             " (truncated or replaced)",
             "use another backup",
         )
-    if whole or path.is_dir():
-        archive.check_checksum(path, dict(record))
+    kind = formats.of(path)
+    if whole or not kind.hashed_as_loaded:
+        kind.check_checksum(path, dict(record))
 
 
 def run_restore(
@@ -194,7 +195,33 @@ def run_restore(
         database=db.name,
         archive=str(plan.archive),
     )
-    ctx = RestoreContext(
+    ctx = _context(config, plan, now, options, journal)
+    log.info("restore_started", database=db.alias, archive=str(plan.archive))
+    expect = pipes.Expect(plan.manifest["size"], plan.manifest["sha256"])
+    compress = str(plan.manifest.get("compression") or "") or None
+    switch = _maintenance(config, db.alias, journal, options)
+    try:
+        with report.step("load", db.alias):
+            load = opener or formats.opener(
+                plan.archive, compress, progress, f"restore {db.alias}", expect
+            )
+            plan.engine.restore(db, load, ctx)
+    except BaseException:
+        _close_or_keep(journal, db.alias)
+        switch.end()  # off, unless the journal was kept: then --recover turns it off
+        raise
+    journal.finish()
+    switch.end()
+    for note in ctx.notes:
+        log.info("restore_note", database=db.alias, note=note)
+    report.bytes += int(plan.manifest.get("raw_size") or 0)
+    return ctx.notes
+
+
+def _context(
+    config: Config, plan: RestorePlan, now: datetime, options: RestoreOptions, journal: Journal
+) -> RestoreContext:
+    return RestoreContext(
         work_dir=plan.folder,
         now=now,
         drop_old=options.drop_old,
@@ -206,35 +233,21 @@ def run_restore(
         no_privileges=options.no_privileges,
         definer=options.definer,
     )
-    log.info("restore_started", database=db.alias, archive=str(plan.archive))
-    expect = pipes.Expect(plan.manifest["size"], plan.manifest["sha256"])
-    compress = str(plan.manifest.get("compression") or "") or None
-    switch = _maintenance(config, db.alias, journal, options)
-    try:
-        with report.step("load", db.alias):
-            load = opener or pipes.opener(
-                plan.archive, compress, progress, f"restore {db.alias}", expect
-            )
-            plan.engine.restore(db, load, ctx)
-    except BaseException:
-        if journal.phase in ("started", "done"):
-            journal.finish()
-        else:
-            log.error(
-                "restore_unfinished",
-                database=db.alias,
-                journal=str(journal.path),
-                found=journal.describe(),
-                fix=f"run opskit restore --recover --database {db.alias}",
-            )
-        switch.end()  # off, unless the journal was kept: then --recover turns it off
-        raise
-    journal.finish()
-    switch.end()
-    for note in ctx.notes:
-        log.info("restore_note", database=db.alias, note=note)
-    report.bytes += int(plan.manifest.get("raw_size") or 0)
-    return ctx.notes
+
+
+def _close_or_keep(journal: Journal, alias: str) -> None:
+    """After a failed load: close the journal if nothing had changed yet (or all was undone);
+    else keep it for --recover and say so."""
+    if journal.phase in ("started", "done"):
+        journal.finish()
+    else:
+        log.error(
+            "restore_unfinished",
+            database=alias,
+            journal=str(journal.path),
+            found=journal.describe(),
+            fix=f"run opskit restore --recover --database {alias}",
+        )
 
 
 def _maintenance(
@@ -292,7 +305,7 @@ def _safety_copy(config: Config, engine: Engine, db: DbParams, now: datetime) ->
     rotation.ensure_dir(folder)
     stem = f"pre-restore-{now:%Y%m%d%H%M%S}"
     final = folder / f"{stem}.{engine.suffix}.zst"
-    written = dump_to_temp(engine, db, final, (), "zstd", config.zstd_level)  # always .zst
+    written = formats.dump_stream(engine, db, final, (), "zstd", config.zstd_level)  # always .zst
     try:
         archive.check_size(written)
         final = _commit_new(written.path, folder, stem, f".{engine.suffix}.zst")

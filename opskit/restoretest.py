@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from opskit import logs
+from opskit.archive import formats, pipes, rotation
 from opskit.archive import manifest as manifests
-from opskit.archive import pipes, rotation
 from opskit.archive import stream as archive
 from opskit.config import Config
 from opskit.engines import DbParams, Tools, engine_for, vendor_of
@@ -101,15 +101,14 @@ def restore_test(
             f" but {db.alias!r} is {vendor}",
             "restore-test it against a database of the same engine",
         )
-    # Not backup.tools_of: backup.py imports this module for --verify-restore.
-    engine = engine_for(db, Tools(config.pg_bin_dir, config.mysql_bin_dir))
+    engine = engine_for(db, Tools.of(config))
     compress = str(manifest.get("compression") or archive.compression_of(archive_path))
     folder = rotation.db_dir(config.backup_dir, db.alias)
     work_dir = folder if folder.is_dir() else archive_path.parent
     started = time.monotonic()
     size, sha = manifest.get("size"), manifest.get("sha256")
     expect = pipes.Expect(size, sha) if isinstance(size, int) and isinstance(sha, str) else None
-    load = pipes.opener(archive_path, compress, expect=expect)
+    load = formats.opener(archive_path, compress, expect=expect)
     with engine.scratch_copy(db, load, now, work_dir) as scratch:
         name = Path(scratch.name).name if vendor == "sqlite" else scratch.name
         log.info("restore_test_loaded", database=db.alias, scratch=name)

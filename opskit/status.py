@@ -21,3 +21,8 @@ class Status(enum.IntEnum):
 def for_errors(errors: int) -> int:
     """The exit status of a run with this many errors: 0, or the count up to 63."""
     return max(0, min(errors, Status.MAX_ERRORS))
+
+
+def for_signal(signum: int) -> int:
+    """The exit status of a run a signal stopped: 128 + its number, as a shell says it."""
+    return 128 + signum

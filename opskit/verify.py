@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from opskit import logs
+from opskit.archive import formats, rotation
 from opskit.archive import manifest as manifests
-from opskit.archive import rotation
 from opskit.archive import stream as archive
 from opskit.config import Config
 from opskit.engines import DbParams, vendor_of
@@ -72,7 +72,7 @@ def check_archive(
         manifests.check_signature(path, manifest, keys)
     if vendor and manifest["engine"] != vendor:
         raise ArchiveError(f"it is a {manifest['engine']} backup, not {vendor}")
-    seen = archive.inspect(path, manifest.get("compression") or None, progress)
+    seen = formats.of(path).inspect(path, manifest.get("compression") or None, progress)
     if seen.size != manifest["size"]:
         raise ArchiveError(
             f"it is {seen.size:,} bytes but its manifest says {manifest['size']:,}"

@@ -25,6 +25,8 @@ _LAYERS = {
         "opskit.status",
         "opskit.config",
         "opskit.django_project",
+        # The one project bootstrap: settings, Config, databases, secrets (no click).
+        "opskit.project",
         "opskit.report",
         "opskit.logs",
         "opskit.progress",
@@ -32,14 +34,16 @@ _LAYERS = {
         "opskit.redact",
         "opskit.proc.*",
         "opskit.killpoints",
-        "opskit.cron",  # the package: its docstring only
-        "opskit.monitoring",  # the package: its docstring only
-        "opskit.healthchecks",  # the package: its docstring only
-        "opskit.archive",  # the package: its docstring only
         "opskit.files",
-        "opskit.cron.timezones",
+        # The subpackages' __init__ modules hold only their docstring.
+        "opskit.archive",
+        "opskit.healthchecks",
+        "opskit.monitoring",
+        "opskit.cron",
         # What compressions exist: config, manifests and the command line name them.
         "opskit.archive.codec",
+        # IANA names: config validates a TZ, and the schedule and Healthchecks use them.
+        "opskit.cron.timezones",
         # The engine Protocol and DbParams are the vocabulary every layer speaks.
         "opskit.engines",
         "opskit.engines.base",
@@ -48,28 +52,13 @@ _LAYERS = {
         "opskit.offsite.settings",
     ],
     SERVICES: [
-        "opskit.engines.*",  # one module per vendor, and their parts
-        "opskit.archive.stream",
-        "opskit.archive.pipes",
-        "opskit.archive.manifest",
-        "opskit.archive.rotation",
-        "opskit.archive.directory",
-        "opskit.archive.locks",
-        "opskit.archive.space",
-        "opskit.engines.journal",
+        "opskit.archive.*",
+        "opskit.engines.*",
+        "opskit.healthchecks.*",
+        "opskit.monitoring.*",
+        "opskit.cron.*",
+        # The switch that the restore job, the command and the site's middleware share.
         "opskit.maintenance",
-        "opskit.healthchecks.ping",
-        "opskit.healthchecks.api",
-        "opskit.healthchecks.sync",
-        "opskit.healthchecks.run",
-        "opskit.healthchecks.job",
-        "opskit.monitoring.durations",
-        "opskit.monitoring.metrics",
-        "opskit.cron.install",
-        "opskit.cron.runas",
-        "opskit.monitoring.anomaly",
-        "opskit.monitoring.runlog",
-        "opskit.monitoring.chart",
         "opskit.offsite.restic",
         "opskit.offsite.catalog",
         "opskit.offsite.push",
@@ -226,14 +215,53 @@ def test_only_the_named_modules_import(library: str) -> None:
             continue
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):  # anywhere, functions included
-            names = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and not node.level:
                 names = [node.module or ""]
+            else:
+                continue
             if any(n == library or n.startswith(library + ".") for n in names):
                 offenders.append(f"{module}:{node.lineno}")
     assert not offenders, f"{library} imported outside {allowed}: {offenders}"
+
+
+# The project set-up, and the only modules that may call each step of it.
+BOOTSTRAP = {
+    "find_settings": ("opskit.django_project", "opskit.project"),
+    "setup": ("opskit.django_project", "opskit.project"),
+    "build_config": ("opskit.config", "opskit.project"),
+}
+
+
+def _calls(tree: ast.AST, name: str) -> Iterator[int]:
+    """Lines that call ``name`` or ``anything.name``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called == name:
+                yield node.lineno
+
+
+@pytest.mark.parametrize("step", sorted(BOOTSTRAP))
+def test_project_load_is_the_only_set_up_path(step: str) -> None:
+    """Every command sets the project up through project.load: no second copy of the chain."""
+    offenders = [
+        f"{module}:{line}"
+        for module, path in MODULES.items()
+        if module not in BOOTSTRAP[step]
+        for line in _calls(ast.parse(path.read_text(), str(path)), step)
+    ]
+    assert not offenders, f"{step}() called outside {BOOTSTRAP[step]}: {offenders}"
+
+
+def test_the_set_up_check_sees_a_call() -> None:
+    """The walk finds both spellings of a call (so a passing run means something)."""
+    tree = ast.parse("django_project.setup(d, m)\nbuild_config(project_dir=d)\n")
+    assert list(_calls(tree, "setup")) == [1]
+    assert list(_calls(tree, "build_config")) == [2]
+    assert list(_calls(ast.parse(MODULES["opskit.project"].read_text()), "setup"))
 
 
 def test_no_import_cycles() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from dbdata import adapter_for
 from support.project import run_opskit, write_project
+from support.sites import backed_up_site
 
 from opskit.archive import manifest as manifests
 from opskit.archive import rotation
@@ -46,9 +47,7 @@ def test_a_kill_at_each_commit_point_leaves_a_slot_that_verifies_or_is_finished_
 ) -> None:
     """Killed anywhere in the commit, the slot is the old pair, or the next run completes it."""
     data = adapter_for(sqlite_db)
-    data.populate()
-    site = project(tmp_path, sqlite_db)
-    assert run_opskit("backup", cwd=site).returncode == 0
+    site = backed_up_site(tmp_path / "project", sqlite_db)
     old = manifests.read(slot_archive(site))
     data.mutate()
     changed = data.snapshot()
@@ -77,9 +76,7 @@ def test_a_restore_first_finishes_a_commit_cut_between_its_two_renames(
 ) -> None:
     """A restore right after such a kill restores the new archive, not a refused slot."""
     data = adapter_for(sqlite_db)
-    data.populate()
-    site = project(tmp_path, sqlite_db)
-    assert run_opskit("backup", cwd=site).returncode == 0
+    site = backed_up_site(tmp_path / "project", sqlite_db)
     data.mutate()
     changed = data.snapshot()
     killed_backup(site, "backup:archive-renamed")
@@ -97,9 +94,7 @@ def test_a_directory_archive_swap_never_leaves_the_slot_empty(
 ) -> None:
     """A folder archive is swapped in one step; the sweep never deletes the good previous one."""
     data = adapter_for(pg_db)
-    data.populate()
-    site = project(tmp_path, pg_db, "{'FORMAT': 'directory'}")
-    assert run_opskit("backup", cwd=site).returncode == 0
+    site = backed_up_site(tmp_path / "project", pg_db, "{'FORMAT': 'directory'}")
     slot = slot_archive(site)
     before = manifests.read(slot)["sha256"]
     data.mutate()
@@ -110,14 +105,14 @@ def test_a_directory_archive_swap_never_leaves_the_slot_empty(
         new.mkdir()
         (new / "toc.dat").write_bytes(b"new")
         script = (
-            "import sys; from pathlib import Path; from opskit import rotation;"
+            "import sys; from pathlib import Path; from opskit.archive import rotation;"
             "rotation._exchange = None; rotation.exchange(Path(sys.argv[1]), Path(sys.argv[2]))"
         )
         env = {**os.environ, "OPSKIT_TEST_KILL_AT": point}
-        done = subprocess.run(
+        exchange = subprocess.run(
             [sys.executable, "-c", script, str(new), str(slot)], env=env, check=False
         )
-        assert done.returncode == -signal.SIGKILL
+        assert exchange.returncode == -signal.SIGKILL
         assert not slot.exists()  # killed between the two renames
         assert rotation.recover_commits(folder)  # puts the old folder back
         assert slot.is_dir()
@@ -162,9 +157,7 @@ def test_a_pending_manifest_that_does_not_match_is_swept_not_used(
     sqlite_db: DbParams, tmp_path: Path
 ) -> None:
     """A dead run's pending manifest is applied only if it describes the archive in the slot."""
-    adapter_for(sqlite_db).populate()
-    site = project(tmp_path, sqlite_db)
-    assert run_opskit("backup", cwd=site).returncode == 0
+    site = backed_up_site(tmp_path / "project", sqlite_db)
     slot = slot_archive(site)
     good = manifests.read(slot)
     forged = dict(good, sha256="1" * 64)

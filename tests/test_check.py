@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from hcserver import HCServer
+from support import cron
+from support.cron import fake_proc
 from support.project import OPSKIT, run_opskit, write_project
 from support.services import PG, need_tools, unavailable
 
@@ -82,13 +84,6 @@ def settings_file(site: Path) -> Path:
     return next(site.glob("settings_*.py"))
 
 
-def fake_proc(folder: Path, *names: str) -> Path:
-    for pid, name in enumerate(("init", *names), 1):
-        (folder / str(pid)).mkdir(parents=True)
-        (folder / str(pid) / "comm").write_text(f"{name}\n")
-    return folder
-
-
 @pytest.fixture
 def hc() -> Iterator[HCServer]:
     with HCServer() as server:
@@ -118,11 +113,7 @@ def site(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cron_env(tmp_path: Path) -> dict[str, str]:
-    (tmp_path / "cron.d").mkdir()
-    return {
-        "OPSKIT_PROC_DIR": str(fake_proc(tmp_path / "proc", "cron")),
-        "OPSKIT_CRON_D_DIR": str(tmp_path / "cron.d"),
-    }
+    return cron.cron_env(tmp_path)
 
 
 def test_every_check_passes_in_a_healthy_project(tmp_path: Path, cron_env: dict[str, str]) -> None:

@@ -35,7 +35,12 @@ def site_for(tmp_path: Path, hc: HCServer, key: str = READ_KEY, extra: str = "")
 
 
 def add_up(hc: HCServer, job: str, schedule: str, **fields: object) -> dict[str, object]:
-    check = {"name": f"site {job}", "slug": f"site-{job}", "schedule": schedule, "tz": "Etc/UTC"}
+    check: dict[str, object] = {
+        "name": f"site {job}",
+        "slug": f"site-{job}",
+        "schedule": schedule,
+        "tz": "Etc/UTC",
+    }
     check.update({"status": "up", "methods": "POST", "tags": "opskit site", **fields})
     return hc.add(**check)
 

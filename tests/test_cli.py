@@ -631,38 +631,31 @@ def test_restore_of_an_unknown_alias_lists_the_valid_ones(two_db_site: Path) -> 
 # --- real servers -----------------------------------------------------------------------------
 
 
-def test_postgresql_backup_and_restore_through_the_cli(tmp_path: Path, pg_db: DbParams) -> None:
-    psql(
+@pytest.mark.parametrize(
+    ("fixture", "flags", "sep"),
+    [
+        pytest.param("pg_db", ["--drop-old"], "|", id="postgresql", marks=pytest.mark.postgresql),
+        pytest.param("mysql_db", [], "\t", id="mysql", marks=pytest.mark.mysql),
+    ],
+)
+def test_backup_and_restore_through_the_cli(
+    tmp_path: Path, fixture: str, flags: list[str], sep: str, request: pytest.FixtureRequest
+) -> None:
+    db: DbParams = request.getfixturevalue(fixture)
+    run_sql = psql if fixture == "pg_db" else mysql
+    run_sql(
         "CREATE TABLE item (id int PRIMARY KEY, name text);"
         " INSERT INTO item VALUES (1, 'alpha'), (2, 'beta ünï');",
-        pg_db.name,
+        db.name,
     )
     site = tmp_path / "site"
-    write_settings(site, {"default": pg_db})
+    write_settings(site, {"default": db})
     result = run_opskit("--project-dir", site, "backup", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (site / "db_backups" / "latest.sql.zst").exists()
 
-    psql("DELETE FROM item WHERE id = 1; INSERT INTO item VALUES (3, 'gamma')", pg_db.name)
-    result = run_opskit("--project-dir", site, "restore", "--yes", "--drop-old", cwd=tmp_path)
+    run_sql("DELETE FROM item WHERE id = 1; INSERT INTO item VALUES (3, 'gamma')", db.name)
+    result = run_opskit("--project-dir", site, "restore", "--yes", *flags, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert psql("SELECT id, name FROM item ORDER BY id", pg_db.name) == "1|alpha\n2|beta ünï"
-
-
-def test_mariadb_backup_and_restore_through_the_cli(tmp_path: Path, mysql_db: DbParams) -> None:
-    mysql(
-        "CREATE TABLE item (id int PRIMARY KEY, name text);"
-        " INSERT INTO item VALUES (1, 'alpha'), (2, 'beta ünï');",
-        mysql_db.name,
-    )
-    site = tmp_path / "site"
-    write_settings(site, {"default": mysql_db})
-    result = run_opskit("--project-dir", site, "backup", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert (site / "db_backups" / "latest.sql.zst").exists()
-
-    mysql("DELETE FROM item WHERE id = 1; INSERT INTO item VALUES (3, 'gamma')", mysql_db.name)
-    result = run_opskit("--project-dir", site, "restore", "--yes", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    rows = mysql("SELECT id, name FROM item ORDER BY id", mysql_db.name)
-    assert rows == "1\talpha\n2\tbeta ünï"
+    rows = run_sql("SELECT id, name FROM item ORDER BY id", db.name)
+    assert rows == f"1{sep}alpha\n2{sep}beta ünï"

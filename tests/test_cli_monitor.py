@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -40,7 +40,7 @@ def hc() -> Iterator[HCServer]:
         yield server
 
 
-def opskit(*args: str, env: dict[str, str | None] | None = None, stdin: str = "") -> Result:
+def opskit(*args: str, env: Mapping[str, str | None] | None = None, stdin: str = "") -> Result:
     """Run opskit in this process, outside any Django project."""
     with tempfile.TemporaryDirectory() as nowhere:
         argv = ["--project-dir", nowhere, *args]
@@ -153,6 +153,68 @@ def test_the_hc_flag_beats_the_environment(hc: HCServer) -> None:
 def test_a_full_ping_url_needs_no_base_url(hc: HCServer) -> None:
     assert opskit("ping", "fail", "--hc", f"{hc.url}{UUID}").exit_code == 0
     assert hc.requests[0].path == f"/{UUID}/fail"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("OPSKIT_STRICT_PING", "maybe", "OPSKIT_STRICT_PING='maybe' is not yes or no"),
+        (
+            "OPSKIT_HEALTHCHECKS_CREATE",
+            "sure",
+            "OPSKIT_HEALTHCHECKS_CREATE='sure' is not yes or no",
+        ),
+        (
+            "OPSKIT_HEALTHCHECKS_TIMEOUT",
+            "soon",
+            "OPSKIT_HEALTHCHECKS_TIMEOUT='soon' is not a positive number of seconds",
+        ),
+        (
+            "OPSKIT_HEALTHCHECKS_START_BUDGET",
+            "0",
+            "OPSKIT_HEALTHCHECKS_START_BUDGET='0' is not a positive number of seconds",
+        ),
+        (
+            "OPSKIT_HEALTHCHECKS_BUDGET",
+            "-3",
+            "OPSKIT_HEALTHCHECKS_BUDGET='-3' is not a positive number of seconds",
+        ),
+    ],
+)
+def test_outside_a_project_a_bad_ping_variable_is_one_line_naming_it_and_no_ping(
+    hc: HCServer, name: str, value: str, message: str
+) -> None:
+    """ping reads its variables through Config outside a project too: a typo is not ignored."""
+    result = opskit("ping", "success", "--hc", f"{hc.url}{UUID}", env={name: value})
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"opskit: error: {message}")
+    assert f"e.g. {name}=" in line or "use one of" in line
+    assert hc.requests == []
+
+
+def test_outside_a_project_run_with_a_bad_ping_variable_runs_unmonitored_naming_it(
+    hc: HCServer,
+) -> None:
+    """Monitoring never stops the command; the warning says which variable to fix."""
+    env = {"OPSKIT_HEALTHCHECKS_TIMEOUT": "soon"}
+    result = opskit("run", "--hc", f"{hc.url}{UUID}", "--", "sh", "-c", "echo ran", env=env)
+    assert result.exit_code == 0
+    assert result.stdout == "ran\n"
+    assert "not monitored: OPSKIT_HEALTHCHECKS_TIMEOUT='soon' is not a positive" in result.stderr
+    assert hc.requests == []
+
+
+def test_outside_a_project_the_ping_variables_still_apply(hc: HCServer) -> None:
+    """OPSKIT_HEALTHCHECKS_CREATE and OPSKIT_STRICT_PING count without any project."""
+    slug = "Xq3vT9bLmN2pR7sK4wYz1A/nightly"
+    env = {"OPSKIT_HEALTHCHECKS_PING_URL": hc.url, "OPSKIT_HEALTHCHECKS_CREATE": "yes"}
+    assert opskit("ping", "success", "--hc", slug, env=env).exit_code == 0
+    (request,) = hc.requests
+    assert (request.path, request.query.get("create")) == (f"/{slug}", "1")
+    dead = {"OPSKIT_HEALTHCHECKS_PING_URL": "http://127.0.0.1:1/", "OPSKIT_STRICT_PING": "on"}
+    budget = ("--ping-budget", "0.3")
+    assert opskit("run", "--hc", UUID, *budget, "--", "true", env=dead).exit_code == 1
 
 
 def test_without_a_check_outside_a_project_ping_says_what_to_set() -> None:
@@ -365,6 +427,25 @@ def test_run_in_a_project_uses_its_check_and_masks_its_database_passwords(
     assert [r.path for r in hc.requests] == [f"/{UUID}/start", f"/{UUID}/0"]
     assert password.encode() not in hc.requests[-1].body
     assert b"********" in hc.requests[-1].body
+
+
+def test_run_sets_a_project_with_media_snapshots_up_as_every_command_does(
+    hc: HCServer, tmp_path: Path
+) -> None:
+    """MEDIA_SNAPSHOTS: True needs MEDIA_ROOT; run reads it through the same bootstrap."""
+    db = DbParams(alias="default", django_engine="django.db.backends.sqlite3", name="db.sqlite3")
+    settings = (
+        f"{{'HEALTHCHECKS': {{'report': '{UUID}'}}, 'HEALTHCHECKS_PING_URL': '{hc.url}',"
+        " 'MEDIA_SNAPSHOTS': True}"
+    )
+    site = write_project(tmp_path / "site", {"default": db}, opskit=settings)
+    (site / "media").mkdir()
+    with next(site.glob("settings_*.py")).open("a") as fh:
+        fh.write(f"MEDIA_ROOT = {str(site / 'media')!r}\n")
+    done = run_opskit("run", "--job", "report", "--", "true", cwd=site, env=real_env())
+    assert done.returncode == 0, done.stderr
+    assert "not monitored" not in done.stderr
+    assert [r.path for r in hc.requests] == [f"/{UUID}/start", f"/{UUID}/0"]
 
 
 def test_run_in_a_broken_project_warns_and_still_runs_the_command(tmp_path: Path) -> None:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.cron import cron_env, fake_proc, throwaway_user
 from support.project import OPSKIT, run_opskit, write_project
-from support.services import unavailable
 
 from opskit.cli.schedule import DEFAULT_CRONTAB
 from opskit.engines import DbParams
@@ -30,36 +27,17 @@ def site(tmp_path: Path, sqlite_db: DbParams) -> Path:
     return write_project(tmp_path / "site", {"default": sqlite_db})
 
 
-def fake_proc(folder: Path, *names: str) -> Path:
-    """A /proc holding processes with these names: the daemon check reads nothing else."""
-    for pid, name in enumerate(("init", *names), 1):
-        (folder / str(pid)).mkdir(parents=True)
-        (folder / str(pid) / "comm").write_text(f"{name}\n")
-    return folder
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """Environment for opskit: a running cron daemon, and cron.d files in a tmp folder."""
-    (tmp_path / "cron.d").mkdir()
-    return {
-        "OPSKIT_PROC_DIR": str(fake_proc(tmp_path / "proc", "cron")),
-        "OPSKIT_CRON_D_DIR": str(tmp_path / "cron.d"),
-    }
+    return cron_env(tmp_path)
 
 
 @pytest.fixture
 def cron_user() -> Iterator[str]:
     """A throwaway system user whose crontab the test may edit (never the developer's own)."""
-    if not (shutil.which("useradd") and shutil.which("crontab")):
-        unavailable("useradd and crontab")
-    if os.geteuid() != 0:
-        unavailable("root (for useradd and crontab -u)")
-    name = f"opskit-test-{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "--no-create-home", name], check=True, capture_output=True)
-    yield name
-    subprocess.run(["crontab", "-r", "-u", name], check=False, capture_output=True)
-    subprocess.run(["userdel", name], check=True, capture_output=True)
+    with throwaway_user("opskit-test") as name:
+        yield name
 
 
 def crontab(user: str, text: str | None = None) -> str:
@@ -248,7 +226,7 @@ def test_schedule_comes_from_flag_then_setting_then_project_file_then_builtin(
 
 def test_installed_line_runs_opskit_when_cron_runs_it(site: Path, env: dict[str, str]) -> None:
     (site / "crontab.txt").write_text("@daily opskit list\n")
-    logs = ["--log-dir", site / "cron logs"]
+    logs: list[str | Path] = ["--log-dir", site / "cron logs"]
     run_opskit("--project-dir", site, *logs, "cron", "install", "--cron-d", "x", env=env)
     line = (Path(env["OPSKIT_CRON_D_DIR"]) / "x").read_text().splitlines()[-1]
     command = TAG.sub("", line).split(None, 2)[2]

@@ -7,7 +7,6 @@ import os
 import pwd
 import re
 import secrets
-import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from support.services import unavailable
+from support.cron import throwaway_user as system_user
 
 from opskit.cron import install as cron
 from opskit.errors import ConfigError, ToolNotFound
@@ -471,21 +470,8 @@ def test_editing_another_users_crontab_needs_root(tmp_path: Path) -> None:
 @pytest.fixture
 def throwaway_user() -> Iterator[str]:
     """A system user with no home, deleted afterwards with its crontab."""
-    if shutil.which("crontab") is None:
-        unavailable("no crontab program: apt-get install cron")
-    sbin = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
-    useradd, userdel = shutil.which("useradd", path=sbin), shutil.which("userdel", path=sbin)
-    if os.geteuid() != 0 or useradd is None or userdel is None:
-        unavailable("needs root, useradd and userdel to create a throwaway user")
-        return
-    name = f"opskit-test-{secrets.token_hex(4)}"
-    subprocess.run([useradd, "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-    try:
+    with system_user("opskit-test", shell="/usr/sbin/nologin") as name:
         yield name
-    finally:
-        # userdel leaves the spool file behind, so drop the crontab first.
-        subprocess.run(["crontab", "-r", "-u", name], capture_output=True, check=False)
-        subprocess.run([userdel, name], check=True)
 
 
 def crontab_l(user: str) -> str:

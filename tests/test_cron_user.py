@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.cron import cron_env, throwaway_user
 from support.project import run_opskit, write_project
 from support.services import unavailable
 
@@ -25,15 +25,8 @@ TAG = re.compile(r" # opskit:\S+$")
 @pytest.fixture
 def user() -> Iterator[str]:
     """A throwaway system user (no home), removed with its crontab afterwards."""
-    if not (shutil.which("useradd") and shutil.which("crontab") and shutil.which("su")):
-        unavailable("useradd, su and crontab")
-    if os.geteuid() != 0:
-        unavailable("root (for useradd, crontab -u and su)")
-    name = f"opskit-night-{secrets.token_hex(3)}"
-    subprocess.run(["useradd", "--no-create-home", name], check=True, capture_output=True)
-    yield name
-    subprocess.run(["crontab", "-r", "-u", name], check=False, capture_output=True)
-    subprocess.run(["userdel", name], check=True, capture_output=True)
+    with throwaway_user("opskit-night", "su") as name:
+        yield name
 
 
 @pytest.fixture
@@ -84,13 +77,7 @@ def project(shared: Path, pg_db: DbParams) -> Path:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """A fake /proc with a cron daemon (none runs here) and a tmp cron.d folder."""
-    (tmp_path / "proc" / "1").mkdir(parents=True)
-    (tmp_path / "proc" / "1" / "comm").write_text("cron\n")
-    (tmp_path / "cron.d").mkdir()
-    return {
-        "OPSKIT_PROC_DIR": str(tmp_path / "proc"),
-        "OPSKIT_CRON_D_DIR": str(tmp_path / "cron.d"),
-    }
+    return cron_env(tmp_path)
 
 
 def opskit(exe: Path, *args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -7,12 +7,14 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 from hcserver import HCServer, Reply
 
 from opskit import __version__
+from opskit.config import build_config
 from opskit.errors import ConfigError
 from opskit.healthchecks.ping import (
     BodyLimits,
@@ -52,10 +54,10 @@ class FakeTime:
         self.now += seconds
 
 
-def pinger(hc: HCServer, spec: str = UUID, **kwargs: object) -> Pinger:
+def pinger(hc: HCServer, spec: str = UUID, **kwargs: Any) -> Pinger:
     fake = FakeTime()
-    options: dict[str, object] = {"sleep": fake.sleep, "clock": fake.clock, **kwargs}
-    return Pinger(parse_check(spec, hc.url), **options)  # type: ignore[arg-type]
+    options: dict[str, Any] = {"sleep": fake.sleep, "clock": fake.clock, **kwargs}
+    return Pinger(parse_check(spec, hc.url), **options)
 
 
 # --- lifecycle ---------------------------------------------------------------
@@ -199,8 +201,15 @@ def test_learned_limits_are_remembered_per_server(tmp_path: Path) -> None:
 
 
 def test_the_limits_file_follows_the_cache_variables(tmp_path: Path) -> None:
-    assert limits_file({"OPSKIT_CACHE_DIR": "/c"}) == Path("/c/ping-body-limits.json")
-    assert limits_file({"XDG_CACHE_HOME": "/x"}) == Path("/x/opskit/ping-body-limits.json")
+    """OPSKIT_CACHE_DIR, else $XDG_CACHE_HOME/opskit; a relative one is the project's."""
+
+    def limits(environ: dict[str, str]) -> Path:
+        config = build_config(project_dir=tmp_path, settings_module="s", environ=environ)
+        return limits_file(config.cache_dir)
+
+    assert limits({"OPSKIT_CACHE_DIR": "/c"}) == Path("/c/ping-body-limits.json")
+    assert limits({"XDG_CACHE_HOME": "/x"}) == Path("/x/opskit/ping-body-limits.json")
+    assert limits({"OPSKIT_CACHE_DIR": "cache"}) == tmp_path / "cache/ping-body-limits.json"
 
 
 def test_quiet_success_drops_zero_error_counts_and_failure_lines() -> None:

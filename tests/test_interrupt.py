@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-import pymysql
 import pytest
 from dbdata import adapter_for
 from hcserver import HCServer
+from support.mysql_lock import table_locked, waiting_on_the_lock
 from support.project import OPSKIT, write_project
+from support.waiting import wait_for
 
 from opskit.archive import stream as archive
 from opskit.engines import DbParams
@@ -62,23 +62,14 @@ def test_a_signal_during_a_backup_exits_128_plus_n_and_leaves_the_earlier_archiv
         backups = project / "db_backups"
         before = files(backups)
 
-        locker = pymysql.connect(
-            host=mysql_db.host, port=int(mysql_db.port), user=mysql_db.user, database=mysql_db.name
-        )
-        locker.cursor().execute("LOCK TABLES zz_locked WRITE")  # the dump blocks on this table
-        try:
+        with table_locked(mysql_db):  # the dump blocks on this table
             proc = subprocess.Popen(
                 [OPSKIT, "backup"], cwd=project, env=env, stderr=subprocess.PIPE, text=True
             )
-            deadline = time.monotonic() + 30
-            while not list(backups.glob(".*.tmp-*")) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert list(backups.glob(".*.tmp-*")), "the backup never started writing"
-            time.sleep(0.5)
+            wait_for(lambda: list(backups.glob(".*.tmp-*")), "the backup to start writing")
+            wait_for(lambda: waiting_on_the_lock(mysql_db), "the dump to wait on the locked table")
             proc.send_signal(signum)
             _, stderr = proc.communicate(timeout=30)
-        finally:
-            locker.close()
     assert proc.returncode == status, stderr
     assert said in stderr
     # The final ping reports the same status, so the check goes red with the reason.

@@ -46,7 +46,7 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from opskit import locks\n"
+            "import sys, time; from opskit.archive import locks\n"
             f"with locks.hold(__import__('pathlib').Path({str(path)!r}), what='job'):\n"
             "    print('held', flush=True); time.sleep(60)",
         ],

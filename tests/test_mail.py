@@ -147,6 +147,20 @@ def test_the_environment_turns_the_mail_on_and_a_good_run_sends_none(
     assert len(inbox.messages) == 2
 
 
+def test_the_global_flag_mails_a_failed_check_too(tmp_path: Path, smtp: tuple[int, Inbox]) -> None:
+    """check is set up like every command: --mail-admins reaches it as it reaches backup."""
+    port, inbox = smtp
+    site = failing_site(tmp_path, port, opskit="{}")
+    quiet = run_opskit("check", "--only", "database", cwd=site, env=clean_env())
+    assert quiet.returncode >= 1, quiet.stdout
+    assert inbox.messages == []
+
+    done = run_opskit("--mail-admins", "check", "--only", "database", cwd=site, env=clean_env())
+    assert done.returncode == quiet.returncode, done.stderr
+    [(_, _, raw)] = inbox.messages
+    assert email.message_from_bytes(raw)["Subject"].startswith(f"[opskit] check on {HOST}: ")
+
+
 def test_a_dead_smtp_server_is_logged_and_changes_no_exit_status(tmp_path: Path) -> None:
     site = failing_site(tmp_path, free_port())
 

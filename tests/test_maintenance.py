@@ -40,8 +40,11 @@ def test_a_path_switch_covers_only_its_prefix_and_the_longest_prefix_wins(tmp_pa
     state = maintenance.read(folder)
     now = time.time()
     assert state.applies("/blog/", now) is None
-    assert state.applies("/shop/item/1", now).message == "shop"  # type: ignore[union-attr]
-    assert state.applies("/shop/cart/", now).message == "cart"  # type: ignore[union-attr]
+    shop, cart = state.applies("/shop/item/1", now), state.applies("/shop/cart/", now)
+    assert shop is not None
+    assert shop.message == "shop"
+    assert cart is not None
+    assert cart.message == "cart"
     maintenance.turn_off(folder, path="/shop/cart/")
     assert set(maintenance.read(folder).paths) == {"/shop/"}
 
@@ -146,13 +149,14 @@ def test_another_process_sees_each_change_on_its_next_request(tmp_path: Path) ->
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdin is not None
-    assert child.stdout is not None
+    stdin, stdout = child.stdin, child.stdout
+    assert stdin is not None
+    assert stdout is not None
 
     def ask() -> str:
-        child.stdin.write("?\n")  # type: ignore[union-attr]
-        child.stdin.flush()  # type: ignore[union-attr]
-        return child.stdout.readline().strip()  # type: ignore[union-attr]
+        stdin.write("?\n")
+        stdin.flush()
+        return stdout.readline().strip()
 
     try:
         assert ask() == "off"
@@ -162,7 +166,7 @@ def test_another_process_sees_each_change_on_its_next_request(tmp_path: Path) ->
             maintenance.turn_off(folder)
             assert ask() == "off"
     finally:
-        child.stdin.close()
+        stdin.close()
         child.wait(timeout=10)
 
 

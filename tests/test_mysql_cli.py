@@ -6,20 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.mysql_site import build, change
+from support.mysql_site import built_site, change, derived
 from support.mysql_state import (
     App,
-    app_user,
-    drop_schemas,
     params,
-    q,
     run,
-    schemas,
     state,
     without_definers,
 )
 from support.project import run_opskit, write_project
-from support.services import random_name
 
 KILLED = -9
 
@@ -27,21 +22,24 @@ KILLED = -9
 @pytest.fixture
 def site(mysql_server: None, tmp_path: Path) -> Iterator[tuple[str, App, Path]]:
     """A project whose database is used by an app account without SUPER; backed up once."""
-    name = random_name()
-    run(f"CREATE DATABASE {q(name)} CHARACTER SET latin1 COLLATE latin1_german1_ci")
-    try:
-        with app_user(name) as app:
-            build(name, app, big=False)
-            project = write_project(tmp_path / "site", {"default": params(name, app)})
-            done = run_opskit("backup", cwd=project)
-            assert done.returncode == 0, done.stderr
-            yield name, app, project
-    finally:
-        drop_schemas(name)
+    with built_site(big=False) as (name, app):
+        project = write_project(tmp_path / "site", {"default": params(name, app)})
+        done = run_opskit("backup", cwd=project)
+        assert done.returncode == 0, done.stderr
+        yield name, app, project
 
 
-def derived(name: str) -> list[str]:
-    return sorted(s for s in schemas() if s.startswith(name + "__"))
+def restore_killed_at(project: Path, step: str) -> None:
+    """``opskit restore --definer current-user``, killed (SIGKILL) at ``step`` of the swap."""
+    killed = run_opskit(
+        "restore",
+        "--yes",
+        "--definer",
+        "current-user",
+        cwd=project,
+        env={"OPSKIT_TEST_KILL_AT": f"mysql:{step}"},
+    )
+    assert killed.returncode == KILLED, killed.stderr
 
 
 def restore_lines(out: str) -> list[str]:
@@ -81,15 +79,7 @@ def test_a_restore_killed_after_the_rename_is_finished_by_check_which_fails_once
     name, app, project = site
     restored = state(name)
     change(name, app)
-    killed = run_opskit(
-        "restore",
-        "--yes",
-        "--definer",
-        "current-user",
-        cwd=project,
-        env={"OPSKIT_TEST_KILL_AT": "mysql:renamed"},
-    )
-    assert killed.returncode == KILLED, killed.stderr
+    restore_killed_at(project, "renamed")
     assert (project / "db_backups" / ".opskit-restore-journal.json").exists()
 
     first = run_opskit("check", cwd=project)
@@ -118,15 +108,7 @@ def test_a_backup_after_a_restore_killed_mid_load_backs_up_the_unchanged_databas
     name, app, project = site
     change(name, app)
     changed = state(name)
-    killed = run_opskit(
-        "restore",
-        "--yes",
-        "--definer",
-        "current-user",
-        cwd=project,
-        env={"OPSKIT_TEST_KILL_AT": "mysql:loaded"},
-    )
-    assert killed.returncode == KILLED, killed.stderr
+    restore_killed_at(project, "loaded")
     assert [s for s in derived(name) if "__opskit_restore_" in s]  # the killed run's scratch
 
     backup = run_opskit("backup", cwd=project)

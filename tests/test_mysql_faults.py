@@ -3,6 +3,7 @@ it was, or (killed after the swap's point of no return) are finished by the next
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.mysql_site import build, change
+from support.mysql_site import backed_up_then_changed, build, built_site, change, derived
 from support.mysql_state import (
     App,
     Backup,
@@ -32,6 +33,7 @@ from support.mysql_state import (
     state,
 )
 from support.services import random_name
+from support.waiting import wait_for
 
 from opskit.engines import DbParams
 from opskit.engines import journal as journals
@@ -43,18 +45,9 @@ CHILD = Path(__file__).parent / "support" / "restore_child.py"
 
 @pytest.fixture
 def small(mysql_server: None) -> Iterator[tuple[str, App]]:
-    name = random_name()
-    run(f"CREATE DATABASE {q(name)} CHARACTER SET latin1 COLLATE latin1_german1_ci")
-    try:
-        with app_user(name) as app:
-            build(name, app, big=False)
-            yield name, app
-    finally:
-        drop_schemas(name)
-
-
-def derived(name: str, **server: Any) -> list[str]:
-    return sorted(s for s in schemas(**server) if s.startswith(name + "__"))
+    """The site of ``built_site`` without its big row."""
+    with built_site(big=False) as made:
+        yield made
 
 
 def with_bulk(name: str, rows: int = 150_000, **server: Any) -> None:
@@ -175,22 +168,45 @@ def child_job(db: DbParams, b: Backup, folder: Path, **extra: Any) -> Path:
     return job
 
 
-def run_child(
-    job: Path, kill_at: str = "", timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
+def child_env(kill_at: str = "") -> dict[str, str]:
+    """A restore child's environment: none of the caller's OPSKIT_*, the tests importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSKIT_")}
     if kill_at:
         env["OPSKIT_TEST_KILL_AT"] = f"mysql:{kill_at}"
     tests = str(Path(__file__).parent)
     env["PYTHONPATH"] = tests + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_child(
+    job: Path, kill_at: str = "", timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(CHILD), str(job)],
-        env=env,
+        env=child_env(kill_at),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def child_running(job: Path) -> Iterator[subprocess.Popen[str]]:
+    """The restore of ``job`` in a child process, killed on the way out if it still runs."""
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), str(job)],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def recover(db: DbParams, folder: Path) -> str:
@@ -211,9 +227,7 @@ def test_kill_9_at_each_step_is_undone_or_finished_by_the_next_run(
 ) -> None:
     name, app = small
     db = params(name, app)
-    b = backup(db, tmp_path / "b")
-    restored = state(name)
-    change(name, app)
+    b, restored = backed_up_then_changed(name, app, db, tmp_path / "b")
     changed = state(name)
     done = run_child(child_job(db, b, tmp_path, options={"definer": "current-user"}), kill_at=step)
     assert done.returncode == -signal.SIGKILL, done.stderr
@@ -241,9 +255,7 @@ def test_sigterm_during_the_swap_undoes_it_or_finishes_it_never_half(
     # account could not (the live trigger is root's): past the RENAME the swap is finished.
     name, app = small
     db = params(name, app if account == "app" else None)
-    b = backup(db, tmp_path / "b")
-    restored = state(name)
-    change(name, app)
+    b, restored = backed_up_then_changed(name, app, db, tmp_path / "b")
     changed = state(name)
     job = child_job(db, b, tmp_path, options={"definer": "current-user"}, term_at=step)
     done = run_child(job)
@@ -269,14 +281,6 @@ def loading_into(name: str, **server: Any) -> bool:
     return bool(rows[0][0])
 
 
-def wait_until(check: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 def test_a_signal_mid_load_leaves_the_schema_as_it_was(
     small: tuple[str, App], tmp_path: Path, signum: int
@@ -287,25 +291,13 @@ def test_a_signal_mid_load_leaves_the_schema_as_it_was(
     b = backup(db, tmp_path / "b")
     change(name, app)
     changed = state(name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSKIT_")}
-    env["PYTHONPATH"] = str(Path(__file__).parent)
     job = child_job(db, b, tmp_path, options={"definer": "current-user"})
-    child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(job)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_until(lambda: loading_into(name), "the load into the scratch schema")
+    with child_running(job) as child:
+        wait_for(lambda: loading_into(name), "the load into the scratch schema", 60)
         child.send_signal(signum)
         child.wait(60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
     if signum == signal.SIGKILL:
-        wait_until(lambda: not loading_into(name), "the orphaned loader to stop", 30)
+        wait_for(lambda: not loading_into(name), "the orphaned loader to stop", 30)
         said = recover(db, tmp_path)
         assert "before it changed" in said, said
     else:
@@ -354,24 +346,11 @@ def test_a_server_restarted_mid_load_is_named_and_the_schema_stays_as_it_was(
         b = backup(db, tmp_path / "b")
         change(name, app, **srv)
         changed = state(name, **srv)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPSKIT_")}
-        env["PYTHONPATH"] = str(Path(__file__).parent)
         job = child_job(db, b, tmp_path, options={"definer": "current-user"})
-        child = subprocess.Popen(
-            [sys.executable, str(CHILD), str(job)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            wait_until(lambda: loading_into(name, **srv), "the load into the scratch schema")
+        with child_running(job) as child:
+            wait_for(lambda: loading_into(name, **srv), "the load into the scratch schema", 60)
             private.restart()
             _, stderr = child.communicate(timeout=120)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
         assert child.returncode == 3, stderr
         assert "went away during the load" in stderr or "Lost connection" in stderr, stderr
         assert "truncated or corrupt" not in stderr

@@ -6,12 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.mysql_site import build, change
+from support.mysql_site import backed_up_then_changed, built_site, change, derived
 from support.mysql_state import (
     App,
     app_user,
     backup,
-    drop_schemas,
     params,
     q,
     restore,
@@ -20,7 +19,6 @@ from support.mysql_state import (
     state,
     without_definers,
 )
-from support.services import random_name
 
 from opskit.engines import DbParams
 from opskit.errors import RestoreRefused
@@ -28,15 +26,9 @@ from opskit.errors import RestoreRefused
 
 @pytest.fixture
 def site(mysql_server: None) -> Iterator[tuple[str, App]]:
-    """A latin1 schema (german collation) built by root, and an app user without SUPER."""
-    name = random_name()
-    run(f"CREATE DATABASE {q(name)} CHARACTER SET latin1 COLLATE latin1_german1_ci")
-    try:
-        with app_user(name) as app:
-            build(name, app)
-            yield name, app
-    finally:
-        drop_schemas(name)
+    """The site of ``built_site``, with its big row."""
+    with built_site() as made:
+        yield made
 
 
 def test_root_restore_brings_back_every_row_object_and_setting_exactly(
@@ -44,9 +36,7 @@ def test_root_restore_brings_back_every_row_object_and_setting_exactly(
 ) -> None:
     name, app = site
     db = params(name)
-    archive = backup(db, tmp_path / "b")
-    before = state(name)
-    change(name, app)
+    archive, before = backed_up_then_changed(name, app, db, tmp_path / "b")
     assert state(name) != before
     ctx = restore(db, archive, tmp_path)
     assert state(name) == before
@@ -83,9 +73,7 @@ def test_definer_current_user_restores_with_the_app_as_definer(
     site: tuple[str, App], tmp_path: Path
 ) -> None:
     name, app = site
-    archive = backup(as_app(name, app), tmp_path / "b")
-    expected = state(name)
-    change(name, app)
+    archive, expected = backed_up_then_changed(name, app, as_app(name, app), tmp_path / "b")
     restore(as_app(name, app), archive, tmp_path, definer="current-user")
     after = state(name)
     assert without_definers(after) == without_definers(expected)
@@ -102,18 +90,8 @@ def test_definer_current_user_restores_with_the_app_as_definer(
 @pytest.fixture
 def small(mysql_server: None) -> Iterator[tuple[str, App]]:
     """The same site without its big row: for tests about something else."""
-    name = random_name()
-    run(f"CREATE DATABASE {q(name)} CHARACTER SET latin1 COLLATE latin1_german1_ci")
-    try:
-        with app_user(name) as app:
-            build(name, app, big=False)
-            yield name, app
-    finally:
-        drop_schemas(name)
-
-
-def derived(name: str) -> list[str]:
-    return sorted(s for s in schemas() if s.startswith(name + "__"))
+    with built_site(big=False) as made:
+        yield made
 
 
 def test_kept_previous_schema_holds_the_replaced_tables_and_objects(
@@ -143,9 +121,7 @@ def test_kept_previous_schema_holds_the_replaced_tables_and_objects(
 def test_drop_old_drops_the_previous_schema(small: tuple[str, App], tmp_path: Path) -> None:
     name, app = small
     db = params(name)
-    archive = backup(db, tmp_path / "b")
-    before = state(name)
-    change(name, app)
+    archive, before = backed_up_then_changed(name, app, db, tmp_path / "b")
     ctx = restore(db, archive, tmp_path, drop_old=True)
     assert state(name) == before
     assert derived(name) == []
@@ -157,9 +133,7 @@ def test_two_restores_in_the_same_second_keep_both_previous_schemas(
 ) -> None:
     name, app = small
     db = params(name)
-    archive = backup(db, tmp_path / "b")
-    before = state(name)
-    change(name, app)
+    archive, before = backed_up_then_changed(name, app, db, tmp_path / "b")
     changed = state(name)
     restore(db, archive, tmp_path)
     restore(db, archive, tmp_path)  # the same "now": names must still differ
@@ -219,9 +193,7 @@ def test_in_place_restores_after_a_safety_copy_with_the_same_result(
 ) -> None:
     name, app = small
     db = params(name)
-    archive = backup(db, tmp_path / "b")
-    before = state(name)
-    change(name, app)
+    archive, before = backed_up_then_changed(name, app, db, tmp_path / "b")
     copies: list[Path] = []
 
     def safety(target: DbParams) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from support.project import SUNDAY
 from support.restic_repo import local_repo, plant_stale_lock, with_offsite
 from support.services import unavailable
 
+from opskit.archive import formats
 from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.config import Config
@@ -23,8 +24,21 @@ from opskit.report import Report, StepFailed
 from opskit.restore import RestoreOptions
 
 
-def _backup(config: Config, db: DbParams, when=SUNDAY) -> Report:  # type: ignore[no-untyped-def]
+def _backup(config: Config, db: DbParams, when: datetime = SUNDAY) -> Report:
     return run_backup(config, {db.alias: db}, [db.alias], when)
+
+
+def from_offsite(cfg: Config, db: DbParams, snapshot: str, report: Report) -> None:
+    """Restore ``db`` from the off-site ``snapshot``, an hour after the backup, with --drop-old."""
+    restore_database(
+        cfg,
+        {db.alias: db},
+        db.alias,
+        snapshot,
+        SUNDAY + timedelta(hours=1),
+        report,
+        RestoreOptions(drop_old=True),
+    )
 
 
 def _latest_verifies(config: Config) -> Path:
@@ -34,11 +48,13 @@ def _latest_verifies(config: Config) -> Path:
     latest = (config.backup_dir / "latest.sqlite3.zst").resolve()
     record = manifests.read(latest)
     manifests.check_signature(latest, record, config.signing_keys)
-    archive.check_checksum(latest, record)
+    formats.of(latest).check_checksum(latest, record)
     return latest
 
 
-def test_push_makes_a_tagged_dump_snapshot_and_its_sidecar(tmp_path, config, sqlite_db) -> None:
+def test_push_makes_a_tagged_dump_snapshot_and_its_sidecar(
+    tmp_path: Path, config: Config, sqlite_db: DbParams
+) -> None:
     repo = local_repo(tmp_path)
     cfg = with_offsite(config, repo.settings(host="h1", project="site"))
     adapter_for(sqlite_db).populate()
@@ -69,7 +85,9 @@ def test_push_makes_a_tagged_dump_snapshot_and_its_sidecar(tmp_path, config, sql
     )
 
 
-def test_restore_from_offsite_brings_back_the_pushed_state(tmp_path, config, any_db) -> None:
+def test_restore_from_offsite_brings_back_the_pushed_state(
+    tmp_path: Path, config: Config, any_db: DbParams
+) -> None:
     repo = local_repo(tmp_path)
     cfg = with_offsite(config, repo.settings())
     data = adapter_for(any_db)
@@ -83,20 +101,14 @@ def test_restore_from_offsite_brings_back_the_pushed_state(tmp_path, config, any
     data.mutate()
     assert data.snapshot() != before
     report = Report("restore")
-    restore_database(
-        cfg,
-        {any_db.alias: any_db},
-        any_db.alias,
-        "latest",
-        SUNDAY + timedelta(hours=1),
-        report,
-        RestoreOptions(drop_old=True),
-    )
+    from_offsite(cfg, any_db, "latest", report)
     assert report.exit_code == 0, report.failed()
     assert data.snapshot() == {**before, "sessions": 0}
 
 
-def test_a_wrong_password_is_one_failed_step_and_latest_stays(tmp_path, config, sqlite_db) -> None:
+def test_a_wrong_password_is_one_failed_step_and_latest_stays(
+    tmp_path: Path, config: Config, sqlite_db: DbParams
+) -> None:
     repo = local_repo(tmp_path)
     adapter_for(sqlite_db).populate()
     assert _backup(config, sqlite_db).exit_code == 0
@@ -116,7 +128,9 @@ def test_a_wrong_password_is_one_failed_step_and_latest_stays(tmp_path, config, 
     assert "not-the-password" not in step.reason
 
 
-def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(tmp_path, config, sqlite_db):
+def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(
+    tmp_path: Path, config: Config, sqlite_db: DbParams
+) -> None:
     adapter_for(sqlite_db).populate()
     repo = local_repo(tmp_path)
     missing = repo.settings(repository=str(tmp_path / "nowhere"), name="gone")
@@ -139,7 +153,9 @@ def test_a_missing_repository_and_a_stale_lock_fail_with_one_line(tmp_path, conf
     assert _latest_verifies(config).name.startswith("1-Monday")
 
 
-def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) -> None:
+def test_a_full_repository_disk_is_one_failed_step(
+    tmp_path: Path, config: Config, sqlite_db: DbParams
+) -> None:
     """The repository on a 6 MB tmpfs; a 24 MB incompressible dump cannot fit."""
     import os
     import sqlite3
@@ -170,7 +186,9 @@ def test_a_full_repository_disk_is_one_failed_step(tmp_path, config, sqlite_db) 
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_a_directory_archive_goes_as_its_folder_and_comes_back(tmp_path, config, pg_db) -> None:
+def test_a_directory_archive_goes_as_its_folder_and_comes_back(
+    tmp_path: Path, config: Config, pg_db: DbParams
+) -> None:
     import dataclasses
 
     repo = local_repo(tmp_path)
@@ -183,15 +201,7 @@ def test_a_directory_archive_goes_as_its_folder_and_comes_back(tmp_path, config,
     assert dump["paths"][0].endswith("0-Sunday.pgdir")
     data.mutate()
     report = Report("restore")
-    restore_database(
-        cfg,
-        {"default": pg_db},
-        "default",
-        dump["short_id"],
-        SUNDAY + timedelta(hours=1),
-        report,
-        RestoreOptions(drop_old=True),
-    )
+    from_offsite(cfg, pg_db, dump["short_id"], report)
     assert report.exit_code == 0, report.failed()
     assert data.snapshot() == {**before, "sessions": 0}
     # The restored folder was a temporary one: nothing is left in the backup folder.
@@ -199,7 +209,7 @@ def test_a_directory_archive_goes_as_its_folder_and_comes_back(tmp_path, config,
 
 
 def test_a_repository_that_never_answers_is_cut_off_at_the_timeout(
-    tmp_path, config, sqlite_db
+    tmp_path: Path, config: Config, sqlite_db: DbParams
 ) -> None:
     import time
 
@@ -218,7 +228,9 @@ def test_a_repository_that_never_answers_is_cut_off_at_the_timeout(
     _latest_verifies(config)
 
 
-def test_a_stream_that_is_not_the_pushed_dump_commits_nothing(tmp_path, config, any_db) -> None:
+def test_a_stream_that_is_not_the_pushed_dump_commits_nothing(
+    tmp_path: Path, config: Config, any_db: DbParams
+) -> None:
     """A sidecar that records another sha256 (a forged or mixed-up one): the restore loads the
     whole stream, finds the hash wrong before it commits, and the live database stays."""
     import subprocess
@@ -245,15 +257,7 @@ def test_a_stream_that_is_not_the_pushed_dump_commits_nothing(tmp_path, config, 
     )
     report = Report("restore")
     with pytest.raises(StepFailed):
-        restore_database(
-            cfg,
-            {any_db.alias: any_db},
-            any_db.alias,
-            "latest",
-            SUNDAY + timedelta(hours=1),
-            report,
-            RestoreOptions(drop_old=True),
-        )
+        from_offsite(cfg, any_db, "latest", report)
     (step,) = report.failed()
     assert step.name == "load", step.reason
     assert "is not the dump that was pushed" in step.reason, step.reason

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,9 +16,10 @@ from hcserver import HCServer
 from support.project import SUNDAY, run_opskit, write_project
 from support.restic_repo import with_offsite
 from support.servers import S3, CmdlineSampler, Sshd, running_s3, running_sshd
+from support.waiting import wait_for
 
+from opskit.archive import formats
 from opskit.archive import manifest as manifests
-from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams
@@ -82,12 +82,12 @@ def test_sshd_stopped_mid_push_fails_the_step_only(
     packs_before = len(list((folder / "data").rglob("*")))
 
     def cut_when_uploading() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if len(list((folder / "data").rglob("*"))) > packs_before:
-                sshd.stop()
-                return
-            time.sleep(0.01)
+        wait_for(
+            lambda: len(list((folder / "data").rglob("*"))) > packs_before,
+            "restic to upload a pack",
+            60,
+        )
+        sshd.stop()
 
     cutter = threading.Thread(target=cut_when_uploading)
     with CmdlineSampler() as sampler:
@@ -102,7 +102,7 @@ def test_sshd_stopped_mid_push_fails_the_step_only(
     # The local archive is committed, verified, and latest names it.
     latest = config.backup_dir / "latest.sqlite3.zst"
     assert latest.resolve().name == "0-Sunday.sqlite3.zst"
-    archive.check_checksum(latest.resolve(), manifests.read(latest.resolve()))
+    formats.of(latest.resolve()).check_checksum(latest.resolve(), manifests.read(latest.resolve()))
     # restic never ran with a secret on its command line.
     assert sampler.restic_lines(), "no restic process was seen"
     assert not [line for line in sampler.seen if repo.password in line]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 from support.project import SUNDAY
 from support.restic_repo import local_repo, with_offsite
@@ -31,7 +32,7 @@ def _change(db: DbParams, night: int, share: float = 0.01) -> None:
 
 
 def test_retention_keeps_exactly_the_policy_and_never_another_hosts(
-    tmp_path, config: Config, sqlite_db: DbParams
+    tmp_path: Path, config: Config, sqlite_db: DbParams
 ) -> None:
     repo = local_repo(tmp_path)
     _fill(sqlite_db, 2000)
@@ -71,7 +72,7 @@ def test_retention_keeps_exactly_the_policy_and_never_another_hosts(
 
 
 def test_a_night_with_one_percent_changed_rows_adds_a_fraction(
-    tmp_path, config: Config, sqlite_db: DbParams
+    tmp_path: Path, config: Config, sqlite_db: DbParams
 ) -> None:
     repo = local_repo(tmp_path)
     _fill(sqlite_db, 100_000)

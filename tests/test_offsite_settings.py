@@ -9,12 +9,12 @@ import pytest
 from opskit.config import build_config
 from opskit.errors import ConfigError
 from opskit.offsite.restic import Restic, reason
-from opskit.offsite.settings import parse, redact_url
+from opskit.offsite.settings import Destination, parse, redact_url
 
 BASE = {"repository": "/srv/restic", "password_file": "/etc/opskit/restic.pass"}
 
 
-def _parse(value: object, media_root: Path | None = None):  # type: ignore[no-untyped-def]
+def _parse(value: object, media_root: Path | None = None) -> tuple[Destination, ...]:
     return parse(value, project_dir=Path("/srv/site"), media_root=media_root)
 
 

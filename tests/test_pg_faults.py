@@ -9,10 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import pytest
 from support.pg_state import (
@@ -27,8 +26,9 @@ from support.pg_state import (
     sql,
     state,
 )
-from support.private_postgres import PrivatePostgres
+from support.private_postgres import PrivatePostgres, Server
 from support.project import SUNDAY, run_opskit, write_project
+from support.waiting import wait_for
 
 from opskit.archive import rotation
 from opskit.archive import stream as archive
@@ -44,7 +44,7 @@ CHILD = Path(__file__).parent / "support" / "pg_restore_child.py"
 SWAP_STEPS = ["created", "loaded", "properties-set", "connections-off", "renamed", "previous-open"]
 
 
-def fill(db: str, rows: int, **server: str) -> None:
+def fill(db: str, rows: int, **server: Unpack[Server]) -> None:
     sql(
         "CREATE TABLE item (id int PRIMARY KEY, t text);"
         f" INSERT INTO item SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, {rows}) g;"
@@ -55,7 +55,7 @@ def fill(db: str, rows: int, **server: str) -> None:
     )
 
 
-def change(db: str, **server: str) -> None:
+def change(db: str, **server: Unpack[Server]) -> None:
     sql(
         "DELETE FROM item WHERE id % 2 = 0; CREATE TABLE after_backup (id int);"
         f" COMMENT ON DATABASE {ident(db)} IS 'changed';",
@@ -91,7 +91,16 @@ def start_child(
     )
 
 
-def allowed(db: str, **server: str) -> str:
+def opskit_sessions(datname: str, query: str = "%", **server: Unpack[Server]) -> str:
+    """How many of opskit's sessions are on a database LIKE ``datname``, running ``query``."""
+    return sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'opskit'"
+        f" AND datname LIKE '{datname}' AND query LIKE '{query}'",
+        **server,
+    )
+
+
+def allowed(db: str, **server: Unpack[Server]) -> str:
     return sql(f"SELECT datallowconn FROM pg_database WHERE datname = '{db}'", **server)
 
 
@@ -170,20 +179,11 @@ def killed_mid_load(db: str, folder: Path, tmp_path: Path, who: str, mode: str) 
     before = state(db)
     child = start_child(params(db, who), good, folder, in_place=mode == "in-place")
     target = db if mode != "swap" else f"{db}__opskit_restore_%"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        busy = sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'opskit'"
-            f" AND datname LIKE '{target}' AND query LIKE 'COPY%'"
-        )
-        if busy != "0":
-            break
-        time.sleep(0.02)
-    else:
-        pytest.fail("the load never started")
+    wait_for(lambda: opskit_sessions(target, "COPY%") != "0", "the load to start", 60)
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=30)
-    time.sleep(0.5)  # the server notices the closed connection and rolls back
+    # The server notices the closed connection and rolls back.
+    wait_for(lambda: opskit_sessions(target) == "0", "the killed load's session to end")
     assert state(db) == before
     left = journals.load(folder)
     assert left is not None
@@ -220,16 +220,7 @@ def test_a_server_restarted_mid_load_is_the_servers_error_not_a_corrupt_archive(
     folder.mkdir()
     child = start_child(target, good, folder, in_place=in_place)
     like = db if in_place else f"{db}__opskit_restore_%"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        busy = sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'opskit'"
-            f" AND datname LIKE '{like}' AND query LIKE 'COPY%'",
-            **server,
-        )
-        if busy != "0":
-            break
-        time.sleep(0.02)
+    wait_for(lambda: opskit_sessions(like, "COPY%", **server) != "0", "the load to start", 60)
     private.restart()
     _, err = child.communicate(timeout=120)
     assert child.returncode == 3, err

@@ -99,7 +99,7 @@ def restore_with(
     folder = tmp_path / "backups"
     folder.mkdir(exist_ok=True)
     manifest = {"engine": "scripted", "size": 0, "sha256": "0" * 64}
-    plan = RestorePlan(db, engine, tmp_path / "archive.sql", manifest, folder)  # type: ignore[arg-type]
+    plan = RestorePlan(db, engine, tmp_path / "archive.sql", manifest, folder)
     report = Report("restore")
     with contextlib.suppress(StepFailed):
         run_restore(config, plan, NOW, report, options or RestoreOptions())
@@ -156,19 +156,21 @@ def test_a_swap_left_unfinished_stays_in_maintenance_until_recovered(
     assert journal.load(folder) is not None
     assert set(maintenance.read(config.state_dir).restores) == {"default"}
     # The next run on this database finishes the swap, and only then is the site back.
-    recover_folder(config, db, engine, folder)  # type: ignore[arg-type]
+    recover_folder(config, db, engine, folder)
     assert engine.recovered
     assert journal.load(folder) is None
     assert maintenance.read(config.state_dir).empty
 
 
-def test_recovery_that_fails_keeps_maintenance_on(config: Config, tmp_path: Path) -> None:
+def test_recovery_that_fails_keeps_maintenance_on(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine, _, db = restore_with(config, tmp_path, killed_mid_swap)
 
     def cannot(db: DbParams, left: journal.Journal) -> str:
         raise CommandFailed("server down")
 
-    engine.recover = cannot  # type: ignore[method-assign]
+    monkeypatch.setattr(engine, "recover", cannot)
     with pytest.raises(Exception, match="cannot be finished or undone now"):
-        recover_folder(config, db, engine, tmp_path / "backups")  # type: ignore[arg-type]
+        recover_folder(config, db, engine, tmp_path / "backups")
     assert set(maintenance.read(config.state_dir).restores) == {"default"}

@@ -7,6 +7,7 @@ import io
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,9 +95,9 @@ def test_a_damaged_archive_is_refused_and_the_database_is_unchanged(
     any_db: DbParams,
     config: Config,
     tmp_path: Path,
-    damage,
+    damage: Callable[[Path], None],
     step: str,
-    message: str,  # type: ignore[no-untyped-def]
+    message: str,
 ) -> None:
     """Whatever is wrong with an archive or its manifest, the live database stays as it was."""
     latest = good_backup(config, any_db)

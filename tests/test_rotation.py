@@ -6,14 +6,14 @@ import dataclasses
 import os
 import stat
 import threading
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pymysql
 import pytest
 from dbdata import adapter_for
+from support.mysql_lock import table_locked, waiting_on_the_lock
 from support.project import SUNDAY
+from support.waiting import wait_for
 
 from opskit.archive import manifest as manifests
 from opskit.archive import rotation
@@ -29,7 +29,7 @@ def backup(config: Config, db: DbParams, when: datetime = SUNDAY) -> Report:
     return run_backup(config, {db.alias: db}, [db.alias], when)
 
 
-def state(folder: Path) -> dict[str, object]:
+def state(folder: Path) -> dict[str, str]:
     """Every file in a backup folder with its content hash, and where latest points."""
     files = {
         p.name: (archive.sha256_file(p) if not p.is_symlink() else os.readlink(p))
@@ -179,27 +179,21 @@ def test_killing_the_dump_tool_mid_stream_fails_the_step_and_damages_nothing(
     before = state(config.backup_dir)
 
     # Hold a write lock on the last table: the dump streams the others, then waits on it.
-    locker = pymysql.connect(
-        host=mysql_db.host, port=int(mysql_db.port), user=mysql_db.user, database=mysql_db.name
-    )
-    locker.cursor().execute("LOCK TABLES zz_locked WRITE")
     result: list[Report] = []
     worker = threading.Thread(target=lambda: result.append(backup(config, mysql_db)))
-    worker.start()
-    try:
-        deadline = time.monotonic() + 30
-        pids: list[int] = []
-        while not pids and time.monotonic() < deadline:
-            pids = _children_named("mariadb-dump") or _children_named("mysqldump")
-            time.sleep(0.05)
-        assert pids, "the dump tool never started"
-        time.sleep(1.0)  # let it stream the unlocked tables and block on the locked one
-        temp = list(config.backup_dir.glob(".0-Sunday.sql.zst.tmp-*"))
-        assert temp, "the backup should be writing its temp file"
-        os.kill(pids[0], 9)
-    finally:
-        locker.close()
-        worker.join(60)
+    with table_locked(mysql_db):
+        worker.start()
+        try:
+            pids = wait_for(
+                lambda: _children_named("mariadb-dump") or _children_named("mysqldump"),
+                "the dump tool to start",
+            )
+            wait_for(lambda: waiting_on_the_lock(mysql_db), "the dump to wait on the locked table")
+            temp = list(config.backup_dir.glob(".0-Sunday.sql.zst.tmp-*"))
+            assert temp, "the backup should be writing its temp file"
+            os.kill(pids[0], 9)
+        finally:
+            worker.join(60)
     report = result[0]
     assert report.exit_code == 1
     assert report.failed()[0].name == "dump"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from dbdata import adapter_for
 from support.project import SUNDAY
@@ -15,7 +15,7 @@ from opskit.report import Report
 from opskit.restore import RestoreOptions, restore_archive
 
 
-def backup(config: Config, db: DbParams, when=SUNDAY) -> Report:  # type: ignore[no-untyped-def]
+def backup(config: Config, db: DbParams, when: datetime = SUNDAY) -> Report:
     return run_backup(config, {db.alias: db}, [db.alias], when)
 
 

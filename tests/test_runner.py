@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hcserver import HCServer
@@ -33,9 +34,9 @@ def sh(script: str) -> list[str]:
     return ["sh", "-c", script]
 
 
-def passthrough(argv: list[str], **kwargs: object) -> tuple[proc.Finished, bytes, bytes]:
+def passthrough(argv: list[str], **kwargs: Any) -> tuple[proc.Finished, bytes, bytes]:
     out, err = io.BytesIO(), io.BytesIO()
-    finished = proc.passthrough(argv, out=out, err=err, **kwargs)  # type: ignore[arg-type]
+    finished = proc.passthrough(argv, out=out, err=err, **kwargs)
     return finished, out.getvalue(), err.getvalue()
 
 
@@ -135,11 +136,11 @@ def test_the_program_inherits_the_environment() -> None:
 
 
 def monitored(
-    argv: list[str], hc: HCServer | None, spec: str = UUID, **options: object
+    argv: list[str], hc: HCServer | None, spec: str = UUID, **options: Any
 ) -> tuple[int, bytes, str]:
     target = parse_check(spec, hc.url) if hc is not None else None
     out, err = io.BytesIO(), io.BytesIO()
-    opts = RunOptions(**{"job": "nightly", **options})  # type: ignore[arg-type]
+    opts = RunOptions(**{"job": "nightly", **options})
     result = run_monitored(argv, target, opts, out=out, err=err, stdin=None)
     return result.exit_status, out.getvalue(), result.ping_problem
 

@@ -8,7 +8,7 @@ import os
 import secrets
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pymysql
@@ -181,6 +181,56 @@ class Account:
     db: DbParams
     token: str
 
+    @property
+    def needles(self) -> tuple[str, str]:
+        return (self.db.password, self.token)
+
+
+def backup_watched(account: Account, tmp_path: Path) -> tuple[Path, Path, Watched]:
+    """``opskit backup`` of a project on the account's database, every process watched: it
+    succeeds, no process showed the password, a dump tool ran, its credentials were in files.
+    The project, the TMPDIR the credential files went to, and what was watched."""
+    site = write_project(tmp_path / "site", {"default": account.db})
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    backup = run_watched("backup", cwd=site, tmpdir=tmpdir, needles=account.needles)
+    assert backup.returncode == 0, backup.stderr
+    assert backup.leaks == []
+    assert backup.dump_seen >= 1, f"no dump tool seen in {backup.scans} scans"
+    assert backup.credential_files, "no credential file caught while the tools ran"
+    return site, tmpdir, backup
+
+
+def restore_watched(
+    account: Account,
+    site: Path,
+    tmpdir: Path,
+    fingerprint: Callable[[DbParams], str],
+    run_sql: Callable[[str, str], str],
+    *flags: str,
+) -> Watched:
+    """Rows deleted after the backup, then ``opskit restore --yes``, every process watched: it
+    succeeds, no process showed the password, the rows are back, no credential file is left."""
+    db = account.db
+    before = fingerprint(db)
+    run_sql("DELETE FROM big WHERE id <= 1000", db.name)
+    assert fingerprint(db) != before
+    restore = run_watched(
+        "restore", "--yes", *flags, cwd=site, tmpdir=tmpdir, needles=account.needles
+    )
+    assert restore.returncode == 0, restore.stderr
+    assert restore.leaks == []
+    assert fingerprint(db) == before
+    assert list(tmpdir.iterdir()) == []
+    return restore
+
+
+def outputs_of(site: Path, backup: Watched, restore: Watched) -> dict[str, str]:
+    """What the backup and then the restore wrote for a human or a log shipper to read."""
+    texts = text_outputs(site, restore)
+    texts.update({f"backup {k}": v for k, v in text_outputs(site, backup).items()})
+    return texts
+
 
 @contextlib.contextmanager
 def mysql_user(mysql_db: DbParams, password: str) -> Iterator[DbParams]:
@@ -229,18 +279,8 @@ def mysql_fingerprint(db: DbParams) -> str:
 def test_mariadb_password_never_on_a_command_line_or_in_a_log(
     mysql_account: Account, tmp_path: Path
 ) -> None:
-    db, token = mysql_account.db, mysql_account.token
-    site = write_project(tmp_path / "site", {"default": db})
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    needles = (db.password, token)
-
-    backup = run_watched("backup", cwd=site, tmpdir=tmpdir, needles=needles)
-    assert backup.returncode == 0, backup.stderr
-    assert backup.leaks == []
-    assert backup.dump_seen >= 1, f"no dump tool seen in {backup.scans} scans"
+    site, tmpdir, backup = backup_watched(mysql_account, tmp_path)
     assert "Using a password on the command line" not in backup.stderr
-    assert backup.credential_files, "the dump tool named no --defaults-extra-file"
     for path, (mode, folder_mode, content) in backup.credential_files.items():
         assert Path(path).is_relative_to(tmpdir)
         assert (mode, folder_mode) == (0o600, 0o700), path
@@ -250,22 +290,13 @@ def test_mariadb_password_never_on_a_command_line_or_in_a_log(
     assert list(tmpdir.iterdir()) == []
     assert (site / "db_backups" / "latest.sql.zst").exists()
 
-    before = mysql_fingerprint(db)
-    mysql("DELETE FROM big WHERE id <= 1000", db.name)
-    assert mysql_fingerprint(db) != before
-
-    restore = run_watched("restore", "--yes", cwd=site, tmpdir=tmpdir, needles=needles)
-    assert restore.returncode == 0, restore.stderr
-    assert restore.leaks == []
+    restore = restore_watched(mysql_account, site, tmpdir, mysql_fingerprint, mysql)
     assert "Using a password on the command line" not in restore.stderr
-    assert mysql_fingerprint(db) == before
-    assert list(tmpdir.iterdir()) == []
 
-    texts = text_outputs(site, restore)
-    texts.update({f"backup {k}": v for k, v in text_outputs(site, backup).items()})
+    texts = outputs_of(site, backup, restore)
     assert any(name.endswith("opskit.json.log") for name in texts)
     assert any(name.endswith(".sql.zst.json") for name in texts)
-    assert_nowhere(texts, db.password, token)
+    assert_nowhere(texts, *mysql_account.needles)
 
 
 def test_mariadb_wrong_password_error_does_not_show_the_password(
@@ -353,22 +384,13 @@ def test_postgresql_password_only_in_a_private_passfile(
     pg_account: Account, tmp_path: Path
 ) -> None:
     db, token = pg_account.db, pg_account.token
-    site = write_project(tmp_path / "site", {"default": db})
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    needles = (db.password, token)
-
-    backup = run_watched("backup", cwd=site, tmpdir=tmpdir, needles=needles)
-    assert backup.returncode == 0, backup.stderr
-    assert backup.leaks == []
-    assert backup.dump_seen >= 1, f"no pg_dump seen in {backup.scans} scans"
+    site, tmpdir, backup = backup_watched(pg_account, tmp_path)
     assert backup.tool_envs, "no PostgreSQL tool's environment could be read"
     for env in backup.tool_envs:
         assert env["PGUSER"] == db.user
         assert "PGPASSWORD" not in env
         assert env["PGPASSFILE"].startswith(str(tmpdir / "opskit-pg-"))
         assert token not in "".join(env.values())
-    assert backup.credential_files, "no PGPASSFILE caught while the tools ran"
     for path, (mode, folder_mode, content) in backup.credential_files.items():
         assert (mode, folder_mode) == (0o600, 0o700), path
         # Trust auth does not check it, so check the file says exactly the password.
@@ -376,20 +398,11 @@ def test_postgresql_password_only_in_a_private_passfile(
     assert not [p for p in tmpdir.iterdir() if p.name.startswith("opskit-pg-")]
     assert list(tmpdir.iterdir()) == []
 
-    before = pg_fingerprint(db)
-    psql("DELETE FROM big WHERE id <= 1000", db.name)
-    restore = run_watched(
-        "restore", "--yes", "--drop-old", cwd=site, tmpdir=tmpdir, needles=needles
-    )
-    assert restore.returncode == 0, restore.stderr
-    assert restore.leaks == []
-    assert pg_fingerprint(db) == before
-    assert list(tmpdir.iterdir()) == []
+    restore = restore_watched(pg_account, site, tmpdir, pg_fingerprint, psql, "--drop-old")
 
-    texts = text_outputs(site, restore)
-    texts.update({f"backup {k}": v for k, v in text_outputs(site, backup).items()})
+    texts = outputs_of(site, backup, restore)
     assert any(name.endswith(".sql.zst.json") for name in texts)
-    assert_nowhere(texts, db.password, token)
+    assert_nowhere(texts, *pg_account.needles)
 
 
 # --- failed connections -----------------------------------------------------------------------

@@ -10,19 +10,19 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dbdata import adapter_for
+from dbdata import Adapter, adapter_for
 from support.project import OPSKIT, SUNDAY, run_opskit, write_project
+from support.waiting import wait_for
 from test_roundtrip import backup
 
 from opskit import files
+from opskit.archive import formats
 from opskit.archive import manifest as manifests
-from opskit.archive import pipes
 from opskit.archive import stream as archive
 from opskit.backup import run_backup
 from opskit.config import Config
@@ -68,6 +68,8 @@ while not os.path.exists(stop):
     else:
         conn.execute("DELETE FROM django_session")
     conn.execute("COMMIT")
+    if i == 1:
+        open(stop + "-started", "w").close()
 print(i)
 """
 
@@ -108,18 +110,20 @@ def make_ledger(path: Path, journal: str, rows: int = 20000) -> None:
 def busy_site(path: Path, journal: str) -> Iterator[None]:
     """Keep a writer process busy on ``path`` for the duration of the block."""
     stop = path.with_name("stop-writer")
+    started = path.with_name("stop-writer-started")
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path), journal, str(stop)],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        time.sleep(0.3)
+        wait_for(started.exists, "the writer's first commit")
         yield
     finally:
         stop.touch()
         out, _ = writer.communicate(timeout=60)
         stop.unlink()
+        started.unlink(missing_ok=True)
     assert writer.returncode == 0
     assert int(out) > 50, "the writer hardly wrote: the test proves nothing"
 
@@ -178,6 +182,16 @@ def test_every_backup_under_a_busy_writer_is_one_consistent_moment_without_sessi
                 bad[n] = found
             copy.unlink()
     assert not bad, f"{len(bad)} of 20 backups are not one moment: {bad}"
+
+
+def backed_up_then_changed(config: Config, db: DbParams) -> tuple[Adapter, dict[str, Any]]:
+    """The test rows in ``db``, backed up, then changed: the adapter, and what the backup holds."""
+    data = adapter_for(db)
+    data.populate()
+    before = data.snapshot()
+    assert backup(config, db).exit_code == 0
+    data.mutate()
+    return data, before
 
 
 def restore(config: Config, db: DbParams, source: str = "latest") -> Report:
@@ -464,18 +478,14 @@ def test_a_restore_while_the_site_holds_the_file_open_copies_in_place_and_the_si
     sqlite_db: DbParams, config: Config, tmp_path: Path
 ) -> None:
     """A connection open during the restore reads the restored data, not a renamed-away file."""
-    data = adapter_for(sqlite_db)
-    data.populate()
-    before = data.snapshot()
-    assert backup(config, sqlite_db).exit_code == 0
-    data.mutate()
+    data, before = backed_up_then_changed(config, sqlite_db)
     path = Path(sqlite_db.name)
     ino = path.stat().st_ino
     latest = next(config.backup_dir.glob("latest.*")).resolve()
     ctx = RestoreContext(work_dir=tmp_path, now=SUNDAY)
     with contextlib.closing(sqlite3.connect(path)) as site:
         assert site.execute("SELECT count(*) FROM item").fetchone() != (len(before["items"]),)
-        SQLite(swap_wait=0.2).restore(sqlite_db, pipes.opener(latest), ctx)
+        SQLite(swap_wait=0.2).restore(sqlite_db, formats.opener(latest), ctx)
         assert site.execute("SELECT count(*) FROM item").fetchone() == (len(before["items"]),)
     assert path.stat().st_ino == ino
     assert data.snapshot() == {**before, "sessions": 0}
@@ -485,11 +495,7 @@ def test_a_restore_of_a_closed_file_renames_it_into_place_with_its_owner_and_mod
     sqlite_db: DbParams, config: Config
 ) -> None:
     """Nobody has the file open: the checked copy takes its place, same owner and mode."""
-    data = adapter_for(sqlite_db)
-    data.populate()
-    before = data.snapshot()
-    assert backup(config, sqlite_db).exit_code == 0
-    data.mutate()
+    data, before = backed_up_then_changed(config, sqlite_db)
     path = Path(sqlite_db.name)
     path.chmod(0o640)
     old = path.stat()
@@ -504,11 +510,7 @@ def test_in_place_copies_into_the_live_file_even_when_nobody_has_it_open(
     sqlite_db: DbParams, config: Config
 ) -> None:
     """``--in-place``: the backup API writes the restored data into the same inode."""
-    data = adapter_for(sqlite_db)
-    data.populate()
-    before = data.snapshot()
-    assert backup(config, sqlite_db).exit_code == 0
-    data.mutate()
+    data, before = backed_up_then_changed(config, sqlite_db)
     inode = Path(sqlite_db.name).stat().st_ino
     report = Report("restore")
     dbs = {"default": sqlite_db}

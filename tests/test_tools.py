@@ -9,6 +9,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.project import SUNDAY, run_opskit, write_project
@@ -195,7 +196,8 @@ def test_a_bin_dir_without_the_tools_fails_the_dump_and_says_where_it_looked(
     db: DbParams = request.getfixturevalue(fixture)
     empty = tmp_path / "empty-bin"
     empty.mkdir()
-    reason = failed_reason(backup(dataclasses.replace(config, **{setting.lower(): empty}), db))
+    folder: dict[str, Any] = {setting.lower(): empty}
+    reason = failed_reason(backup(dataclasses.replace(config, **folder), db))
     assert reason.startswith(f"{wanted} not found in {empty} (OPSKIT['{setting}'])")
     assert f"set OPSKIT['{setting}'] (or OPSKIT_{setting}) to the folder" in reason
 
@@ -240,7 +242,7 @@ def test_a_path_without_the_tools_fails_the_backup_in_one_line(
     ],
 )
 def test_postgresql_connection_failures_name_database_user_host_and_port(
-    pg_db: DbParams, config: Config, change: dict[str, str], says: str
+    pg_db: DbParams, config: Config, change: dict[str, Any], says: str
 ) -> None:
     db = dataclasses.replace(pg_db, **change)
     reason = failed_reason(backup(config, db))
@@ -282,7 +284,7 @@ def mariadb_user(db: DbParams, password: str) -> Iterator[DbParams]:
     ],
 )
 def test_mariadb_connection_failures_name_everything_but_the_password(
-    mysql_db: DbParams, config: Config, change: dict[str, str], says: str
+    mysql_db: DbParams, config: Config, change: dict[str, Any], says: str
 ) -> None:
     right = "right-" + secrets.token_hex(6)
     with mariadb_user(mysql_db, right) as account:

@@ -9,12 +9,14 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import zstandard
 from dbdata import adapter_for
 from support.project import run_opskit, write_project
+from support.sites import backed_up_site
 
 from opskit import files
 from opskit.archive import locks
@@ -27,6 +29,18 @@ KEYS = ("test-only",)  # write_project's SECRET_KEY
 
 def project(tmp_path: Path, db: DbParams, opskit: str = "{}", name: str = "project") -> Path:
     return write_project(tmp_path / name, {"default": db}, opskit)
+
+
+def beside_a_precious_file(tmp_path: Path, db: DbParams, content: str) -> tuple[Path, Path, Path]:
+    """A project on ``db`` with the test rows and its backup folder (0700, empty), and a file
+    outside it holding ``content``, for a planted link to point at."""
+    adapter_for(db).populate()
+    site = project(tmp_path, db)
+    folder = site / "db_backups"
+    folder.mkdir(mode=0o700)
+    target = tmp_path / "precious"
+    target.write_text(content)
+    return site, folder, target
 
 
 def latest(site: Path) -> Path:
@@ -45,12 +59,7 @@ def test_a_symlink_planted_at_the_lock_name_is_refused_and_its_target_untouched(
     sqlite_db: DbParams, tmp_path: Path
 ) -> None:
     """The lock file is never opened through a symlink (O_NOFOLLOW): the target keeps its bytes."""
-    adapter_for(sqlite_db).populate()
-    site = project(tmp_path, sqlite_db)
-    folder = site / "db_backups"
-    folder.mkdir(mode=0o700)
-    target = tmp_path / "precious"
-    target.write_text("do not truncate me")
+    site, folder, target = beside_a_precious_file(tmp_path, sqlite_db, "do not truncate me")
     (folder / ".opskit-backup.lock").symlink_to(target)
     done = run_opskit("backup", cwd=site)
     assert done.returncode == 1
@@ -93,12 +102,7 @@ def test_symlinks_planted_at_slot_manifest_and_latest_names_are_replaced_not_fol
     sqlite_db: DbParams, tmp_path: Path
 ) -> None:
     """A rename replaces a planted symlink itself; the file it pointed to never changes."""
-    adapter_for(sqlite_db).populate()
-    site = project(tmp_path, sqlite_db)
-    folder = site / "db_backups"
-    folder.mkdir(mode=0o700)
-    target = tmp_path / "precious"
-    target.write_text("keep")
+    site, folder, target = beside_a_precious_file(tmp_path, sqlite_db, "keep")
     from opskit.archive.rotation import slot_for
 
     slot = slot_for(__import__("datetime").datetime.now())
@@ -159,7 +163,7 @@ def test_log_files_are_0640_and_log_folders_0750_whatever_the_umask(
             "sh",
             "-c",
             'umask 000 && exec "$0" backup',
-            str(Path(os.sys.executable).with_name("opskit")),
+            str(Path(sys.executable).with_name("opskit")),
         ],
         cwd=site,
         capture_output=True,
@@ -238,9 +242,7 @@ def test_an_archive_and_manifest_replaced_together_without_the_key_are_refused(
 ) -> None:
     """A crafted archive with a matching sha256 but no valid signature never loads."""
     data = adapter_for(sqlite_db)
-    data.populate()
-    site = project(tmp_path, sqlite_db)
-    assert run_opskit("backup", cwd=site).returncode == 0
+    site = backed_up_site(tmp_path / "project", sqlite_db)
     path = latest(site)
     record = manifests.read(path)
     shutil.copy(sqlite_db.name, tmp_path / "copy.sqlite3")  # any SQLite file will do
@@ -271,9 +273,7 @@ def test_archives_signed_with_a_retired_key_verify_through_secret_key_fallbacks(
     sqlite_db: DbParams, tmp_path: Path
 ) -> None:
     """Rotating SECRET_KEY with the old one in SECRET_KEY_FALLBACKS keeps old archives trusted."""
-    adapter_for(sqlite_db).populate()
-    site = project(tmp_path, sqlite_db)
-    assert run_opskit("backup", cwd=site).returncode == 0
+    site = backed_up_site(tmp_path / "project", sqlite_db)
     (settings,) = site.glob("settings_*.py")
     text = settings.read_text().replace("SECRET_KEY = 'test-only'", "SECRET_KEY = 'new-key'")
     settings.write_text(text)
@@ -300,9 +300,7 @@ def test_a_malformed_manifest_is_one_line_naming_the_file_and_field_everywhere(
     sqlite_db: DbParams, tmp_path: Path, field: str, value: object
 ) -> None:
     """verify, check, restore, list and --restore-test say what is wrong; none has a traceback."""
-    adapter_for(sqlite_db).populate()
-    site = project(tmp_path, sqlite_db)
-    assert run_opskit("backup", cwd=site).returncode == 0
+    site = backed_up_site(tmp_path / "project", sqlite_db)
     path = latest(site)
     record = manifests.read(path)
     record[field] = value
@@ -334,10 +332,8 @@ def test_a_latest_backup_from_the_future_fails_check_and_list_says_so(
         from support.services import unavailable
 
         unavailable("faketime")
-    adapter_for(sqlite_db).populate()
-    site = project(tmp_path, sqlite_db)
-    assert run_opskit("backup", cwd=site).returncode == 0
-    opskit = str(Path(os.sys.executable).with_name("opskit"))
+    site = backed_up_site(tmp_path / "project", sqlite_db)
+    opskit = str(Path(sys.executable).with_name("opskit"))
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     moved_back = ["faketime", "-f", "-10d"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -301,8 +302,6 @@ class _Interrupting:
 def test_ctrl_c_during_the_load_still_drops_the_scratch_database(
     fixture: str, config: Config, request: pytest.FixtureRequest
 ) -> None:
-    import contextlib
-
     db: DbParams = request.getfixturevalue(fixture)
     adapter_for(db).populate()
     path = backed_up(config, db)
@@ -321,39 +320,54 @@ def test_ctrl_c_during_the_load_still_drops_the_scratch_database(
     assert scratch_left(db) == []
 
 
-def test_postgresql_role_without_createdb_fails_the_restore_test_clearly(
-    pg_db: DbParams, config: Config
+@pytest.mark.parametrize(
+    ("fixture", "create", "drop", "server", "hints"),
+    [
+        pytest.param(
+            "pg_db",
+            "CREATE ROLE {user} LOGIN NOCREATEDB",
+            "DROP ROLE {user}",
+            "127.0.0.1:5432",
+            ["CREATEDB"],
+            id="postgresql",
+            marks=pytest.mark.postgresql,
+        ),
+        pytest.param(
+            "mysql_db",
+            "CREATE USER '{user}'@'%'; GRANT SELECT ON `{db}`.* TO '{user}'@'%'",
+            "DROP USER '{user}'@'%'",
+            "127.0.0.1:3306",
+            [],
+            id="mysql",
+            marks=pytest.mark.mysql,
+        ),
+    ],
+)
+def test_an_account_that_may_not_create_databases_fails_the_restore_test_clearly(
+    fixture: str,
+    create: str,
+    drop: str,
+    server: str,
+    hints: list[str],
+    config: Config,
+    request: pytest.FixtureRequest,
 ) -> None:
-    adapter_for(pg_db).populate()
-    path = backed_up(config, pg_db)
-    role = f"opskit_r_{secrets.token_hex(4)}"
-    psql(f"CREATE ROLE {role} LOGIN NOCREATEDB")
-    try:
-        weak = dataclasses.replace(pg_db, user=role)
-        with pytest.raises(OpsError) as caught:
-            restore_test(config, weak, path, SUNDAY)
-    finally:
-        psql(f"DROP ROLE {role}")
-    assert f"{role} may not create databases on 127.0.0.1:5432" in caught.value.line()
-    assert "CREATEDB" in caught.value.line()
-    assert scratch_left(pg_db) == []
-
-
-def test_mariadb_user_without_create_fails_the_restore_test_clearly(
-    mysql_db: DbParams, config: Config
-) -> None:
-    adapter_for(mysql_db).populate()
-    path = backed_up(config, mysql_db)
+    db: DbParams = request.getfixturevalue(fixture)
+    run_sql = psql if fixture == "pg_db" else mysql
+    adapter_for(db).populate()
+    path = backed_up(config, db)
     user = f"opskit_r_{secrets.token_hex(4)}"
-    mysql(f"CREATE USER '{user}'@'%'; GRANT SELECT ON `{mysql_db.name}`.* TO '{user}'@'%'")
+    run_sql(create.format(user=user, db=db.name))
     try:
-        weak = dataclasses.replace(mysql_db, user=user)
+        weak = dataclasses.replace(db, user=user)
         with pytest.raises(OpsError) as caught:
             restore_test(config, weak, path, SUNDAY)
     finally:
-        mysql(f"DROP USER '{user}'@'%'")
-    assert f"{user} may not create databases on 127.0.0.1:3306" in caught.value.line()
-    assert scratch_left(mysql_db) == []
+        run_sql(drop.format(user=user))
+    assert f"{user} may not create databases on {server}" in caught.value.line()
+    for hint in hints:
+        assert hint in caught.value.line()
+    assert scratch_left(db) == []
 
 
 # --- the command --------------------------------------------------------------------------------

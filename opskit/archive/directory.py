@@ -18,7 +18,7 @@ from typing import Any
 
 from opskit import files
 from opskit.archive import stream as archive
-from opskit.engines.base import DbParams
+from opskit.engines.base import DbParams, DirectoryDumper
 from opskit.errors import ArchiveError
 
 SUFFIX = "pgdir"
@@ -99,7 +99,11 @@ def inspect(folder: Path) -> archive.Inspection:
 
 
 def dump_to_temp(
-    engine: Any, db: DbParams, final: Path, exclude: tuple[str, ...], compress_level: int
+    engine: DirectoryDumper,
+    db: DbParams,
+    final: Path,
+    exclude: tuple[str, ...],
+    compress_level: int,
 ) -> tuple[archive.Written, dict[str, list[Any]]]:
     """Dump into a temp folder beside ``final``, check every file, fsync it all."""
     tmp = files.temp_name(final)

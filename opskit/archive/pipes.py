@@ -18,9 +18,8 @@ from typing import IO, cast
 
 from opskit import proc
 from opskit.archive import codec
-from opskit.archive import directory as pgdir
 from opskit.archive import stream as archive
-from opskit.engines.base import ArchiveDir, Content, ContentObserver, OpenArchive, Transform
+from opskit.engines.base import Content, ContentObserver, Transform
 from opskit.errors import ArchiveError, CommandFailed, OpsError
 from opskit.progress import ProgressFn, counting
 
@@ -332,19 +331,6 @@ def decompressed(
         finally:
             if not content.checked:
                 content.abandon()
-
-
-def opener(
-    path: Path,
-    compress: str | None = None,
-    progress: ProgressFn | None = None,
-    label: str = "",
-    expect: Expect | None = None,
-) -> OpenArchive:
-    """Return what an engine loads: a directory archive's folder, else its content's stream."""
-    if path.is_dir():
-        return ArchiveDir(path, pgdir.jobs())
-    return lambda: decompressed(path, compress, progress, label, expect)
 
 
 def _unreadable(path: Path, exc: CommandFailed) -> ArchiveError:

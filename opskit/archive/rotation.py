@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from opskit import files, killpoints, logs
-from opskit.archive.codec import CODECS
-from opskit.archive.stream import remove, sha256_file, size_of
+from opskit.archive import formats
+from opskit.archive.stream import remove, size_of
 from opskit.errors import ArchiveError, ConfigError, OpsError
 from opskit.files import commit, fsync
 from opskit.proc import pid_alive
@@ -122,10 +122,6 @@ def claim(folder: Path, identity: dict[str, Any]) -> None:
         "set BACKUP_DIR (or --backup-dir) of one of them elsewhere; if this is the same"
         f" database under a new name, move the old backups away and remove {path}",
     )
-
-
-def archive_name(slot: str, suffix: str, compress: str) -> str:
-    return f"{slot}.{suffix}{CODECS[compress].extension}"
 
 
 def _archives(folder: Path, stem: str) -> list[Path]:
@@ -304,11 +300,8 @@ def recover_commits(folder: Path) -> list[str]:
 def _matches(target: Path, record: dict[str, Any]) -> bool:
     """Whether the archive at ``target`` is the one a pending manifest describes."""
     try:
-        if target.is_dir():
-            from opskit.archive import directory as pgdir
-
-            return bool(pgdir.inspect(target).sha256 == record["sha256"])
-        return bool(size_of(target) == record["size"] and sha256_file(target) == record["sha256"])
+        sha256 = formats.of(target).sha256
+        return bool(size_of(target) == record["size"] and sha256(target) == record["sha256"])
     except OSError:
         return False
 

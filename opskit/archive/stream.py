@@ -10,7 +10,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from opskit import files
 from opskit.archive import codec
@@ -159,27 +159,6 @@ def size_of(path: Path) -> int:
     return path.stat().st_size
 
 
-def check_checksum(archive: Path, manifest: dict[str, Any]) -> None:
-    """Raise ArchiveError unless the archive's size and sha256 match its manifest."""
-    size = size_of(archive)
-    if size != manifest["size"]:
-        raise ArchiveError(
-            f"{archive.name} is {size} bytes but its manifest says {manifest['size']}"
-            " (truncated or replaced)",
-            "use another backup",
-        )
-    if archive.is_dir():
-        from opskit.archive import directory as pgdir
-
-        pgdir.check_checksum(archive, manifest)
-        return
-    if sha256_file(archive) != manifest["sha256"]:
-        raise ArchiveError(
-            f"{archive.name} does not match the sha256 in its manifest (corrupt)",
-            "use another backup",
-        )
-
-
 class _Decompressing:
     """A reader of an archive's content that fails loudly on a truncated stream."""
 
@@ -241,11 +220,7 @@ class _HashingReader(_HashingWriter):
 def inspect(
     archive: Path, compress: str | None = None, progress: ProgressFn | None = None
 ) -> Inspection:
-    """Read an archive once: hash it and decompress it to the end, noting what went wrong."""
-    if archive.is_dir():
-        from opskit.archive import directory as pgdir
-
-        return pgdir.inspect(archive)
+    """Read a stream archive once: hash it and decompress it to the end, noting what went wrong."""
     compress = compress or compression_of(archive)
     raw = 0
     problem = ""

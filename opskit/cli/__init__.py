@@ -6,6 +6,7 @@ import contextlib
 import json
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -31,34 +32,28 @@ from opskit.cli.common import (
 from opskit.errors import Interrupted, OpsError
 from opskit.progress import human
 from opskit.report import Report
-from opskit.status import Status
+from opskit.status import Status, for_signal
 
 
 class OpsGroup(click.Group):
     """A click group whose usage errors exit 64 and whose Ctrl-C exits 130."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
-        try:
+        with usage_status():
             return super().make_context(*args, **kwargs)
-        except click.UsageError as exc:
-            exc.exit_code = Status.USAGE  # type: ignore[misc]
-            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with usage_status():
+                return super().invoke(ctx)
         except click.NoSuchOption as exc:
-            exc.exit_code = Status.USAGE  # type: ignore[misc]
             _name_global_option(self, ctx, exc)
-            raise
-        except click.UsageError as exc:
-            exc.exit_code = Status.USAGE  # type: ignore[misc]
             raise
         except KeyboardInterrupt:
             self._stopped(ctx, Status.INTERRUPTED, "interrupted (SIGINT)")
         except Interrupted as exc:
             name = signal.Signals(exc.signum).name
-            self._stopped(ctx, 128 + exc.signum, f"stopped by {name}")
+            self._stopped(ctx, for_signal(exc.signum), f"stopped by {name}")
 
     @staticmethod
     def _stopped(ctx: click.Context, code: int, reason: str) -> NoReturn:
@@ -68,6 +63,16 @@ class OpsGroup(click.Group):
             g.run.abort(code, reason)
         click.echo(f"opskit: {reason}", err=True)
         raise click.exceptions.Exit(code)
+
+
+@contextlib.contextmanager
+def usage_status() -> Iterator[None]:
+    """The one place a usage error gets its status: click's 2 becomes 64 (Status.USAGE)."""
+    try:
+        yield
+    except click.UsageError as exc:
+        exc.exit_code = Status.USAGE  # type: ignore[misc]
+        raise
 
 
 def _name_global_option(group: click.Group, ctx: click.Context, exc: click.NoSuchOption) -> None:
@@ -257,7 +262,7 @@ def backup(
 @lock_wait_option
 @hc_option
 @click.pass_context
-def restore(
+def restore(  # long: a click command: 17 parameters, then plan, confirm and restore
     ctx: click.Context,
     source: str,
     alias: str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,9 @@ from opskit import status
 from opskit.cli.common import Globals, finish, hc_option, now, start_job
 from opskit.cli.schedule import cron_d_name, existing_user
 from opskit.errors import OpsError
+
+if TYPE_CHECKING:
+    from opskit.project import Project
 
 
 def _age(ctx: click.Context, param: click.Parameter, value: str) -> float:
@@ -94,45 +97,10 @@ def check_command(
     Prints OK, WARN or FAIL with the fix for each; exits with the number of FAILs.
     """
     from opskit import check as checks
-    from opskit import logs
-    from opskit.config import build_config
-    from opskit.django_project import databases as read_databases
-    from opskit.django_project import find_settings, media_root, opskit_settings, secret_keys, setup
 
-    g: Globals = ctx.obj
-    names = [n.strip() for n in (only or "").split(",") if n.strip()]
-    unknown = [n for n in names if n.split(":", 1)[0] not in checks.FAMILIES]
-    if unknown:
-        raise click.BadParameter(
-            f"unknown check {', '.join(unknown)}; choose from {', '.join(checks.FAMILIES)}",
-            param_hint="--only",
-        )
-    try:
-        module = find_settings(g.project_dir, g.settings, os.environ)
-        setup(g.project_dir, module)
-        dbs = read_databases()
-        config = build_config(
-            project_dir=g.project_dir,
-            settings_module=module,
-            settings_opskit=opskit_settings(),
-            environ=os.environ,
-            flags={"BACKUP_DIR": g.backup_dir, "LOG_DIR": g.log_dir, "STRICT_PING": g.strict_ping},
-            secret_keys=secret_keys(),
-            media_root=media_root(),
-        )
-    except OpsError as exc:
-        results = checks.settings_failed(exc, names)
-        _render(results, as_json)
-        ctx.exit(status.for_errors(sum(r.status == checks.FAIL for r in results)))
-    # Read-only: log to stderr (and the ping's tail) only; the log folder is one of the checks.
-    g.tail = logs.LogTail()
-    g.secrets = (
-        *(db.password for db in dbs.values()),
-        config.api_key,
-        *config.signing_keys,
-        *config.offsite_secrets(),
-    )
-    logs.configure(log_dir=None, verbosity=g.verbosity, secrets=g.secrets, tail=g.tail)
+    names = _names(only)
+    loaded = _load(ctx, names, as_json)
+    config, dbs = loaded.config, loaded.databases
     for alias in ack_size:
         _acknowledge(ctx, config, dbs, alias)
     run = start_job(ctx, "check", config, check)
@@ -154,19 +122,59 @@ def check_command(
         healthchecks=hc_state if with_hc else None,
     )
     if with_offsite:
-        from opskit.offsite.health import check_offsite
-
-        if not config.offsite:
-            results.append(
-                checks.Result(
-                    "offsite", checks.FAIL, "no OPSKIT['OFFSITE'] is configured", "docs/offsite.md"
-                )
-            )
-        aliases = [a for a in dbs if not config.databases or a in config.databases]
-        results += check_offsite(config, aliases, started, max_age)
+        results += _offsite_state(config, dbs, started, max_age)
     _render(results, as_json)
     run.body = "".join(r.line() + "\n" for r in results)  # the ping body is the table
     finish(ctx, run, checks.to_report(results))
+
+
+def _names(only: str | None) -> list[str]:
+    """The checks --only names; an unknown one is a usage error (64) before anything runs."""
+    from opskit.check import FAMILIES
+
+    names = [n.strip() for n in (only or "").split(",") if n.strip()]
+    unknown = [n for n in names if n.split(":", 1)[0] not in FAMILIES]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown check {', '.join(unknown)}; choose from {', '.join(FAMILIES)}",
+            param_hint="--only",
+        )
+    return names
+
+
+def _load(ctx: click.Context, names: list[str], as_json: bool) -> Project:
+    """Set the project up; if that fails, the settings checks say why and the run ends."""
+    from opskit import check as checks
+    from opskit import logs
+    from opskit.cli.common import load
+
+    g: Globals = ctx.obj
+    try:
+        loaded = load(ctx)
+    except OpsError as exc:
+        results = checks.settings_failed(exc, names)
+        _render(results, as_json)
+        ctx.exit(status.for_errors(sum(r.status == checks.FAIL for r in results)))
+    # Read-only: log to stderr (and the ping's tail) only; the log folder is one of the checks.
+    g.tail = logs.LogTail()
+    logs.configure(log_dir=None, verbosity=g.verbosity, secrets=g.secrets, tail=g.tail)
+    return loaded
+
+
+def _offsite_state(config: Any, dbs: dict[str, Any], started: Any, max_age: float) -> list[Any]:
+    """check --offsite: the OFFSITE repositories are reachable and their snapshots recent."""
+    from opskit import check as checks
+    from opskit.offsite.health import check_offsite
+
+    results = []
+    if not config.offsite:
+        results.append(
+            checks.Result(
+                "offsite", checks.FAIL, "no OPSKIT['OFFSITE'] is configured", "docs/offsite.md"
+            )
+        )
+    aliases = [a for a in dbs if not config.databases or a in config.databases]
+    return results + check_offsite(config, aliases, started, max_age)
 
 
 def _acknowledge(ctx: click.Context, config: Any, dbs: dict[str, Any], alias: str) -> None:
@@ -185,7 +193,7 @@ def _acknowledge(ctx: click.Context, config: Any, dbs: dict[str, Any], alias: st
     except (OpsError, OSError) as exc:
         message = exc.line() if isinstance(exc, OpsError) else str(exc)
         click.echo(f"opskit: error: {message}", err=True)
-        ctx.exit(1)
+        ctx.exit(status.for_errors(1))
     click.echo(
         f"opskit check: {entry.get('file') or 'the newest dump'} of {alias} is now its usual size",
         err=True,

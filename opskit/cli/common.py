@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from opskit import status
 from opskit.errors import OpsError
 from opskit.report import Report
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from opskit.healthchecks.job import JobRun
     from opskit.logs import LogTail
     from opskit.progress import Console, ProgressFn
+    from opskit.project import Project
 
 
 @dataclasses.dataclass
@@ -45,13 +47,13 @@ def now() -> datetime:
 def fail_early(ctx: click.Context, exc: OpsError) -> NoReturn:
     """Report a failure that happened before any job could start, as one failed step."""
     click.echo(f"opskit: error: {exc.line()}", err=True)
-    ctx.exit(1)
+    ctx.exit(status.for_errors(1))
 
 
 def load_project(
     ctx: click.Context, *, apps: bool = True, log_files: bool = True, **flags: Any
 ) -> tuple[Config, dict[str, DbParams]]:
-    """Find the settings, set Django up once, build the Config and configure logging.
+    """Set the project up (``project.load``), configure logging, and say its warnings.
 
     ``log_files=False`` logs to stderr only and leaves the log folder alone (cron install
     makes it for the user the jobs run as).
@@ -59,52 +61,50 @@ def load_project(
     ``apps=False`` reads the settings without loading the installed apps: the jobs that
     use no models (backup, restore, verify, list) start faster and import no driver.
     """
-    from opskit import django_project, logs
-    from opskit.config import build_config
-    from opskit.proc import sweep_secret_dirs
-
     g: Globals = ctx.obj
     try:
-        module = django_project.find_settings(g.project_dir, g.settings, os.environ)
-        django_project.setup(g.project_dir, module, apps)
-        databases = django_project.databases()
-        config = build_config(
-            project_dir=g.project_dir,
-            settings_module=module,
-            settings_opskit=django_project.opskit_settings(),
-            environ=os.environ,
-            flags={
-                "BACKUP_DIR": g.backup_dir,
-                "LOG_DIR": g.log_dir,
-                "STRICT_PING": g.strict_ping,
-                "MAIL_ADMINS_ON_ERROR": g.mail_admins,
-                **flags,
-            },
-            secret_keys=django_project.secret_keys(),
-            media_root=django_project.media_root(),
-        )
-        g.tail = logs.LogTail()
-        g.secrets = (
-            *(db.password for db in databases.values()),
-            config.api_key,
-            *config.signing_keys,
-            *config.offsite_secrets(),
-        )
-        g.console = logs.configure(
-            log_dir=config.log_dir if log_files else None,
-            verbosity=g.verbosity,
-            secrets=g.secrets,
-            tail=g.tail,
-            progress_delay=config.progress_delay,
-        )
-        warn(config.warnings)
-        for stale in sweep_secret_dirs():
-            logs.get().info("removed_stale_credentials", path=str(stale))
+        loaded = load(ctx, apps=apps, **flags)
+        _start_logging(g, loaded.config, log_files)
     except OpsError as exc:
         fail_early(ctx, exc)
     except OSError as exc:
         fail_early(ctx, OpsError(f"cannot open the log folder: {exc}", "set --log-dir"))
-    return config, databases
+    return loaded.config, loaded.databases
+
+
+def load(ctx: click.Context, *, apps: bool = True, **flags: Any) -> Project:
+    """``project.load`` with the group's options as flags; keeps the secrets to mask."""
+    from opskit import project
+
+    g: Globals = ctx.obj
+    given = {
+        "BACKUP_DIR": g.backup_dir,
+        "LOG_DIR": g.log_dir,
+        "STRICT_PING": g.strict_ping,
+        "MAIL_ADMINS_ON_ERROR": g.mail_admins,
+        **flags,
+    }
+    loaded = project.load(g.project_dir, g.settings, os.environ, apps=apps, flags=given)
+    g.secrets = loaded.secrets
+    return loaded
+
+
+def _start_logging(g: Globals, config: Config, log_files: bool) -> None:
+    """Log to the log folder (unless not ``log_files``) and stderr, secrets masked."""
+    from opskit import logs
+    from opskit.proc import sweep_secret_dirs
+
+    g.tail = logs.LogTail()
+    g.console = logs.configure(
+        log_dir=config.log_dir if log_files else None,
+        verbosity=g.verbosity,
+        secrets=g.secrets,
+        tail=g.tail,
+        progress_delay=config.progress_delay,
+    )
+    warn(config.warnings)
+    for stale in sweep_secret_dirs():
+        logs.get().info("removed_stale_credentials", path=str(stale))
 
 
 def warn(warnings: tuple[str, ...]) -> None:

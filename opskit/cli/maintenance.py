@@ -11,6 +11,7 @@ import click
 
 from opskit.cli.common import fail_early, load_project
 from opskit.errors import OpsError
+from opskit.status import Status, for_errors
 
 if TYPE_CHECKING:
     from opskit.maintenance import Hold
@@ -70,7 +71,7 @@ def on(ctx: click.Context, message: str | None, duration: float | None, path: st
     where = f"URLs under {path}" if path else "the whole site"
     end = f" until {_when(until)}" if until else " until opskit maintenance off"
     click.echo(f"maintenance on for {where}{end}")
-    ctx.exit(0)
+    ctx.exit(Status.OK)
 
 
 @maintenance_group.command("off")
@@ -98,11 +99,11 @@ def off(ctx: click.Context, path: str | None, force: bool) -> None:
                 " database is known to be whole)",
                 err=True,
             )
-        ctx.exit(1)
+        ctx.exit(for_errors(1))
     still = (["the whole site"] if state.site else []) + sorted(state.paths)
     rest = f"; still on for {', '.join(still)}" if still else ""
     click.echo(f"maintenance off for {path or 'the whole site'}{rest}")
-    ctx.exit(0)
+    ctx.exit(Status.OK)
 
 
 @maintenance_group.command("status")
@@ -123,7 +124,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         for alias, hold in state.restores.items():
             data["restores"][alias]["stale"] = hold.stale()
         click.echo(json.dumps(data, indent=2))
-        ctx.exit(0)
+        ctx.exit(Status.OK)
     if state.empty:
         click.echo("maintenance is off")
     lines = []
@@ -136,7 +137,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"on for {where} since {_when(switch.since)} by {switch.by}{until}{text}")
     for hold in state.restores.values():
         click.echo(f"on for the whole site: {_describe_hold(hold)}")
-    ctx.exit(0)
+    ctx.exit(Status.OK)
 
 
 def _describe_hold(hold: Hold) -> str:

@@ -130,7 +130,7 @@ def ping_command(
     max_time: float,
 ) -> None:
     """Send one ping to Healthchecks; exit 0 if it arrived, 1 if not."""
-    from opskit.healthchecks.ping import BodyLimits, limits_file, ping
+    from opskit.healthchecks.ping import BodyLimits, ping
 
     try:
         where = resolve(ctx, job, check, ping_url)
@@ -146,9 +146,9 @@ def ping_command(
         timeout=min(where.bounds.timeout, max_time),
         budget=max_time,
         secrets=where.secrets,
-        limits=BodyLimits(limits_file(os.environ)),
+        limits=BodyLimits(where.limits) if where.limits else None,
     )
-    ctx.exit(0 if result.ok else 1)
+    ctx.exit(status.Status.OK if result.ok else status.for_errors(1))
 
 
 @click.command(
@@ -197,7 +197,6 @@ def run_command(
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND, pinging its start and its exit status with the end of its output."""
-    from opskit.healthchecks.ping import limits_file
     from opskit.healthchecks.run import RunOptions, Where, command_name, record_run, run_monitored
 
     job = job or command_name(command)
@@ -217,7 +216,7 @@ def run_command(
         where.secrets,
         start_budget=start_budget or bounds.start,
         ping_timeout=bounds.timeout,
-        limits=limits_file(os.environ),
+        limits=where.limits,
     )
     with _child_stdin() as stdin:
         result = run_monitored(

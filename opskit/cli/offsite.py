@@ -9,6 +9,7 @@ import click
 from opskit.cli.common import fail_early, load_project
 from opskit.errors import ConfigError
 from opskit.progress import human
+from opskit.status import for_errors
 
 
 @click.group("offsite")
@@ -46,7 +47,7 @@ def list_command(ctx: click.Context, all_hosts: bool, as_json: bool) -> None:
             click.echo("no off-site snapshots yet")
     for problem in problems:
         click.echo(f"opskit offsite list: error: {problem}", err=True)
-    ctx.exit(min(len(problems), 63))
+    ctx.exit(for_errors(len(problems)))
 
 
 COMMANDS: list[click.Command] = [offsite]

@@ -97,6 +97,9 @@ class Problem:
     fix: str
 
 
+_Need = tuple[Path, int, Problem]  # a path, the access the job needs, and the problem if not
+
+
 def job_problems(
     user: User,
     *,
@@ -111,38 +114,61 @@ def job_problems(
     and its interpreter, the project folder and manage.py, and the folders the job writes.
     A path behind a folder the user cannot enter is named by that folder.
     """
-    wanted: list[tuple[Path, int, Problem]] = []
     who = user.name
-    reach = _reach_fix(who)
-
-    def need(path: Path, mode: int, kind: str, text: str, fix: str) -> None:
-        wanted.append((path, mode, Problem(kind, text, fix)))
-
-    for path in (opskit_bin, *_interpreter(opskit_bin)):
-        need(path, RUN, "start", f"{who} cannot run {path}", reach)
-    need(project_dir, READ | RUN, "start", f"{who} cannot read the project {project_dir}", reach)
-    manage = project_dir / "manage.py"
-    if manage.exists():
-        fix = f"chmod o+r {shlex.quote(str(manage))}"
-        need(manage, READ, "start", f"{who} cannot read {manage}", fix)
-    if log_file.exists():
-        fix = f"chown {who}: {shlex.quote(str(log_file))}"
-        need(log_file, WRITE, "folder", f"{who} cannot append to {log_file}", fix)
-    for folder in folders:
-        if folder.exists():
-            fix = f"chown -R {who}: {shlex.quote(str(folder))}"
-            need(folder, WRITE | RUN, "folder", f"{who} cannot write {folder}", fix)
-            for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
-                if entry.is_file() and not entry.is_symlink() and entry != log_file:
-                    need(entry, READ | WRITE, "folder", f"{who} cannot write {entry}", fix)
-        else:
-            where = _exists_up_to(folder)
-            fix = f"chown {who}: {shlex.quote(str(where))}"
-            need(where, WRITE | RUN, "folder", f"{who} cannot create {folder}", fix)
+    wanted = [
+        *_start_needs(who, opskit_bin, project_dir),
+        *_write_needs(who, log_file, folders),
+    ]
     answers = can(user, [(path, mode) for path, mode, _ in wanted])
     failed = [
         (path, problem) for (path, _, problem), ok in zip(wanted, answers, strict=True) if not ok
     ]
+    return _by_cause(user, failed)
+
+
+def _start_needs(who: str, opskit_bin: Path, project_dir: Path) -> list[_Need]:
+    """What the job needs to start: opskit and its interpreter, the project, manage.py."""
+    reach = _reach_fix(who)
+    needs: list[_Need] = [
+        (path, RUN, Problem("start", f"{who} cannot run {path}", reach))
+        for path in (opskit_bin, *_interpreter(opskit_bin))
+    ]
+    text = f"{who} cannot read the project {project_dir}"
+    needs.append((project_dir, READ | RUN, Problem("start", text, reach)))
+    manage = project_dir / "manage.py"
+    if manage.exists():
+        fix = f"chmod o+r {shlex.quote(str(manage))}"
+        needs.append((manage, READ, Problem("start", f"{who} cannot read {manage}", fix)))
+    return needs
+
+
+def _write_needs(who: str, log_file: Path, folders: Sequence[Path]) -> list[_Need]:
+    """What the job writes: the shell's ``>> cron.log``, the folders and the files in them."""
+    needs: list[_Need] = []
+
+    def need(path: Path, mode: int, text: str, fix: str) -> None:
+        needs.append((path, mode, Problem("folder", text, fix)))
+
+    if log_file.exists():
+        fix = f"chown {who}: {shlex.quote(str(log_file))}"
+        need(log_file, WRITE, f"{who} cannot append to {log_file}", fix)
+    for folder in folders:
+        if folder.exists():
+            fix = f"chown -R {who}: {shlex.quote(str(folder))}"
+            need(folder, WRITE | RUN, f"{who} cannot write {folder}", fix)
+            for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+                if entry.is_file() and not entry.is_symlink() and entry != log_file:
+                    need(entry, READ | WRITE, f"{who} cannot write {entry}", fix)
+        else:
+            where = _exists_up_to(folder)
+            fix = f"chown {who}: {shlex.quote(str(where))}"
+            need(where, WRITE | RUN, f"{who} cannot create {folder}", fix)
+    return needs
+
+
+def _by_cause(user: User, failed: list[tuple[Path, Problem]]) -> list[Problem]:
+    """Each problem once; a path behind a folder closed to the user is named by that folder."""
+    who = user.name
     # Every folder above a failed path: the first one closed to the user is the real cause.
     above = sorted({a for path, _ in failed for a in path.absolute().parents})
     closed = {
@@ -153,7 +179,7 @@ def job_problems(
         gate = next((a for a in reversed(path.absolute().parents) if a in closed), None)
         if gate is not None:
             problem = Problem(
-                "start", f"{who} cannot reach {path}: {gate} is closed to {who}", reach
+                "start", f"{who} cannot reach {path}: {gate} is closed to {who}", _reach_fix(who)
             )
         if problem not in found:
             found.append(problem)

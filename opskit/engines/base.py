@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from opskit import killpoints
 from opskit.errors import ArchiveError
@@ -44,6 +44,18 @@ class Tools:
 
     pg_bin_dir: Path | None = None
     mysql_bin_dir: Path | None = None
+
+    @classmethod
+    def of(cls, config: _BinDirs) -> Tools:
+        """The tools a configuration names (``Config``, or anything with its two folders)."""
+        return cls(pg_bin_dir=config.pg_bin_dir, mysql_bin_dir=config.mysql_bin_dir)
+
+
+class _BinDirs(Protocol):
+    @property
+    def pg_bin_dir(self) -> Path | None: ...
+    @property
+    def mysql_bin_dir(self) -> Path | None: ...
 
 
 class Content(Protocol):
@@ -189,4 +201,15 @@ class Engine(Protocol):
 
     def leftovers(self, db: DbParams) -> list[Leftover]:
         """Previous databases kept by restores, and scratch ones left by killed runs."""
+        ...
+
+
+@runtime_checkable
+class DirectoryDumper(Protocol):
+    """An engine that can also write pg_dump's directory format (PostgreSQL)."""
+
+    def dump_directory(
+        self, db: DbParams, exclude_data: tuple[str, ...], target: Path, level: int, jobs: int
+    ) -> None:
+        """Dump into a new folder, ``jobs`` tables at a time, files compressed at ``level``."""
         ...

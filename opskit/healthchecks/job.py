@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from opskit import __version__, logs
 from opskit.config import Config
@@ -41,14 +40,12 @@ class JobRun:
         tail: LogTail | None = None,
         secrets: Iterable[str] = (),
         check: str | None = None,
-        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.job = job
         self.config = config
         self.tail = tail
         self.secrets = tuple(secrets)
         self.check = check or config.check_for(job)
-        self.environ = os.environ if environ is None else environ
         self.pinger: healthchecks.Pinger | None = None
         self.ping_problem = ""
         self.bad_check = False
@@ -76,7 +73,7 @@ class JobRun:
             timeout=min(config.ping_timeout, config.ping_budget),
             budget=config.ping_budget,
             start_budget=config.ping_start_budget,
-            limits=healthchecks.BodyLimits(healthchecks.limits_file(self.environ)),
+            limits=healthchecks.BodyLimits(healthchecks.limits_file(config.cache_dir)),
         )
         result = self.pinger.start()
         if not result.ok:

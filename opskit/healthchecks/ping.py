@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import http.client
 import json
-import os
 import re
 import socket
 import time
@@ -219,13 +218,9 @@ class BodyLimits:
         return doc if isinstance(doc, dict) else {}
 
 
-def limits_file(environ: Mapping[str, str]) -> Path:
-    """Where the learned body limits live: OPSKIT_CACHE_DIR, else the XDG cache folder."""
-    base = environ.get("OPSKIT_CACHE_DIR")
-    if not base:
-        xdg = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        base = os.path.join(xdg, "opskit")
-    return Path(base) / "ping-body-limits.json"
+def limits_file(cache_dir: Path) -> Path:
+    """Where the learned body limits live in the cache folder (Config.cache_dir)."""
+    return cache_dir / "ping-body-limits.json"
 
 
 def quiet_success(text: str) -> str:

@@ -10,19 +10,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from opskit import logs, proc
+from opskit import logs, proc, project, status
 from opskit.errors import ConfigError
 from opskit.healthchecks import ping as healthchecks
-from opskit.healthchecks.ping import DEFAULT_BASE_URL, Pinger, PingTarget, parse_check
+from opskit.healthchecks.ping import Pinger, PingTarget, parse_check
 
 if TYPE_CHECKING:
     from opskit.config import Config
     from opskit.cron.install import ScheduleLine
     from opskit.healthchecks.sync import Wanted
 
-EXIT_PING_FAILED = 1  # --strict-ping: a command that succeeded but could not be reported
+# --strict-ping: a command that succeeded but could not be reported has this one error.
+EXIT_PING_FAILED = status.for_errors(1)
 TAIL_KEEP = 100_000  # bytes of output kept for the ping body (the server may allow more)
-_TRUE = ("1", "true", "yes", "on")
 # The options of "opskit run" that take a value, to find its command in a crontab line.
 _VALUE_OPTIONS = frozenset({"--hc", "--timeout", "--kill-after", "--ping-url", "--ping-budget"})
 
@@ -73,6 +73,7 @@ class Where:
     problem: str = ""
     bounds: Bounds = Bounds()
     metrics_file: Path | None = None
+    limits: Path | None = None  # where the learned body limits are kept
 
 
 class BadCheckFlag(ConfigError):
@@ -98,85 +99,53 @@ def locate(
 
     A UUID or ``KEY/SLUG`` needs a base URL: ``--ping-url``, else the environment's, else,
     inside a project, its settings (read without loading the apps), else hc-ping.com. A full
-    ping URL needs none, so then Django is not set up at all.
+    ping URL needs none, so then Django is not set up at all: the Config is the one of a
+    command outside any project (defaults < OPSKIT_* variables < flags).
     """
-    spec = flag or environ.get(env_name(job))
+    config = project.outside(project_dir, environ, flags={"STRICT_PING": strict})
+    spec = flag or config.check_for(as_config_key(job))
     if not spec:
         return _from_settings(job, ping_url, environ, project_dir, settings, strict)
-    base = ping_url or environ.get("OPSKIT_HEALTHCHECKS_PING_URL")
-    create = _true(environ.get("OPSKIT_HEALTHCHECKS_CREATE"))
+    base = ping_url or config.ping_url
     try:
-        target = parse_check(spec, base or DEFAULT_BASE_URL, create)
+        target = parse_check(spec, base, config.ping_create)
     except ConfigError as exc:
         if flag:
             raise BadCheckFlag(exc.message, exc.hint) from None
         raise ConfigError(f"{env_name(job)}: {exc.message}", exc.hint) from None
     needs_base = not spec.strip().startswith(("http://", "https://"))
-    if needs_base and not base and _in_project(project_dir, settings, environ):
-        config, secrets = _project_config(project_dir, settings, environ, strict, apps=False)
-        target = parse_check(spec, config.ping_url, config.ping_create or create)
-        return _where(target, config, secrets)
-    strict_env = _true(environ.get("OPSKIT_STRICT_PING")) if strict is None else strict
-    metrics = environ.get("OPSKIT_METRICS_FILE")
-    return Where(
-        target, (), strict_env, "", _env_bounds(environ), Path(metrics) if metrics else None
-    )
+    given = ping_url or "HEALTHCHECKS_PING_URL" in config.given
+    if needs_base and not given and project.present(project_dir, settings, environ):
+        loaded = _load(project_dir, settings, environ, strict, apps=False)
+        target = parse_check(spec, loaded.config.ping_url, loaded.config.ping_create)
+        return _where(target, loaded.config, loaded.secrets)
+    return _where(target, config, project.secrets_of(config, {}))
 
 
-def _env_bounds(environ: Mapping[str, str]) -> Bounds:
-    def seconds(name: str, default: float) -> float:
-        raw = environ.get(f"OPSKIT_{name}")
-        try:
-            value = float(raw) if raw else default
-        except ValueError:
-            value = -1.0
-        if value <= 0:
-            raise ConfigError(
-                f"OPSKIT_{name} must be a positive number of seconds", f"e.g. {default:g}"
-            )
-        return value
-
-    return Bounds(
-        seconds("HEALTHCHECKS_TIMEOUT", healthchecks.DEFAULT_TIMEOUT),
-        seconds("HEALTHCHECKS_START_BUDGET", healthchecks.DEFAULT_START_BUDGET),
-        seconds("HEALTHCHECKS_BUDGET", healthchecks.DEFAULT_BUDGET),
-    )
-
-
-def _in_project(project_dir: Path, settings: str | None, environ: Mapping[str, str]) -> bool:
-    named = settings or environ.get("DJANGO_SETTINGS_MODULE")
-    return bool(named) or (project_dir / "manage.py").is_file()
-
-
-def _project_config(
+def _load(
     project_dir: Path,
     settings: str | None,
     environ: Mapping[str, str],
     strict: bool | None,
     apps: bool = True,
-) -> tuple[Config, tuple[str, ...]]:
-    """Set the project up (settings only, unless ``apps``) and build its Config."""
-    from opskit import django_project
-    from opskit.config import build_config
-
-    module = django_project.find_settings(project_dir, settings, environ)
-    django_project.setup(project_dir, module, apps)
-    databases = django_project.databases()
-    config = build_config(
-        project_dir=project_dir,
-        settings_module=module,
-        settings_opskit=django_project.opskit_settings(),
-        environ=environ,
-        flags={"STRICT_PING": strict},
-    )
-    return config, (*(db.password for db in databases.values()), config.api_key)
+) -> project.Project:
+    """Set the project up (settings only, unless ``apps``), as every command does."""
+    return project.load(project_dir, settings, environ, apps=apps, flags={"STRICT_PING": strict})
 
 
 def _where(
     target: PingTarget | None, config: Config, secrets: tuple[str, ...], problem: str = ""
 ) -> Where:
     bounds = Bounds(config.ping_timeout, config.ping_start_budget, config.ping_budget)
-    return Where(target, secrets, config.strict_ping, problem, bounds, config.metrics_file)
+    return Where(
+        target,
+        tuple(s for s in secrets if s),
+        config.strict_ping,
+        problem,
+        bounds,
+        config.metrics_file,
+        healthchecks.limits_file(config.cache_dir),
+    )
 
 
 def _from_settings(
@@ -189,18 +158,15 @@ def _from_settings(
 ) -> Where:
     """Read the check from the Django project's settings."""
     unset = f"no check for job {job!r} (pass --hc CHECK, or set {env_name(job)})"
-    if not _in_project(project_dir, settings, environ):  # no project: say what to set
+    if not project.present(project_dir, settings, environ):  # no project: say what to set
         return Where(None, problem=unset)
-    config, secrets = _project_config(project_dir, settings, environ, strict)
+    loaded = _load(project_dir, settings, environ, strict)
+    config = loaded.config
     spec = config.check_for(job)
     if not spec:
-        return _where(None, config, secrets, f"{unset[:-1]} or OPSKIT['HEALTHCHECKS'])")
+        return _where(None, config, loaded.secrets, f"{unset[:-1]} or OPSKIT['HEALTHCHECKS'])")
     target = parse_check(spec, ping_url or config.ping_url, config.ping_create)
-    return _where(target, config, secrets)
-
-
-def _true(value: str | None) -> bool:
-    return (value or "").strip().lower() in _TRUE
+    return _where(target, config, loaded.secrets)
 
 
 def job_of(args: Sequence[str]) -> str:
@@ -264,11 +230,11 @@ def run_monitored(
     if pinger is not None:
         tail = finished.tail.decode("utf-8", errors="replace")
         _note(pinger.finish(finished.status, tail, summary, own_log=False), problems)
-    status = finished.status
+    code = finished.status
     # A failed ping turns success into failure; a failing command keeps its own status.
-    if problems and options.strict_ping and status == 0:
-        status = EXIT_PING_FAILED
-    return RunResult(status, finished, duration, "; ".join(problems))
+    if problems and options.strict_ping and code == status.Status.OK:
+        code = EXIT_PING_FAILED
+    return RunResult(code, finished, duration, "; ".join(problems))
 
 
 def record_run(path: Path, job: str, result: RunResult) -> None:

@@ -140,16 +140,7 @@ def wanted_checks(
         spec = line_check(line.args)
         if spec is None and count == 1:  # a repeated line pings its command's check
             spec = checks.get(command) or checks.get(as_config_key(command))
-        code, named = "", False
-        if spec:
-            try:
-                target = parse_check(spec)
-            except ConfigError:
-                target = None  # reported by the job itself, and by check
-            if target is not None and target.slug:
-                slug, named = target.slug, target.slug != slug
-            elif target is not None:
-                code, named = target.secret, True
+        slug, code, named = _given_check(spec, slug)
         wanted_grace, exact = grace, True
         if grace is None and durations is not None:
             wanted_grace, exact = runs.grace_for(durations(command)), False
@@ -170,6 +161,20 @@ def wanted_checks(
             )
         )
     return wanted
+
+
+def _given_check(spec: str | None, slug: str) -> tuple[str, str, bool]:
+    """(slug, ping code, named: the check is not the job's own) for a job whose ``--hc`` (or
+    setting) is ``spec``: a slug other than the job's, a UUID or a ping URL."""
+    if not spec:
+        return slug, "", False
+    try:
+        target = parse_check(spec)
+    except ConfigError:
+        return slug, "", False  # reported by the job itself, and by check
+    if target.slug:
+        return target.slug, "", target.slug != slug
+    return slug, target.secret, True
 
 
 def differences(check: Mapping[str, Any], want: Wanted, *, audit: bool = False) -> list[str]:

@@ -8,6 +8,7 @@ with a cross on the baseline.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Sequence
 from html import escape
@@ -40,6 +41,25 @@ def _seconds(s: float) -> str:
     return f"{s:.2f} s" if s < 10 else f"{s:.0f} s"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Frame:
+    """Where the plot sits in the SVG and what its full height stands for."""
+
+    left: int
+    top: int
+    plot_w: int
+    plot_h: int
+    height: int
+    slot: float
+    bar_w: float
+    top_size: int
+    top_time: float
+
+    @property
+    def base(self) -> float:
+        return self.top + self.plot_h
+
+
 def render(points: Sequence[Dump], title: str, width: int = 760, height: int = 240) -> str:
     """The chart as an ``<svg>`` element (empty-state text when there are no runs)."""
     left, right, top, bottom = 64, 56, 24, 36
@@ -57,70 +77,106 @@ def render(points: Sequence[Dump], title: str, width: int = 760, height: int = 2
         )
         return "".join(out)
     sizes = [p.bytes for p in points]
-    durations = [p.duration for p in points]
-    flagged = drops(sizes)
-    top_size = max(max(sizes), 1)
-    top_time = max(max(durations), 0.001)
     slot = plot_w / len(points)
-    bar_w = max(1.0, min(24.0, slot * 0.7))
-    base = top + plot_h
+    frame = _Frame(
+        left=left,
+        top=top,
+        plot_w=plot_w,
+        plot_h=plot_h,
+        height=height,
+        slot=slot,
+        bar_w=max(1.0, min(24.0, slot * 0.7)),
+        top_size=max(max(sizes), 1),
+        top_time=max(max(p.duration for p in points), 0.001),
+    )
+    out += _grid(frame)
+    line = _runs(frame, points, sizes, out)
+    out += _duration_line(line)
+    out.append(_legend(frame, len(points)))
+    return "".join(out)
 
-    for frac in (0, 0.5, 1):  # grid lines with the size on the left, the time on the right
-        y = base - frac * plot_h
+
+def _grid(f: _Frame) -> list[str]:
+    """Grid lines with the size on the left, the time on the right."""
+    out = []
+    for frac in (0, 0.5, 1):
+        y = f.base - frac * f.plot_h
         out.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}"'
+            f'<line x1="{f.left}" y1="{y:.1f}" x2="{f.left + f.plot_w}" y2="{y:.1f}"'
             ' stroke="#ddd" stroke-width="1"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#417690">'
-            f"{escape(human(frac * top_size))}</text>"
-            f'<text x="{left + plot_w + 6}" y="{y + 4:.1f}" fill="#c26a00">'
-            f"{escape(_seconds(frac * top_time))}</text>"
+            f'<text x="{f.left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#417690">'
+            f"{escape(human(frac * f.top_size))}</text>"
+            f'<text x="{f.left + f.plot_w + 6}" y="{y + 4:.1f}" fill="#c26a00">'
+            f"{escape(_seconds(frac * f.top_time))}</text>"
         )
+    return out
+
+
+def _runs(f: _Frame, points: Sequence[Dump], sizes: list[int], out: list[str]) -> list[str]:
+    """Append each run (a bar, a red bar with its fall, or a failure's cross) to ``out``;
+    return the points of the duration line."""
+    flagged = drops(sizes)
     line = []
     for i, p in enumerate(points):
-        cx = left + slot * (i + 0.5)
+        cx = f.left + f.slot * (i + 0.5)
         tip = f"{p.timestamp[:16].replace('T', ' ')}: {human(p.bytes)}, {_seconds(p.duration)}"
         if p.failed:
             out.append(
                 f'<g class="failed"><title>{escape(tip)}, failed</title>'
-                f'<path d="M{cx - 4:.1f},{base - 8} l8,8 m0,-8 l-8,8" stroke="#ba2121"'
+                f'<path d="M{cx - 4:.1f},{f.base - 8} l8,8 m0,-8 l-8,8" stroke="#ba2121"'
                 ' stroke-width="2"/></g>'
             )
             continue
-        h = p.bytes / top_size * plot_h
-        color = "#ba2121" if flagged[i] else "#79aec8"
-        kind = "bar drop" if flagged[i] else "bar"
-        if flagged[i]:
-            tip += f", {fall(sizes, i):.0%} smaller than the runs before"
+        out += _bar(f, cx, p.bytes, tip, fall(sizes, i) if flagged[i] else None)
+        line.append(f"{cx:.1f},{f.base - p.duration / f.top_time * f.plot_h:.1f}")
+    return line
+
+
+def _bar(f: _Frame, cx: float, size: int, tip: str, fallen: float | None) -> list[str]:
+    """A run's bar; a sudden drop (``fallen``: by how much) is red and labelled."""
+    h = size / f.top_size * f.plot_h
+    color = "#79aec8" if fallen is None else "#ba2121"
+    kind = "bar" if fallen is None else "bar drop"
+    if fallen is not None:
+        tip += f", {fallen:.0%} smaller than the runs before"
+    out = [
+        f'<rect class="{kind}" x="{cx - f.bar_w / 2:.1f}" y="{f.base - h:.1f}"'
+        f' width="{f.bar_w:.1f}" height="{h:.1f}" fill="{color}">'
+        f"<title>{escape(tip)}</title></rect>"
+    ]
+    if fallen is not None:
         out.append(
-            f'<rect class="{kind}" x="{cx - bar_w / 2:.1f}" y="{base - h:.1f}"'
-            f' width="{bar_w:.1f}" height="{h:.1f}" fill="{color}">'
-            f"<title>{escape(tip)}</title></rect>"
+            f'<text class="drop-label" x="{cx:.1f}" y="{f.base - h - 4:.1f}"'
+            f' text-anchor="middle" fill="#ba2121" font-weight="bold">'
+            f"&#8722;{fallen:.0%}</text>"
         )
-        if flagged[i]:
-            out.append(
-                f'<text class="drop-label" x="{cx:.1f}" y="{base - h - 4:.1f}"'
-                f' text-anchor="middle" fill="#ba2121" font-weight="bold">'
-                f"&#8722;{fall(sizes, i):.0%}</text>"
-            )
-        line.append(f"{cx:.1f},{base - p.duration / top_time * plot_h:.1f}")
-    if line:
-        out.append(
-            f'<polyline class="duration" points="{" ".join(line)}" fill="none"'
-            ' stroke="#c26a00" stroke-width="2"/>'
-        )
-        out += [
+    return out
+
+
+def _duration_line(line: list[str]) -> list[str]:
+    """The durations as a line with a dot per run (nothing when every run failed)."""
+    if not line:
+        return []
+    return [
+        f'<polyline class="duration" points="{" ".join(line)}" fill="none"'
+        ' stroke="#c26a00" stroke-width="2"/>',
+        *(
             f'<circle cx="{pt.split(",")[0]}" cy="{pt.split(",")[1]}" r="2.5" fill="#c26a00"/>'
             for pt in line
-        ]
-    out.append(
-        f'<text x="{left}" y="{height - 10}" fill="#666">{len(points)} runs, oldest left'
+        ),
+    ]
+
+
+def _legend(f: _Frame, runs: int) -> str:
+    x, height = f.left + f.plot_w, f.height
+    return (
+        f'<text x="{f.left}" y="{height - 10}" fill="#666">{runs} runs, oldest left'
         "</text>"
-        f'<rect x="{left + plot_w - 190}" y="{height - 19}" width="10" height="10"'
+        f'<rect x="{x - 190}" y="{height - 19}" width="10" height="10"'
         ' fill="#79aec8"/>'
-        f'<text x="{left + plot_w - 176}" y="{height - 10}">dump size</text>'
-        f'<line x1="{left + plot_w - 110}" y1="{height - 14}" x2="{left + plot_w - 96}"'
+        f'<text x="{x - 176}" y="{height - 10}">dump size</text>'
+        f'<line x1="{x - 110}" y1="{height - 14}" x2="{x - 96}"'
         f' y2="{height - 14}" stroke="#c26a00" stroke-width="2"/>'
-        f'<text x="{left + plot_w - 90}" y="{height - 10}">duration</text>'
+        f'<text x="{x - 90}" y="{height - 10}">duration</text>'
         "</svg>"
     )
-    return "".join(out)

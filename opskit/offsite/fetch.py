@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from opskit import logs
+from opskit.archive import formats
 from opskit.archive import manifest as manifests
-from opskit.archive import stream as archive
 from opskit.config import Config
 from opskit.engines import DbParams
 from opskit.engines.base import Content
@@ -77,12 +77,7 @@ def restore_database(
         db = session.db
         with report.step("fetch", alias):
             restic = Restic(destination(config, dest_name), environ)
-            snaps = catalog.snapshots(restic, kind="dump", db=alias)
-            snap = catalog.pick(snaps, source, repr(alias))
-            side = catalog.sidecar(restic, snap, alias)
-            where = Path(f"manifest of snapshot {snap.short}")
-            record = manifests.validate(where, side["manifest"])
-            check_record(config, db, Path(f"snapshot {snap.short}"), record, options)
+            snap, side, record = _checked_snapshot(config, db, alias, restic, source, options)
         log.info(
             "offsite_restore_checked",
             database=alias,
@@ -95,7 +90,7 @@ def restore_database(
             if side.get("archive_format") == "directory":
                 with report.step("fetch", alias):
                     folder = stack.enter_context(_restored_dir(restic, snap, side, session.folder))
-                    archive.check_checksum(folder, record)
+                    formats.of(folder).check_checksum(folder, record)
                 plan = RestorePlan(db, session.engine, folder, record, session.folder)
                 if confirm is not None:
                     confirm(plan)
@@ -103,18 +98,43 @@ def restore_database(
             plan = RestorePlan(db, session.engine, shown, record, session.folder)
             if confirm is not None:
                 confirm(plan)
-
-            @contextlib.contextmanager
-            def opener() -> Iterator[Content]:
-                with restic.dump(snap.id, str(side["file"])) as child:
-                    name = f"snapshot {snap.short} ({side['file']})"
-                    content = SnapshotContent(
-                        restic, child, name, int(side["size"]), str(side["sha256"])
-                    )
-                    yield content
-
+            opener = _snapshot_opener(restic, snap, side)
             return notes + run_restore(config, plan, now, report, options, progress, opener)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _checked_snapshot(
+    config: Config,
+    db: DbParams,
+    alias: str,
+    restic: Restic,
+    source: str,
+    options: RestoreOptions,
+) -> tuple[catalog.Snap, dict[str, Any], dict[str, Any]]:
+    """The snapshot ``source`` names, its sidecar, and the manifest in it, checked as a local
+    archive's is (signature, engine, which database)."""
+    snaps = catalog.snapshots(restic, kind="dump", db=alias)
+    snap = catalog.pick(snaps, source, repr(alias))
+    side = catalog.sidecar(restic, snap, alias)
+    where = Path(f"manifest of snapshot {snap.short}")
+    record = manifests.validate(where, side["manifest"])
+    check_record(config, db, Path(f"snapshot {snap.short}"), record, options)
+    return snap, side, record
+
+
+def _snapshot_opener(
+    restic: Restic, snap: catalog.Snap, side: Mapping[str, Any]
+) -> Callable[[], contextlib.AbstractContextManager[Content]]:
+    """Opens the snapshot's stream (``restic dump``) as an archive's content."""
+
+    @contextlib.contextmanager
+    def opener() -> Iterator[Content]:
+        with restic.dump(snap.id, str(side["file"])) as child:
+            name = f"snapshot {snap.short} ({side['file']})"
+            content = SnapshotContent(restic, child, name, int(side["size"]), str(side["sha256"]))
+            yield content
+
+    return opener
 
 
 @contextlib.contextmanager

@@ -242,15 +242,8 @@ class Restic:
         called before restic's stdin is closed: a source that turns out bad kills restic
         before it can save a snapshot.
         """
-        args = [
-            "backup",
-            "--stdin",
-            "--stdin-filename",
-            filename,
-            *self.common(tags, when, host),
-        ]
+        args = ["backup", "--stdin", "--stdin-filename", filename, *self.common(tags, when, host)]
         env = self.env()
-        sha, size = hashlib.sha256(), 0
         with tempfile.TemporaryFile() as out:
             child = self.start(
                 self.argv(*args),
@@ -262,13 +255,7 @@ class Restic:
             )
             fd = child.stdin.fileno()
             try:
-                while chunk := source.read(archive.CHUNK):
-                    sha.update(chunk)
-                    size += len(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                source.check_end()
+                sha256, size = _feed(source, fd)
             except BrokenPipeError:
                 _abandon(source)
                 raise self.failure_of(child) from None
@@ -279,7 +266,7 @@ class Restic:
             self.wait(child)
             out.seek(0)
             summary = _summary(out.read())
-        return summary, sha.hexdigest(), size
+        return summary, sha256, size
 
     def failure_of(self, child: proc.Child) -> OffsiteError:
         with contextlib.suppress(OffsiteError):
@@ -323,6 +310,20 @@ class Restic:
                 raise OffsiteError(f"{path} in snapshot {snapshot[:8]} is too large for a sidecar")
             self.wait(child)
         return data
+
+
+def _feed(source: Any, fd: int) -> tuple[str, int]:
+    """Write all of ``source`` to ``fd``, then let it prove itself (``check_end``); return the
+    sha256 and size of what was written."""
+    sha, size = hashlib.sha256(), 0
+    while chunk := source.read(archive.CHUNK):
+        sha.update(chunk)
+        size += len(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+    source.check_end()
+    return sha.hexdigest(), size
 
 
 def _abandon(source: Any) -> None:

@@ -131,16 +131,50 @@ def _one(
             f"{where}: unknown key {', '.join(map(repr, unknown))}",
             f"valid keys: {', '.join(KEYS)}",
         )
-    repository = item.get("repository")
-    if not isinstance(repository, str) or not repository.strip():
+    repository = _repository(item.get("repository"), index, project_dir)
+    env = _env(item.get("env"), index)
+    path, password_env, password = _password(item, env, index, project_dir)
+    media, dirs = _media(item.get("media", False), index, project_dir, media_root)
+    name, host, project = _names(item, index, project_dir, count)
+    return Destination(
+        name=name,
+        repository=repository,
+        password_file=path,
+        password_env=password_env,
+        password=password,
+        keep=_keep(item.get("keep"), index),
+        media=media,
+        media_dirs=dirs,
+        env=env,
+        options=_options(item.get("options"), index),
+        host=host,
+        project=project,
+        restic=str(item.get("restic") or "restic"),
+        timeout=_timeout(item.get("timeout", DEFAULT_TIMEOUT), index),
+    )
+
+
+def _repository(value: Any, index: int | None, project_dir: Path) -> str:
+    """A restic repository; a relative folder is the project's."""
+    if not isinstance(value, str) or not value.strip():
         raise ConfigError(
             f"{_where(index, 'repository')} is missing or empty",
             "e.g. '/srv/restic', 'sftp:backup@vault:/srv/opskit' or 's3:https://host/bucket'",
         )
-    repository = repository.strip()
+    repository = value.strip()
     if not re.match(r"^[a-z0-9]+:", repository) and not repository.startswith("/"):
         repository = str(project_dir / repository)
-    env = _env(item.get("env"), index)
+    return repository
+
+
+def _password(
+    item: Mapping[str, Any],
+    env: tuple[tuple[str, str], ...],
+    index: int | None,
+    project_dir: Path,
+) -> tuple[Path | None, str, str]:
+    """(password file, variable name, password): exactly one way to the password is given."""
+    where = _where(index)
     password_file = item.get("password_file")
     password_env = item.get("password_env") or ""
     password = item.get("password") or ""
@@ -162,7 +196,13 @@ def _one(
             f"{_where(index, 'password_env')} must name an environment variable",
             "e.g. 'OPSKIT_RESTIC_PASSWORD'",
         )
-    media, dirs = _media(item.get("media", False), index, project_dir, media_root)
+    return path, str(password_env), str(password)
+
+
+def _names(
+    item: Mapping[str, Any], index: int | None, project_dir: Path, count: int
+) -> tuple[str, str, str]:
+    """The destination's name, and the host and project its snapshots are tagged with."""
     name = str(item.get("name") or ("offsite" if count == 1 else f"offsite-{(index or 0) + 1}"))
     host = str(item.get("host") or socket.gethostname())
     project = str(item.get("project") or project_dir.name)
@@ -172,22 +212,7 @@ def _one(
                 f"{_where(index, key)} {text!r} is not a plain name",
                 "use letters, digits, dots, dashes and underscores (no commas or spaces)",
             )
-    return Destination(
-        name=name,
-        repository=repository,
-        password_file=path,
-        password_env=str(password_env),
-        password=str(password),
-        keep=_keep(item.get("keep"), index),
-        media=media,
-        media_dirs=dirs,
-        env=env,
-        options=_options(item.get("options"), index),
-        host=host,
-        project=project,
-        restic=str(item.get("restic") or "restic"),
-        timeout=_timeout(item.get("timeout", DEFAULT_TIMEOUT), index),
-    )
+    return name, host, project
 
 
 def _timeout(value: Any, index: int | None) -> float:

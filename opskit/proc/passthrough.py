@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from opskit.status import Status
+from opskit.status import Status, for_signal
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _DRAIN = 1.0  # after the program exits, how long a grandchild may keep its pipes open
@@ -44,21 +44,9 @@ def passthrough(
     env: Mapping[str, str] | None = None,
 ) -> Finished:
     """Run a program with its output copied through, its tail kept and signals forwarded."""
-    try:
-        child = subprocess.Popen(
-            [str(a) for a in argv],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=None if env is None else dict(env),
-            process_group=0,  # its own group: a timeout stops the programs it started too
-        )
-    except OSError as exc:
-        code: int = (
-            Status.NOT_FOUND if isinstance(exc, FileNotFoundError) else Status.NOT_EXECUTABLE
-        )
-        why = "command not found" if code == Status.NOT_FOUND else exc.strerror
-        return Finished(code, b"", f"{argv[0]}: {why}", started=False)
+    child = _start(argv, stdin, env)
+    if isinstance(child, Finished):
+        return child
     received: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -79,17 +67,42 @@ def passthrough(
         for pipe in (child.stdout, child.stderr):
             if pipe is not None:
                 pipe.close()
-    code = child.returncode
     if timed_out:
         then = f", then SIGKILL {kill_after:g} s later" if killed else ""
         reason = f"timed out after {timeout:g} s: sent SIGTERM{then}"
         return Finished(Status.TIMEOUT, tail, reason, timed_out=True)
+    return _ended(child.returncode, tail, received)
+
+
+def _start(
+    argv: Sequence[str | Path], stdin: IO[bytes] | int | None, env: Mapping[str, str] | None
+) -> subprocess.Popen[bytes] | Finished:
+    """The running program, or how it failed to start (126/127, as a shell says)."""
+    try:
+        return subprocess.Popen(
+            [str(a) for a in argv],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=None if env is None else dict(env),
+            process_group=0,  # its own group: a timeout stops the programs it started too
+        )
+    except OSError as exc:
+        code: int = (
+            Status.NOT_FOUND if isinstance(exc, FileNotFoundError) else Status.NOT_EXECUTABLE
+        )
+        why = "command not found" if code == Status.NOT_FOUND else exc.strerror
+        return Finished(code, b"", f"{argv[0]}: {why}", started=False)
+
+
+def _ended(code: int, tail: bytes, received: list[int]) -> Finished:
+    """An exit code as it is, a signal as 128+signal with its name (and who sent it on)."""
     if code >= 0:
         return Finished(code, tail)
     reason = f"killed by {signal.Signals(-code).name}"
     if received:
         reason += f" (opskit received {signal.Signals(received[0]).name} and passed it on)"
-    return Finished(128 - code, tail, reason)
+    return Finished(for_signal(-code), tail, reason)
 
 
 def _pump(

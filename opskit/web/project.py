@@ -7,8 +7,8 @@ import importlib
 import os
 from pathlib import Path
 
-from opskit import django_project
-from opskit.config import Config, build_config
+from opskit import django_project, project
+from opskit.config import Config
 from opskit.engines import DbParams
 
 
@@ -39,14 +39,7 @@ def settings_module() -> str:
 def config() -> Config:
     """Build the Config (defaults < settings.OPSKIT < OPSKIT_* variables), as the CLI does."""
     module = settings_module()
-    return build_config(
-        project_dir=project_dir(module),
-        settings_module=module,
-        settings_opskit=django_project.opskit_settings(),
-        environ=os.environ,
-        flags={},
-        secret_keys=django_project.secret_keys(),
-    )
+    return project.read(project_dir(module), module, os.environ).config
 
 
 def databases() -> dict[str, DbParams]:

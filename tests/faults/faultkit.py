@@ -6,18 +6,18 @@ import contextlib
 import dataclasses
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TypeVar
 
 import zstandard
 from support.project import OPSKIT
@@ -25,25 +25,9 @@ from support.services import unavailable
 
 from opskit.engines import DbParams
 
-T = TypeVar("T")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # A run's temp file, and what SQLite keeps beside one (-journal, -wal, -shm).
 TEMP = re.compile(r"^\..+\.tmp-\d+(?:-[0-9a-f]+)?(-journal|-wal|-shm)?$")
-
-
-# --- waiting without fixed sleeps ----------------------------------------------------------------
-
-
-def wait_for(check: Callable[[], T], what: str, timeout: float = 30.0, every: float = 0.005) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
 
 
 # --- what a backup folder holds ----------------------------------------------------------------
@@ -91,7 +75,7 @@ def size_of(path: Path) -> int:
 def _decompressed_size(path: Path, compression: str) -> int:
     total = 0
     with path.open("rb") as raw:
-        reader: IO[bytes]
+        reader: io.BufferedIOBase | zstandard.ZstdDecompressionReader
         if compression == "zstd":
             reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         elif compression == "gzip":
@@ -435,3 +419,19 @@ def sigkill(pid: int) -> None:
 def step_failures(stderr: str) -> list[str]:
     """The ``step_failed`` lines of a run's stderr, with the key=value quoting undone."""
     return [line.replace('\\"', '"') for line in stderr.splitlines() if "event=step_failed" in line]
+
+
+# --- a database a restore takes a moment over --------------------------------------------------
+
+
+def add_big_sqlite_table(path: str, rows: int = 150_000) -> None:
+    """A ``big`` table of random 600-character rows in SQLite file ``path``: a restore of it
+    takes a moment."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, t TEXT NOT NULL)")
+        conn.execute(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < ?)"
+            " INSERT INTO big SELECT x, hex(randomblob(300)) FROM n",
+            (rows,),
+        )
+    conn.close()

@@ -15,9 +15,16 @@ from pathlib import Path
 
 import pytest
 from dbdata import adapter_for
-from faultkit import archive_of, clean_env, state, step_failures, temp_files
+from faultkit import (
+    archive_of,
+    clean_env,
+    state,
+    step_failures,
+    temp_files,
+)
 from support.project import run_opskit, write_project
 from support.services import psql, random_name
+from support.shared_pg import drop_pg_databases, shared_pg
 
 from opskit.archive import manifest as manifests
 from opskit.engines import DbParams
@@ -44,14 +51,7 @@ def site(pg_server: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     name = random_name()
     psql(f'CREATE DATABASE "{name}"')
     try:
-        db = DbParams(
-            alias="default",
-            django_engine="django.db.backends.postgresql",
-            name=name,
-            user="postgres",
-            host="127.0.0.1",
-            port="5432",
-        )
+        db = shared_pg(name)
         adapter_for(db).populate()
         made = Site(
             write_project(tmp_path_factory.mktemp("archives") / "site", {"default": db}), db
@@ -61,10 +61,7 @@ def site(pg_server: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         adapter_for(db).mutate()
         yield made
     finally:
-        for db_name in psql(
-            f"SELECT datname FROM pg_database WHERE datname LIKE '{name}%'"
-        ).split():
-            psql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        drop_pg_databases(name)
 
 
 def copy_of(archive: Path, folder: Path) -> Path:

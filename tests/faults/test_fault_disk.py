@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from opskit.engines import DbParams
 
 
 @pytest.fixture
-def disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+def disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MB file system for the backups."""
     with tmpfs(tmp_path / "disk", "2m") as folder:
         yield folder
@@ -39,6 +40,16 @@ def backup(site: Path, disk: Path) -> tuple[int, str]:
     env = clean_env(**{MARK: str(site)})
     done = run_opskit("--backup-dir", disk / "db_backups", "backup", cwd=site, env=env)
     return done.returncode, done.stderr
+
+
+def backed_up(db: DbParams, tmp_path: Path, disk: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A project on ``db`` backed up once onto the disk: the project, its backup folder on the
+    disk, and what that folder holds."""
+    site = write_project(tmp_path / "site", {"default": db})
+    code, stderr = backup(site, disk)
+    assert code == 0, stderr
+    backups = disk / "db_backups"
+    return site, backups, state(backups)
 
 
 def small_table(db: DbParams) -> None:
@@ -63,11 +74,7 @@ def test_a_dump_that_fills_the_disk_fails_and_leaves_the_earlier_archive(
     any_db: DbParams, tmp_path: Path, disk: Path
 ) -> None:
     small_table(any_db)
-    site = write_project(tmp_path / "site", {"default": any_db})
-    code, stderr = backup(site, disk)
-    assert code == 0, stderr
-    backups = disk / "db_backups"
-    before = state(backups)
+    site, backups, before = backed_up(any_db, tmp_path, disk)
     first = archive_of(backups)
 
     add_random(any_db, *[1 << 20] * 6)  # three times the disk
@@ -90,11 +97,7 @@ def test_a_disk_without_room_for_last_nights_archive_is_refused_before_dumping(
     sqlite_db: DbParams, tmp_path: Path, disk: Path
 ) -> None:
     add_random(sqlite_db, 600_000)
-    site = write_project(tmp_path / "site", {"default": sqlite_db})
-    code, stderr = backup(site, disk)
-    assert code == 0, stderr
-    backups = disk / "db_backups"
-    before = state(backups)
+    site, backups, before = backed_up(sqlite_db, tmp_path, disk)
     fill(disk, leave=100_000)
 
     code, stderr = backup(site, disk)
@@ -113,11 +116,7 @@ def test_a_mariadb_restore_whose_safety_copy_does_not_fit_changes_nothing(
     mysql_db: DbParams, tmp_path: Path, disk: Path
 ) -> None:
     small_table(mysql_db)
-    site = write_project(tmp_path / "site", {"default": mysql_db})
-    code, stderr = backup(site, disk)
-    assert code == 0, stderr
-    backups = disk / "db_backups"
-    before = state(backups)
+    site, backups, before = backed_up(mysql_db, tmp_path, disk)
     add_random(mysql_db, *[1 << 20] * 6)  # the safety copy of this cannot fit
     data = adapter_for(mysql_db)
     live = data.query("SELECT id, SHA2(data, 256) FROM ballast ORDER BY id")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymysql
 import pytest
 from dbdata import adapter_for
 from faultkit import (
@@ -26,9 +26,10 @@ from faultkit import (
     state,
     step_failures,
     temp_files,
-    wait_for,
 )
+from support.mysql_lock import table_locked
 from support.project import run_opskit, write_project
+from support.waiting import wait_for
 
 from opskit.engines import DbParams
 
@@ -47,17 +48,6 @@ def site(mysql_db: DbParams, tmp_path: Path) -> Path:
     return site
 
 
-@contextlib.contextmanager
-def table_locked(db: DbParams) -> Iterator[pymysql.Connection]:  # type: ignore[type-arg]
-    """Hold a write lock on zz_locked: a dump streams the other tables, then waits."""
-    conn = pymysql.connect(host=db.host, port=int(db.port), user=db.user, database=db.name)
-    try:
-        conn.cursor().execute("LOCK TABLES zz_locked WRITE")
-        yield conn
-    finally:
-        conn.close()
-
-
 def dumping(run: Run) -> int:
     """Wait until ``run``'s dump tool is streaming (not one of its --version probes)."""
     (dump,) = wait_for(
@@ -69,22 +59,31 @@ def dumping(run: Run) -> int:
     return dump.pid
 
 
+@contextlib.contextmanager
+def held_at_its_dump(site: Path, db: DbParams, *args: str) -> Iterator[Run]:
+    """``opskit *args`` (a backup, or an in-place restore's safety copy) with its dump tool
+    waiting on the locked table, its lock held, for the block. Stopped if the block fails;
+    else the caller lets it finish."""
+    with table_locked(db):
+        first = Run(*args, cwd=site)
+        try:
+            dumping(first)
+            yield first
+        except BaseException:
+            first.stop()
+            raise
+
+
 def test_a_second_backup_fails_fast_naming_the_first_which_succeeds(
     site: Path, mysql_db: DbParams
 ) -> None:
     backups = site / "db_backups"
     before = state(backups)
-    with table_locked(mysql_db):
-        first = Run("backup", cwd=site)
-        try:
-            dumping(first)
-            first_temp = wait_for(lambda: temp_files(backups), "the first run's temp file")
-            second = run_opskit("backup", cwd=site, env=clean_env(), timeout=30)
-            assert temp_files(backups) == first_temp  # the second run did not touch it
-            assert state(backups) == before
-        except BaseException:
-            first.stop()
-            raise
+    with held_at_its_dump(site, mysql_db, "backup") as first:
+        first_temp = wait_for(lambda: temp_files(backups), "the first run's temp file")
+        second = run_opskit("backup", cwd=site, env=clean_env(), timeout=30)
+        assert temp_files(backups) == first_temp  # the second run did not touch it
+        assert state(backups) == before
     done = first.finish()
 
     assert second.returncode == 1, second.stderr
@@ -102,13 +101,7 @@ def test_with_lock_wait_the_second_backup_waits_for_the_first_and_succeeds(
     site: Path, mysql_db: DbParams
 ) -> None:
     backups = site / "db_backups"
-    with table_locked(mysql_db):
-        first = Run("backup", cwd=site)
-        try:
-            dumping(first)
-        except BaseException:
-            first.stop()
-            raise
+    with held_at_its_dump(site, mysql_db, "backup") as first:
         second = Run("backup", "--lock-wait", "30", cwd=site)
         try:
             wait_for(
@@ -117,7 +110,6 @@ def test_with_lock_wait_the_second_backup_waits_for_the_first_and_succeeds(
             )
             assert not [p for p in children(second.pid) if p.comm in DUMPS]
         except BaseException:
-            first.stop()
             second.stop()
             raise
     first_done = first.finish()
@@ -164,28 +156,26 @@ def test_the_lock_of_a_killed_backup_does_not_block_the_next_one(
     wait_for(lambda: not running(orphan), "the orphaned dump tool to end")
 
 
+def assert_refused_for(second: subprocess.CompletedProcess[str], first: Run) -> None:
+    """``second`` failed its one step, naming the restore ``first`` that holds the lock."""
+    assert second.returncode == 1, second.stderr
+    (line,) = step_failures(second.stderr)
+    assert f"another opskit restore of 'default' is running (pid {first.pid})" in line
+
+
 def test_a_second_restore_of_the_same_database_is_refused_while_the_first_runs(
     site: Path, mysql_db: DbParams
 ) -> None:
     data = adapter_for(mysql_db)
     data.mutate()
     backups = site / "db_backups"
-    with table_locked(mysql_db):
-        # The first restore's safety copy (--in-place) waits on the locked table, its lock held.
-        first = Run("restore", "--yes", "--in-place", cwd=site)
-        try:
-            dumping(first)
-            before = data.snapshot()
-            second = run_opskit("restore", "--yes", cwd=site, env=clean_env(), timeout=30)
-            assert data.snapshot() == before
-        except BaseException:
-            first.stop()
-            raise
+    with held_at_its_dump(site, mysql_db, "restore", "--yes", "--in-place") as first:
+        before = data.snapshot()
+        second = run_opskit("restore", "--yes", cwd=site, env=clean_env(), timeout=30)
+        assert data.snapshot() == before
     done = first.finish()
 
-    assert second.returncode == 1, second.stderr
-    (line,) = step_failures(second.stderr)
-    assert f"another opskit restore of 'default' is running (pid {first.pid})" in line
+    assert_refused_for(second, first)
     assert done.returncode == 0, done.stderr
     assert temp_files(backups) == []
 
@@ -198,19 +188,11 @@ def test_a_backup_is_refused_while_a_restore_of_the_same_database_runs(
     data.mutate()
     backups = site / "db_backups"
     before = state(backups)
-    with table_locked(mysql_db):
-        first = Run("restore", "--yes", "--in-place", cwd=site)
-        try:
-            dumping(first)  # the restore's safety copy, waiting on the locked table
-            second = run_opskit("backup", cwd=site, env=clean_env(), timeout=30)
-        except BaseException:
-            first.stop()
-            raise
+    with held_at_its_dump(site, mysql_db, "restore", "--yes", "--in-place") as first:
+        second = run_opskit("backup", cwd=site, env=clean_env(), timeout=30)
     done = first.finish()
 
-    assert second.returncode == 1, second.stderr
-    (line,) = step_failures(second.stderr)
-    assert f"another opskit restore of 'default' is running (pid {first.pid})" in line
+    assert_refused_for(second, first)
     assert done.returncode == 0, done.stderr
     # The refused backup touched no archive (the restore adds only its safety copy).
     after = state(backups)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 from pathlib import Path
 
 import pytest
 from dbdata import adapter_for
-from faultkit import Run, clean_env, wait_for
+from faultkit import Run, add_big_sqlite_table, clean_env
 from support.project import run_opskit, write_project
+from support.waiting import wait_for
 
 from opskit import maintenance
 from opskit.engines import DbParams, journal
@@ -22,13 +22,7 @@ from opskit.engines import DbParams, journal
 def site(sqlite_db: DbParams, tmp_path: Path) -> Path:
     """A project whose SQLite database is big enough that a restore takes a moment; backed up."""
     adapter_for(sqlite_db).populate()
-    with sqlite3.connect(sqlite_db.name) as conn:
-        conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, t TEXT NOT NULL)")
-        conn.execute(
-            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 150000)"
-            " INSERT INTO big SELECT x, hex(randomblob(300)) FROM n"
-        )
-    conn.close()
+    add_big_sqlite_table(sqlite_db.name)
     folder = write_project(tmp_path / "project", {"default": sqlite_db})
     done = run_opskit("backup", cwd=folder, env=clean_env())
     assert done.returncode == 0, done.stderr

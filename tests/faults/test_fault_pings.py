@@ -11,7 +11,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pymysql
 import pytest
 from dbdata import adapter_for
 from faultkit import (
@@ -23,10 +22,11 @@ from faultkit import (
     state,
     step_failures,
     temp_files,
-    wait_for,
 )
 from hcserver import HCServer, Reply
+from support.mysql_lock import table_locked
 from support.project import run_opskit, write_project
+from support.waiting import wait_for
 
 from opskit.engines import DbParams
 
@@ -55,11 +55,7 @@ def test_a_signal_during_a_backup_sends_the_final_ping_as_a_failure(
         before = state(backups)
         pings_before = len(hc.requests)
 
-        locker = pymysql.connect(
-            host=mysql_db.host, port=int(mysql_db.port), user=mysql_db.user, database=mysql_db.name
-        )
-        try:
-            locker.cursor().execute("LOCK TABLES zz_locked WRITE")  # the dump waits here
+        with table_locked(mysql_db):  # the dump waits here
             run = Run("backup", cwd=site)
             try:
                 (dump,) = wait_for(
@@ -73,8 +69,6 @@ def test_a_signal_during_a_backup_sends_the_final_ping_as_a_failure(
                 assert not running(dump.pid), "the dump tool outlived opskit"
             finally:
                 run.stop()
-        finally:
-            locker.close()
         pings = hc.requests[pings_before:]
 
     assert stopped.returncode == 128 + signum, stopped.stderr

@@ -11,18 +11,21 @@ import dataclasses
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 import pymysql
 import pytest
 from dbdata import adapter_for
 from faultkit import (
+    ProcInfo,
     Run,
+    add_big_sqlite_table,
     archive_of,
     assert_archives_verify,
     children,
@@ -32,10 +35,12 @@ from faultkit import (
     size_of,
     state,
     temp_files,
-    wait_for,
 )
+from support.mysql_lock import table_locked
 from support.project import run_opskit, write_project
 from support.services import mysql, psql, random_name
+from support.shared_pg import drop_pg_databases, shared_pg
+from support.waiting import wait_for
 
 from opskit.engines import DbParams
 
@@ -54,6 +59,21 @@ def private_tmp(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return tmpdir, clean_env(TMPDIR=str(tmpdir))
 
 
+class Project(NamedTuple):
+    site: Path
+    tmpdir: Path
+    env: dict[str, str]
+    backups: Path
+
+
+def backed_up(db: DbParams, tmp_path: Path) -> Project:
+    """A project on ``db`` that runs with a TMPDIR of its own (``private_tmp``), backed up once."""
+    site = write_project(tmp_path / "site", {"default": db})
+    tmpdir, env = private_tmp(tmp_path)
+    backup_ok(site, env)
+    return Project(site, tmpdir, env, site / "db_backups")
+
+
 # --- a PostgreSQL database big enough that a dump or a load takes a while -----------------------
 
 
@@ -63,15 +83,7 @@ def big_pg_template(pg_server: None) -> Iterator[str]:
     name = random_name("opskit_t_tpl")
     psql(f'CREATE DATABASE "{name}"')
     try:
-        db = DbParams(
-            alias="default",
-            django_engine="django.db.backends.postgresql",
-            name=name,
-            user="postgres",
-            host="127.0.0.1",
-            port="5432",
-        )
-        adapter_for(db).populate()
+        adapter_for(shared_pg(name)).populate()
         psql(
             "CREATE TABLE big AS SELECT g AS id, repeat(md5(g::text), 4) AS t"
             " FROM generate_series(1, 700000) g",
@@ -90,16 +102,8 @@ def big_pg(big_pg_template: str) -> Iterator[DbParams]:
     name = random_name()
     psql(f'CREATE DATABASE "{name}" TEMPLATE "{big_pg_template}"')
     psql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
-    yield DbParams(
-        alias="default",
-        django_engine="django.db.backends.postgresql",
-        name=name,
-        user="postgres",
-        host="127.0.0.1",
-        port="5432",
-    )
-    for db in psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}%'").split():
-        psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    yield shared_pg(name)
+    drop_pg_databases(name)
 
 
 # --- SIGKILL of the dump tool ---------------------------------------------------------------------
@@ -171,10 +175,7 @@ def kill_opskit_mid_backup(pg_db: DbParams, tmp_path: Path) -> Killed:
     data.populate()
     data.execute("CREATE TABLE zz_locked (id int)")
     db = dataclasses.replace(pg_db, password=PASSWORD)
-    site = write_project(tmp_path / "site", {"default": db})
-    tmpdir, env = private_tmp(tmp_path)
-    backup_ok(site, env)
-    backups = site / "db_backups"
+    site, tmpdir, env, backups = backed_up(db, tmp_path)
     before = state(backups)
 
     # pg_dump locks every table first; with one table held it waits, its temp file open.
@@ -263,10 +264,7 @@ def assert_stopped_by_sigterm(code: int, stderr: str) -> None:
 def test_sigterm_during_a_postgresql_restore_exits_143_and_changes_nothing(
     big_pg: DbParams, tmp_path: Path
 ) -> None:
-    site = write_project(tmp_path / "site", {"default": big_pg})
-    tmpdir, env = private_tmp(tmp_path)
-    backup_ok(site, env)
-    backups = site / "db_backups"
+    site, tmpdir, env, backups = backed_up(big_pg, tmp_path)
     data = adapter_for(big_pg)
     data.mutate()
     psql("DELETE FROM big WHERE id <= 1000", big_pg.name)
@@ -321,6 +319,11 @@ def big_mysql(mysql_db: DbParams) -> DbParams:
     return mysql_db
 
 
+def dump_tools(pid: int) -> list[ProcInfo]:
+    """The children of ``pid`` that stream a dump (not its ``--version`` probes)."""
+    return [p for p in children(pid) if "--single-transaction" in p.argv]
+
+
 def loaders(pid: int) -> list[int]:
     """The mariadb clients of ``pid`` that load a dump (not short ``--batch`` queries)."""
     return [p.pid for p in children(pid, "mariadb") if "--batch" not in p.argv]
@@ -331,10 +334,7 @@ def test_sigterm_during_a_mariadb_restore_puts_the_database_back_and_exits_143(
     big_mysql: DbParams, tmp_path: Path, again: bool
 ) -> None:
     db = big_mysql
-    site = write_project(tmp_path / "site", {"default": db})
-    tmpdir, env = private_tmp(tmp_path)
-    backup_ok(site, env)
-    backups = site / "db_backups"
+    site, tmpdir, env, backups = backed_up(db, tmp_path)
     data = adapter_for(db)
     data.mutate()
     mysql("DELETE FROM big WHERE id <= 1000", db.name)
@@ -377,13 +377,7 @@ def test_sigterm_during_a_mariadb_restore_puts_the_database_back_and_exits_143(
 @pytest.fixture
 def big_sqlite(sqlite_db: DbParams) -> DbParams:
     adapter_for(sqlite_db).populate()
-    with sqlite3.connect(sqlite_db.name) as conn:
-        conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, t TEXT NOT NULL)")
-        conn.execute(
-            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 150000)"
-            " INSERT INTO big SELECT x, hex(randomblob(300)) FROM n"
-        )
-    conn.close()
+    add_big_sqlite_table(sqlite_db.name)
     return sqlite_db
 
 
@@ -391,10 +385,7 @@ def test_sigterm_during_an_sqlite_restore_exits_143_and_changes_nothing(
     big_sqlite: DbParams, tmp_path: Path
 ) -> None:
     db = big_sqlite
-    site = write_project(tmp_path / "site", {"default": db})
-    tmpdir, env = private_tmp(tmp_path)
-    backup_ok(site, env)
-    backups = site / "db_backups"
+    site, tmpdir, env, backups = backed_up(db, tmp_path)
     raw_size = json.loads(Path(f"{archive_of(backups)}.json").read_text())["raw_size"]
     data = adapter_for(db)
     data.mutate()
@@ -430,10 +421,7 @@ def test_after_sigkill_mid_mariadb_restore_the_safety_copy_brings_the_database_b
     # SIGKILL cannot be caught: the tables are half loaded. What must hold is that the verified
     # safety copy written before anything was dropped is there, and restores the database.
     db = big_mysql
-    site = write_project(tmp_path / "site", {"default": db})
-    tmpdir, env = private_tmp(tmp_path)
-    backup_ok(site, env)
-    backups = site / "db_backups"
+    site, tmpdir, env, backups = backed_up(db, tmp_path)
     data = adapter_for(db)
     data.mutate()
     fingerprint = "SELECT COUNT(*), SUM(CRC32(t)) FROM big"
@@ -475,20 +463,11 @@ def test_a_signal_is_never_lost_while_the_dump_waits(mysql_db: DbParams, tmp_pat
     backups = site / "db_backups"
     before = state(backups)
     lost, codes = [], set()
-    locker = pymysql.connect(
-        host=mysql_db.host, port=int(mysql_db.port), user=mysql_db.user, database=mysql_db.name
-    )
-    try:
-        locker.cursor().execute("LOCK TABLES zz_locked WRITE")  # every dump waits on it
+    with table_locked(mysql_db):  # every dump waits on it
         for attempt in range(10):
             run = Run("backup", cwd=site, env=env)
             try:
-                wait_for(
-                    lambda pid=run.pid: [  # type: ignore[misc]
-                        p for p in children(pid) if "--single-transaction" in p.argv
-                    ],
-                    "the dump tool to start",
-                )
+                wait_for(partial(dump_tools, run.pid), "the dump tool to start")
                 wait_for(lambda: temp_files(backups), "the temp archive")
                 run.signal(signal.SIGTERM)  # at once: opskit may still be busy compressing
                 try:
@@ -499,8 +478,6 @@ def test_a_signal_is_never_lost_while_the_dump_waits(mysql_db: DbParams, tmp_pat
             finally:
                 run.stop()
                 run.finish()
-    finally:
-        locker.close()
     assert lost == [], f"SIGTERM was lost (opskit kept waiting) in attempts {lost}"
     assert codes == {128 + signal.SIGTERM}
     assert temp_files(backups) == []

@@ -3,10 +3,28 @@ a site makes after its backup that the restore must undo."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from support.mysql_state import App, connect, lit, q, run
+from support.mysql_state import (
+    App,
+    Backup,
+    app_user,
+    backup,
+    connect,
+    drop_schemas,
+    lit,
+    q,
+    run,
+    schemas,
+    state,
+)
+from support.services import random_name
+
+from opskit.engines import DbParams
 
 # Bytes a dump must carry through untouched, some of them looking like the DDL lines a
 # restore rewrites (they are values: no rewrite may touch them).
@@ -153,3 +171,33 @@ def change(schema: str, app: App, **server: Any) -> None:
         **conn_server,
     )
     run("DROP TRIGGER child_ai2", schema, **conn_server)
+
+
+@contextlib.contextmanager
+def built_site(big: bool = True) -> Iterator[tuple[str, App]]:
+    """A latin1 schema (german collation) built by root, and an app user without SUPER; the
+    schema is dropped afterwards with every one a restore derived from it."""
+    name = random_name()
+    run(f"CREATE DATABASE {q(name)} CHARACTER SET latin1 COLLATE latin1_german1_ci")
+    try:
+        with app_user(name) as app:
+            build(name, app, big=big)
+            yield name, app
+    finally:
+        drop_schemas(name)
+
+
+def derived(name: str, **server: Any) -> list[str]:
+    """The schemas a restore made beside ``name`` (scratch or previous), sorted."""
+    return sorted(s for s in schemas(**server) if s.startswith(name + "__"))
+
+
+def backed_up_then_changed(
+    name: str, app: App, db: DbParams, folder: Path
+) -> tuple[Backup, dict[str, Any]]:
+    """``name`` backed up as ``db`` into ``folder``, then changed as the site would: the
+    archive, and the state it holds (what a restore of it must bring back)."""
+    archive = backup(db, folder)
+    held = state(name)
+    change(name, app)
+    return archive, held

@@ -22,8 +22,8 @@ import pymysql
 from support.services import MY
 
 from opskit import files
+from opskit.archive import formats, pipes
 from opskit.archive import manifest as manifests
-from opskit.archive import pipes
 from opskit.archive import stream as archive
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
@@ -242,7 +242,7 @@ class Backup:
 
     def opener(self) -> Any:
         expect = pipes.Expect(self.manifest["size"], self.manifest["sha256"])
-        return pipes.opener(self.path, expect=expect)
+        return formats.opener(self.path, expect=expect)
 
 
 def backup(

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from opskit import signals
-from opskit.archive import pipes
+from opskit.archive import formats, pipes
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.journal import Journal
@@ -39,7 +39,7 @@ def main(job_file: str) -> int:
     ctx.journal = Journal.begin(folder, alias=db.alias, engine="postgresql", database=db.name)
     expect = pipes.Expect(manifest["size"], manifest["sha256"])
     try:
-        PostgreSQL().restore(db, pipes.opener(Path(job["archive"]), expect=expect), ctx)
+        PostgreSQL().restore(db, formats.opener(Path(job["archive"]), expect=expect), ctx)
     except OpsError as exc:
         print(exc.line(), file=sys.stderr)
         return 3

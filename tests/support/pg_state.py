@@ -19,8 +19,8 @@ from typing import Any
 from support.services import PG
 
 from opskit import files
+from opskit.archive import formats, pipes
 from opskit.archive import manifest as manifests
-from opskit.archive import pipes
 from opskit.archive import stream as archive
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
@@ -206,7 +206,7 @@ class Backup:
 
     def opener(self) -> Any:
         expect = pipes.Expect(self.manifest["size"], self.manifest["sha256"])
-        return pipes.opener(self.path, expect=expect)
+        return formats.opener(self.path, expect=expect)
 
 
 def backup(

@@ -9,12 +9,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from support.services import unavailable
+from support.waiting import wait_for
 
 
 def _free_port() -> int:
@@ -83,13 +83,13 @@ class PrivateMariaDB:
             stderr=log,
         )
         log.close()
-        deadline = time.monotonic() + 60
-        while not self.ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError((self.folder / "err.log").read_text()[-2000:])
-            if time.monotonic() > deadline:
-                raise RuntimeError("the private MariaDB did not start in 60 s")
-            time.sleep(0.05)
+        wait_for(self._up, "the private MariaDB to start", 60, every=0.05)
+
+    def _up(self) -> bool:
+        assert self.proc is not None, "waited for before it was started"
+        if self.proc.poll() is not None:
+            raise RuntimeError((self.folder / "err.log").read_text()[-2000:])
+        return self.ready()
 
     def ready(self) -> bool:
         done = subprocess.run(

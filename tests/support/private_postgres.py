@@ -9,10 +9,20 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 from support.services import unavailable
 
 BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class Server(TypedDict, total=False):
+    """Where a cluster listens, as ``pg_state``'s helpers take it (``**server``); what is
+    left out is the shared server's."""
+
+    host: str
+    port: str
+    user: str
 
 
 def _free_port() -> int:
@@ -31,7 +41,7 @@ class PrivatePostgres:
         os.chmod(self.folder, 0o755)
         self.data = self.folder / "data"
         self.port = _free_port()
-        self.server = {"host": "127.0.0.1", "port": str(self.port), "user": "postgres"}
+        self.server = Server(host="127.0.0.1", port=str(self.port), user="postgres")
         self.options = " ".join(f"-c {o}" for o in options)
 
     def _as_postgres(self, *argv: str, timeout: float = 120) -> None:

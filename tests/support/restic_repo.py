@@ -7,11 +7,11 @@ import dataclasses
 import os
 import secrets
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 from support.services import need_tools
+from support.waiting import wait_for
 
 from opskit.config import Config
 from opskit.offsite.settings import parse
@@ -116,24 +116,17 @@ def plant_stale_lock(repo: Repo) -> None:
         stderr=subprocess.DEVNULL,
     )
     locks = Path(repo.repository) / "locks"
-    deadline = time.monotonic() + 20
-    # The lock file whole (restic writes it, then goes on): then the process dies holding it.
-    while time.monotonic() < deadline:
-        found = [(p, p.stat().st_size) for p in locks.iterdir()]
-        if found and found[0][1] > 0:
-            time.sleep(0.02)  # a lock file half written is ignored by restic: let it finish
-            path, size = found[0]
-            if path.exists() and path.stat().st_size == size:
-                break
-        time.sleep(0.002)
-    # restic writes the lock file in place: kill only once it is whole (a torn one is no lock).
     sizes: list[int] = []
-    while time.monotonic() < deadline and child.poll() is None:
+
+    def lock_whole() -> bool:
+        # restic writes the lock file in place, and a half-written one is no lock: kill only
+        # once its size held still for three looks (or prune ended, which the assert says).
         with contextlib.suppress(FileNotFoundError):  # prune may end and remove it meanwhile
             sizes.append(sum(p.stat().st_size for p in locks.iterdir()))
-        if len(sizes) > 2 and sizes[-1] == sizes[-2] == sizes[-3] > 0:
-            break
-        time.sleep(0.01)
+        steady = len(sizes) > 2 and sizes[-1] == sizes[-2] == sizes[-3] > 0
+        return steady or child.poll() is not None
+
+    wait_for(lock_whole, "restic prune to write its lock", 20, every=0.01)
     child.kill()
     child.wait()
     assert any(locks.iterdir()), "restic prune took no lock (or finished first)"

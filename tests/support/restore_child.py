@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from opskit import killpoints, signals
-from opskit.archive import pipes
+from opskit.archive import formats, pipes
 from opskit.engines import DbParams
 from opskit.engines.base import RestoreContext
 from opskit.engines.journal import Journal
@@ -53,7 +53,7 @@ def main(job_file: str) -> int:
     ctx.journal = Journal.begin(folder, alias=db.alias, engine="mysql", database=db.name)
     expect = pipes.Expect(manifest["size"], manifest["sha256"])
     try:
-        MySQL().restore(db, pipes.opener(Path(job["archive"]), expect=expect), ctx)
+        MySQL().restore(db, formats.opener(Path(job["archive"]), expect=expect), ctx)
     except OpsError as exc:
         print(exc.line(), file=sys.stderr)
         return 3

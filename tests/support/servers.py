@@ -10,12 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from support.restic_repo import Repo, need_restic, password_file
 from support.services import unavailable
+from support.waiting import wait_for
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -31,14 +31,14 @@ def free_port() -> int:
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port}")
+            return True
+        return False
+
+    wait_for(listening, f"{what} to listen on {port}", 20, every=0.05)
 
 
 def descendants(pid: int) -> list[int]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.core.management import call_command
 from django.test import Client, TestCase
+from support.waiting import wait_for
 
 from opskit.web import actions, project
 
@@ -14,13 +14,11 @@ PAGE = "/admin/opskit/backups/"
 
 
 def wait_finished(kind: str, timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def finished() -> dict[str, Any] | None:
         status = actions.status(project.config(), kind)
-        if status is not None and not status["running"]:
-            return status
-        assert time.monotonic() < deadline, f"opskit {kind} did not finish: {status}"
-        time.sleep(0.1)
+        return status if status is not None and not status["running"] else None
+
+    return wait_for(finished, f"opskit {kind} to finish", timeout, every=0.1)
 
 
 class BackupsPageTests(TestCase):

@@ -55,6 +55,7 @@ def screenshots() -> Path:
 
 class BrowserTests(StaticLiveServerTestCase):
     browser: Any
+    shots: Path
 
     @classmethod
     def setUpClass(cls) -> None:

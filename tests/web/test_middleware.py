@@ -175,7 +175,7 @@ def test_a_staff_lookup_the_database_cannot_answer_gets_the_page(state_dir: Path
         mw = MaintenanceMiddleware(ok)
     maintenance.turn_on(state_dir)
     request = RequestFactory().get("/")
-    request.user = _Unreachable()  # type: ignore[assignment]
+    request.user = _Unreachable()
     assert mw(request).status_code == 503
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opskit import logs
-from opskit.archive import pipes
+from opskit.archive import formats, pipes
 from opskit.archive import stream as archive
 from opskit.engines import tooling
 from opskit.engines.base import DbParams, Leftover, OpenArchive, RestoreContext
@@ -369,7 +369,7 @@ class Restorer:
         self.engine.load_into(
             db,
             db.name,
-            pipes.opener(safety, expect=expect),
+            formats.opener(safety, expect=expect),
             Rewrite(db.name, db.name, rewrite),
             packet,
         )

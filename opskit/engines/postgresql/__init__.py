@@ -233,11 +233,24 @@ class PostgreSQL:
                 f"pg_restore into {db.describe(dbname)}",
             )
             return scanner
-        argv: list[str | Path] = [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
         source: OpenArchive = open_archive
         if isinstance(open_archive, ArchiveDir):
             folder = open_archive
             source = lambda: self.restore_script(folder, no_owner, no_privileges)  # noqa: E731
+        self._psql_load(db, dbname, source, scanner, prologue, epilogue)
+        return scanner
+
+    def _psql_load(
+        self,
+        db: DbParams,
+        dbname: str,
+        source: OpenArchive,
+        scanner: DumpScanner,
+        prologue: bytes,
+        epilogue: bytes,
+    ) -> None:
+        """psql reads the archive inside opskit's BEGIN ... COMMIT, under a restricted-mode key."""
+        argv: list[str | Path] = [self._tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
         with (
             self._env(db, dbname) as env,
             connecting(self.vendor, db, dbname),
@@ -255,7 +268,6 @@ class PostgreSQL:
                 epilogue=b"SET client_encoding = 'UTF8';\n" + epilogue + b"COMMIT;\n",
                 transform=scanner,
             )
-        return scanner
 
     @contextlib.contextmanager
     def restore_script(

@@ -9,6 +9,7 @@ them from the manifest and applies them to the scratch database before the swap.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -166,7 +167,7 @@ def set_clause(entry: str) -> str:
     return f"SET {ident(name)} TO {literal(value)}"
 
 
-def apply_statements(  # noqa: C901, PLR0912, PLR0915 — one statement per database property, in the order PostgreSQL needs them
+def apply_statements(
     target: str,
     props: Mapping[str, Any],
     *,
@@ -183,72 +184,119 @@ def apply_statements(  # noqa: C901, PLR0912, PLR0915 — one statement per data
     ``roles``: the roles that exist. ``fresh``: a new database (nothing to reset); else the
     live one, whose ACL and per-role settings are replaced (``current_*``).
     ``role_setters``: the roles whose per-role settings this role may change (None: all)."""
-    db = ident(target)
-    sql: list[str] = []
-    notes: list[str] = []
-    owner = props.get("owner")
-    if not no_owner and isinstance(owner, str):
-        if owner in roles:
-            sql.append(f"ALTER DATABASE {db} OWNER TO {ident(owner)}")
-        else:
-            notes.append(f"the database's owner {owner} does not exist here; left as it is")
-    acl = props.get("acl")
-    same_acl = not fresh and _acl_key(acl) == _acl_key(current_acl)
-    if not no_privileges and not same_acl:
-        if not fresh:
+    apply = _Apply(
+        ident(target),
+        props,
+        roles,
+        fresh,
+        no_owner,
+        current_role_settings or {},
+        role_setters,
+    )
+    # In the order PostgreSQL needs them: the owner before the privileges it holds.
+    apply.owner()
+    if not no_privileges:
+        apply.acl(current_acl)
+    apply.settings()
+    apply.role_settings()
+    apply.limit_and_comment()
+    return apply.sql, apply.notes
+
+
+@dataclasses.dataclass
+class _Apply:
+    """The statements (and notes) that give one database its recorded properties."""
+
+    db: str  # quoted
+    props: Mapping[str, Any]
+    roles: set[str]
+    fresh: bool
+    no_owner: bool
+    current_role_settings: Mapping[str, Any]
+    role_setters: set[str] | None
+    sql: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def owner(self) -> None:
+        owner = self.props.get("owner")
+        if not self.no_owner and isinstance(owner, str):
+            if owner in self.roles:
+                self.sql.append(f"ALTER DATABASE {self.db} OWNER TO {ident(owner)}")
+            else:
+                self.notes.append(
+                    f"the database's owner {owner} does not exist here; left as it is"
+                )
+
+    def acl(self, current_acl: Sequence[Sequence[Any]] | None) -> None:
+        """Replace the live database's ACL (unless it is already the one wanted)."""
+        db, acl, owner = self.db, self.props.get("acl"), self.props.get("owner")
+        if not self.fresh and _acl_key(acl) == _acl_key(current_acl):
+            return
+        if not self.fresh:
             grantees = {str(item[0]) for item in current_acl or []} | {"PUBLIC"}
-            sql += [
+            self.sql += [
                 f"REVOKE ALL ON DATABASE {db} FROM {role_ident(g)}"
                 for g in sorted(grantees)
-                if g == "PUBLIC" or g in roles
+                if g == "PUBLIC" or g in self.roles
             ]
             if acl is None:  # the defaults: CONNECT and TEMPORARY for PUBLIC
-                sql.append(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO PUBLIC")
-        if isinstance(acl, list):
-            if fresh:
-                sql.append(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
-                if isinstance(owner, str) and owner in roles and not no_owner:
-                    sql.append(f"REVOKE ALL ON DATABASE {db} FROM {ident(owner)}")
-            for grantee, privilege, grantable in acl:
-                if grantee != "PUBLIC" and grantee not in roles:
-                    notes.append(f"{privilege} on the database for {grantee}: no such role")
-                    continue
-                option = " WITH GRANT OPTION" if grantable else ""
-                sql.append(f"GRANT {privilege} ON DATABASE {db} TO {role_ident(grantee)}{option}")
-    if not fresh:
-        sql.append(f"ALTER DATABASE {db} RESET ALL")
-    sql += [f"ALTER DATABASE {db} {set_clause(e)}" for e in props.get("settings") or []]
-    wanted = props.get("role_settings") or {}
-    current = current_role_settings or {}
+                self.sql.append(f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO PUBLIC")
+        if not isinstance(acl, list):
+            return
+        if self.fresh:
+            self.sql.append(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
+            if isinstance(owner, str) and owner in self.roles and not self.no_owner:
+                self.sql.append(f"REVOKE ALL ON DATABASE {db} FROM {ident(owner)}")
+        for grantee, privilege, grantable in acl:
+            if grantee != "PUBLIC" and grantee not in self.roles:
+                self.notes.append(f"{privilege} on the database for {grantee}: no such role")
+                continue
+            option = " WITH GRANT OPTION" if grantable else ""
+            self.sql.append(f"GRANT {privilege} ON DATABASE {db} TO {role_ident(grantee)}{option}")
 
-    def settable(role: str) -> bool:
-        if role_setters is None or role in role_setters:
+    def settings(self) -> None:
+        if not self.fresh:
+            self.sql.append(f"ALTER DATABASE {self.db} RESET ALL")
+        self.sql += [
+            f"ALTER DATABASE {self.db} {set_clause(e)}" for e in self.props.get("settings") or []
+        ]
+
+    def role_settings(self) -> None:
+        """``ALTER ROLE ... IN DATABASE``: the wanted ones set, the others reset."""
+        wanted = self.props.get("role_settings") or {}
+        current = self.current_role_settings
+        if not self.fresh:
+            for role in sorted(set(current) - set(wanted)):
+                if role in self.roles and self._settable(role, wanted):
+                    self.sql.append(f"ALTER ROLE {ident(role)} IN DATABASE {self.db} RESET ALL")
+        for role, entries in sorted(wanted.items()):
+            if role not in self.roles:
+                self.notes.append(f"settings of role {role} in the database: no such role")
+                continue
+            if not self._settable(role, wanted):
+                continue
+            prefix = f"ALTER ROLE {ident(role)} IN DATABASE {self.db}"
+            if not self.fresh:
+                self.sql.append(f"{prefix} RESET ALL")
+            self.sql += [f"{prefix} {set_clause(e)}" for e in entries]
+
+    def _settable(self, role: str, wanted: Mapping[str, Any]) -> bool:
+        if self.role_setters is None or role in self.role_setters:
             return True
-        if current.get(role) != wanted.get(role):
-            notes.append(f"settings of role {role} in the database: this role may not change them")
+        if self.current_role_settings.get(role) != wanted.get(role):
+            self.notes.append(
+                f"settings of role {role} in the database: this role may not change them"
+            )
         return False
 
-    if not fresh:
-        for role in sorted(set(current) - set(wanted)):
-            if role in roles and settable(role):
-                sql.append(f"ALTER ROLE {ident(role)} IN DATABASE {db} RESET ALL")
-    for role, entries in sorted(wanted.items()):
-        if role not in roles:
-            notes.append(f"settings of role {role} in the database: no such role")
-            continue
-        if not settable(role):
-            continue
-        if not fresh:
-            sql.append(f"ALTER ROLE {ident(role)} IN DATABASE {db} RESET ALL")
-        sql += [f"ALTER ROLE {ident(role)} IN DATABASE {db} {set_clause(e)}" for e in entries]
-    limit = props.get("connection_limit")
-    if isinstance(limit, int) and (limit != -1 or not fresh):
-        sql.append(f"ALTER DATABASE {db} CONNECTION LIMIT {limit}")
-    comment = props.get("comment")
-    if comment is not None or not fresh:
-        value = "NULL" if comment is None else literal(str(comment))
-        sql.append(f"COMMENT ON DATABASE {db} IS {value}")
-    return sql, notes
+    def limit_and_comment(self) -> None:
+        limit = self.props.get("connection_limit")
+        if isinstance(limit, int) and (limit != -1 or not self.fresh):
+            self.sql.append(f"ALTER DATABASE {self.db} CONNECTION LIMIT {limit}")
+        comment = self.props.get("comment")
+        if comment is not None or not self.fresh:
+            value = "NULL" if comment is None else literal(str(comment))
+            self.sql.append(f"COMMENT ON DATABASE {self.db} IS {value}")
 
 
 def _acl_key(acl: Any) -> Any:

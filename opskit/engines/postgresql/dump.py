@@ -141,52 +141,32 @@ class DumpScanner:
 
     # --- one line outside COPY -------------------------------------------------------------
 
-    def _keep(self, line: bytes) -> bool:  # noqa: C901, PLR0912 — one branch per kind of pg_dump line, checked in order on the hot path
-        """Note what the line says; return whether it goes on to the loader."""
+    def _keep(self, line: bytes) -> bool:
+        """Note what the line says; return whether it goes on to the loader.
+
+        The kinds of line are tested in this order, cheapest first: this is the hot path."""
         head = line[:8]
         if head.startswith(b"COPY ") and line.endswith(b" FROM stdin;"):
             self.in_copy, self.line_start = True, True
             return True
         if head.startswith(b"ALTER ") and b" OWNER TO " in line:
-            m = _OWNER.match(line)
-            if m and not line.startswith(b"ALTER DEFAULT"):
-                what = f"{m['kind'].decode()} {m['name'].decode('utf-8', 'replace')}"
-                self._note(self.owners, unquote(m["role"]), what)
-                if self.no_owner:
-                    self.left_out["owner"] += 1
-                    return False
-            return True
+            return self._owner_line(line)
         if head.startswith((b"GRANT ", b"REVOKE ")):
-            m = _GRANT.match(line)
-            if m:
-                self._note(self.grantees, unquote(m["role"]), m["what"].decode("utf-8", "replace"))
-            if self.no_privileges:
-                self.left_out["privileges"] += 1
-                return False
-            return True
+            return self._grant_line(line)
         if line.startswith(b"ALTER DEFAULT PRIVILEGES "):
-            m = _DEFAULT.match(line)
-            if m:
-                self._note(self.owners, unquote(m["owner"]), "DEFAULT PRIVILEGES")
-                self._note(self.grantees, unquote(m["role"]), "DEFAULT PRIVILEGES")
-            if self.no_privileges:
-                self.left_out["privileges"] += 1
-                return False
-            return True
+            return self._default_privileges_line(line)
         if self.single_transaction and line.startswith((b"\\restrict ", b"\\unrestrict ")):
             # pg_dump's own restricted-mode lines: the load runs under opskit's key instead.
             self.left_out["restrict"] = self.left_out.get("restrict", 0) + 1
             return False
-        if self.keep_extensions and head.startswith((b"DROP EXT", b"COMMENT ")):
-            m = _KEPT_EXTENSION.match(line)
-            if m and unquote(m["name"]) in self.keep_extensions:
-                return False
+        if (
+            self.keep_extensions
+            and head.startswith((b"DROP EXT", b"COMMENT "))
+            and self._names_kept_extension(line)
+        ):
+            return False
         if head.startswith(b"CREATE E"):
-            m = _EXTENSION.match(line)
-            if m:
-                name = unquote(m["name"].rstrip(b";"))
-                if name not in self.extensions:
-                    self.extensions.append(name)
+            self._extension_line(line)
             return True
         if line == _COMPLETE:
             self.complete = True
@@ -205,6 +185,47 @@ class DumpScanner:
             self.left_out["transaction"] += 1
             return False
         return True
+
+    def _owner_line(self, line: bytes) -> bool:
+        m = _OWNER.match(line)
+        if m and not line.startswith(b"ALTER DEFAULT"):
+            what = f"{m['kind'].decode()} {m['name'].decode('utf-8', 'replace')}"
+            self._note(self.owners, unquote(m["role"]), what)
+            if self.no_owner:
+                self.left_out["owner"] += 1
+                return False
+        return True
+
+    def _grant_line(self, line: bytes) -> bool:
+        m = _GRANT.match(line)
+        if m:
+            self._note(self.grantees, unquote(m["role"]), m["what"].decode("utf-8", "replace"))
+        return self._privileges_kept()
+
+    def _default_privileges_line(self, line: bytes) -> bool:
+        m = _DEFAULT.match(line)
+        if m:
+            self._note(self.owners, unquote(m["owner"]), "DEFAULT PRIVILEGES")
+            self._note(self.grantees, unquote(m["role"]), "DEFAULT PRIVILEGES")
+        return self._privileges_kept()
+
+    def _privileges_kept(self) -> bool:
+        if self.no_privileges:
+            self.left_out["privileges"] += 1
+            return False
+        return True
+
+    def _names_kept_extension(self, line: bytes) -> bool:
+        """A DROP or COMMENT of an extension that stays as installed (in place)."""
+        m = _KEPT_EXTENSION.match(line)
+        return bool(m and unquote(m["name"]) in self.keep_extensions)
+
+    def _extension_line(self, line: bytes) -> None:
+        m = _EXTENSION.match(line)
+        if m:
+            name = unquote(m["name"].rstrip(b";"))
+            if name not in self.extensions:
+                self.extensions.append(name)
 
     @staticmethod
     def _note(table: dict[str, list[str]], role: str, what: str) -> None:

@@ -18,6 +18,7 @@ psql's input without COMMIT: the server rolls everything back.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -113,7 +114,7 @@ class Restorer:
 
     # --- the checks ------------------------------------------------------------------------
 
-    def _preflight(  # noqa: C901, PLR0912 — one refusal per thing the role cannot recreate, each before anything changes
+    def _preflight(
         self,
         db: DbParams,
         me: Mapping[str, Any],
@@ -124,63 +125,17 @@ class Restorer:
     ) -> dict[str, bool]:
         """Refuse, naming the objects, what this role could not restore as it was."""
         roles = self._roles(db, catalog.roles_named(props, scanned))
-        user, superuser = str(me.get("user")), bool(me.get("super"))
-        problems: list[str] = []
-        missing: set[str] = set()
-        not_member: set[str] = set()
+        found = _Problems(str(me.get("user")), superuser=bool(me.get("super")))
         if not ctx.no_owner:
-            owners: dict[str, list[str]] = dict(scanned.get("owners") or {})
-            if isinstance(props.get("owner"), str) and not in_place:
-                owners.setdefault(str(props["owner"]), []).insert(0, "the database")
-            for role, objects in sorted(owners.items()):
-                if role not in roles:
-                    missing.add(role)
-                    problems.append(f"{', '.join(objects)} owned by {role}: no such role here")
-                elif not roles[role] and not superuser:
-                    not_member.add(role)
-                    problems.append(f"{', '.join(objects)} owned by {role}: {user} is not a member")
+            found.owners(props, scanned, roles, in_place)
         if not ctx.no_privileges:
-            grantees: dict[str, list[str]] = dict(scanned.get("grantees") or {})
-            for item in props.get("acl") or []:
-                if item and item[0] != "PUBLIC":
-                    grantees.setdefault(str(item[0]), []).append("the database")
-            for role, objects in sorted(grantees.items()):
-                if role not in roles:
-                    missing.add(role)
-                    problems.append(f"privileges on {', '.join(objects)} for {role}: no such role")
-        if not superuser:
+            found.grantees(props, scanned, roles)
+        if not found.superuser:
             wanted = list(scanned.get("extensions") or [])
-            found = self._extensions(db, wanted)
-            for name in wanted:
-                info = found.get(name)
-                if info is None:
-                    problems.append(f"extension {name}: not installed on this server")
-                elif not info.get("trusted") and not (in_place and info.get("kept")):
-                    problems.append(f"extension {name}: untrusted, only a superuser may create it")
-        if not problems:
-            return roles
-        fixes = []
-        if missing:
-            fixes.append("create the missing roles (" + ", ".join(sorted(missing)) + ")")
-        if not_member:
-            fixes.append(
-                f"restore as a superuser or as a member of {', '.join(sorted(not_member))}"
-            )
-        flags = [
-            f
-            for f, on in (
-                ("--no-owner", owners_flag(problems)),
-                ("--no-privileges", privileges_flag(problems)),
-            )
-            if on
-        ]
-        if flags:
-            fixes.append(f"or pass {' / '.join(flags)} to restore without them")
-        raise RestoreRefused(
-            f"{user} cannot restore the archive as it was: {_listed(problems)}; nothing was"
-            " changed",
-            "; ".join(fixes) or "restore as a superuser",
-        )
+            found.extensions(wanted, self._extensions(db, wanted), in_place)
+        if found.items:
+            raise found.refusal()
+        return roles
 
     # --- restore ---------------------------------------------------------------------------
 
@@ -237,48 +192,8 @@ class Restorer:
         roles: set[str],
         scanned: Mapping[str, Any],
     ) -> None:
-        user = str(me.get("user"))
-        may_own = bool(me.get("super")) or (
-            bool(me.get("createdb")) and props.get("owner") in roles
-        )
-        target = dict(props)
-        if not may_own and props.get("owner") != live.get("owner"):
-            ctx.notes.append(
-                f"the database's owner stays {live.get('owner')} (only a role with CREATEDB"
-                " may change it)"
-            )
-            target["owner"] = live.get("owner")
-        setters = roles | {user} if me.get("super") else {user}
-        statements, notes = catalog.apply_statements(
-            db.name,
-            target,
-            no_owner=ctx.no_owner,
-            no_privileges=ctx.no_privileges,
-            roles=roles | {user},
-            fresh=False,
-            current_acl=live.get("acl"),
-            current_role_settings=live.get("role_settings"),
-            role_setters=setters,
-        )
-        ctx.notes += notes
-        if props.get("encoding") != live.get("encoding") or props.get("collate") != live.get(
-            "collate"
-        ):
-            ctx.notes.append(
-                f"{db.name} keeps its encoding {live.get('encoding')} and locale"
-                f" {live.get('collate')}"
-                f" (the archive's: {props.get('encoding')}, {props.get('collate')}); an in-place"
-                " restore cannot change them"
-            )
-        kept: frozenset[str] = frozenset()
-        if not me.get("super"):
-            found = self._extensions(db, list(scanned.get("extensions") or []))
-            kept = frozenset(n for n, info in found.items() if info.get("kept"))
-            if kept:
-                ctx.notes.append(
-                    f"extension(s) {', '.join(sorted(kept))} stay as installed (by a role"
-                    f" {user} is not a member of)"
-                )
+        statements = _in_place_statements(db, ctx, props, live, me, roles)
+        kept = self._kept_extensions(db, ctx, me, scanned)
         _record(ctx, phase="swapping", mode="in-place", in_place=True)
         prologue = (catalog.WIPE_SQL + catalog.reset_public_acl_sql()).encode()
         epilogue = "".join(s + ";\n" for s in statements).encode()
@@ -307,6 +222,22 @@ class Restorer:
             f" {seconds} s (swap window)"
         )
 
+    def _kept_extensions(
+        self, db: DbParams, ctx: RestoreContext, me: Mapping[str, Any], scanned: Mapping[str, Any]
+    ) -> frozenset[str]:
+        """The archive's extensions that a role this one is not a member of installed: they
+        stay as they are (the archive's DROP and COMMENT of them are left out)."""
+        if me.get("super"):
+            return frozenset()
+        found = self._extensions(db, list(scanned.get("extensions") or []))
+        kept = frozenset(n for n, info in found.items() if info.get("kept"))
+        if kept:
+            ctx.notes.append(
+                f"extension(s) {', '.join(sorted(kept))} stay as installed (by a role"
+                f" {me.get('user')} is not a member of)"
+            )
+        return kept
+
     def _swap_path(
         self,
         db: DbParams,
@@ -329,15 +260,7 @@ class Restorer:
             live_oid=oids[db.name],
             drop_old=ctx.drop_old,
         )
-        try:
-            engine.create_database(db, scratch, props)
-        except CommandFailed as exc:
-            _record(ctx, phase="done")
-            raise CommandFailed(
-                f"cannot create the scratch database {scratch} with the archive's encoding and"
-                f" locale: {exc.message}",
-                "install the locale on this server, or restore with --in-place",
-            ) from None
+        self._create_scratch(db, ctx, scratch, props)
         try:
             _record(ctx, scratch_oid=self.swapper.oids(db).get(scratch))
             ctx.step("created")
@@ -360,6 +283,138 @@ class Restorer:
             self.swapper.drop_scratch(db, ctx, scratch)
             raise
         self.swapper.swap(db, ctx, scratch, previous)
+
+    def _create_scratch(
+        self, db: DbParams, ctx: RestoreContext, scratch: str, props: dict[str, Any]
+    ) -> None:
+        """The scratch database with the archive's encoding and locale (nothing to undo if
+        the server refuses: the journal is closed)."""
+        try:
+            self.engine.create_database(db, scratch, props)
+        except CommandFailed as exc:
+            _record(ctx, phase="done")
+            raise CommandFailed(
+                f"cannot create the scratch database {scratch} with the archive's encoding and"
+                f" locale: {exc.message}",
+                "install the locale on this server, or restore with --in-place",
+            ) from None
+
+
+def _in_place_statements(
+    db: DbParams,
+    ctx: RestoreContext,
+    props: dict[str, Any],
+    live: dict[str, Any],
+    me: Mapping[str, Any],
+    roles: set[str],
+) -> list[str]:
+    """The SQL giving the live database the archive's properties, as far as this role may;
+    what it may not change is said in the notes."""
+    user = str(me.get("user"))
+    may_own = bool(me.get("super")) or (bool(me.get("createdb")) and props.get("owner") in roles)
+    target = dict(props)
+    if not may_own and props.get("owner") != live.get("owner"):
+        ctx.notes.append(
+            f"the database's owner stays {live.get('owner')} (only a role with CREATEDB"
+            " may change it)"
+        )
+        target["owner"] = live.get("owner")
+    setters = roles | {user} if me.get("super") else {user}
+    statements, notes = catalog.apply_statements(
+        db.name,
+        target,
+        no_owner=ctx.no_owner,
+        no_privileges=ctx.no_privileges,
+        roles=roles | {user},
+        fresh=False,
+        current_acl=live.get("acl"),
+        current_role_settings=live.get("role_settings"),
+        role_setters=setters,
+    )
+    ctx.notes += notes
+    if props.get("encoding") != live.get("encoding") or props.get("collate") != live.get("collate"):
+        ctx.notes.append(
+            f"{db.name} keeps its encoding {live.get('encoding')} and locale"
+            f" {live.get('collate')}"
+            f" (the archive's: {props.get('encoding')}, {props.get('collate')}); an in-place"
+            " restore cannot change them"
+        )
+    return statements
+
+
+@dataclasses.dataclass
+class _Problems:
+    """What the restoring role could not recreate, one line per cause, and the fixes."""
+
+    user: str
+    superuser: bool
+    items: list[str] = dataclasses.field(default_factory=list)
+    missing: set[str] = dataclasses.field(default_factory=set)
+    not_member: set[str] = dataclasses.field(default_factory=set)
+
+    def owners(
+        self,
+        props: Mapping[str, Any],
+        scanned: Mapping[str, Any],
+        roles: Mapping[str, bool],
+        in_place: bool,
+    ) -> None:
+        owners: dict[str, list[str]] = dict(scanned.get("owners") or {})
+        if isinstance(props.get("owner"), str) and not in_place:
+            owners.setdefault(str(props["owner"]), []).insert(0, "the database")
+        for role, objects in sorted(owners.items()):
+            if role not in roles:
+                self.missing.add(role)
+                self.items.append(f"{', '.join(objects)} owned by {role}: no such role here")
+            elif not roles[role] and not self.superuser:
+                self.not_member.add(role)
+                self.items.append(
+                    f"{', '.join(objects)} owned by {role}: {self.user} is not a member"
+                )
+
+    def grantees(
+        self, props: Mapping[str, Any], scanned: Mapping[str, Any], roles: Mapping[str, bool]
+    ) -> None:
+        grantees: dict[str, list[str]] = dict(scanned.get("grantees") or {})
+        for item in props.get("acl") or []:
+            if item and item[0] != "PUBLIC":
+                grantees.setdefault(str(item[0]), []).append("the database")
+        for role, objects in sorted(grantees.items()):
+            if role not in roles:
+                self.missing.add(role)
+                self.items.append(f"privileges on {', '.join(objects)} for {role}: no such role")
+
+    def extensions(self, wanted: list[str], found: Mapping[str, Any], in_place: bool) -> None:
+        for name in wanted:
+            info = found.get(name)
+            if info is None:
+                self.items.append(f"extension {name}: not installed on this server")
+            elif not info.get("trusted") and not (in_place and info.get("kept")):
+                self.items.append(f"extension {name}: untrusted, only a superuser may create it")
+
+    def refusal(self) -> RestoreRefused:
+        fixes = []
+        if self.missing:
+            fixes.append("create the missing roles (" + ", ".join(sorted(self.missing)) + ")")
+        if self.not_member:
+            fixes.append(
+                f"restore as a superuser or as a member of {', '.join(sorted(self.not_member))}"
+            )
+        flags = [
+            f
+            for f, on in (
+                ("--no-owner", owners_flag(self.items)),
+                ("--no-privileges", privileges_flag(self.items)),
+            )
+            if on
+        ]
+        if flags:
+            fixes.append(f"or pass {' / '.join(flags)} to restore without them")
+        return RestoreRefused(
+            f"{self.user} cannot restore the archive as it was: {_listed(self.items)}; nothing"
+            " was changed",
+            "; ".join(fixes) or "restore as a superuser",
+        )
 
 
 def owners_flag(problems: list[str]) -> bool:

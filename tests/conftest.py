@@ -12,6 +12,32 @@ from support.services import MY, PG, mysql, psql, random_name, unavailable
 from opskit.config import Config, build_config
 from opskit.engines import DbParams
 
+# The fixtures that reach the shared servers, and the marker each gives a test that uses
+# them (its own fixtures, theirs, or one it asks for by name in a parameter).
+SERVER_MARKERS = {
+    "pg_server": "postgresql",
+    "pg_db": "postgresql",
+    "mysql_server": "mysql",
+    "mysql_db": "mysql",
+}
+# any_db's parameters that are a server (its third, sqlite, is a file).
+ANY_DB_SERVERS = {"postgresql", "mysql"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a server, so ``-m "not postgresql and not mysql"`` is the
+    fast lane; tests that start a private server say so with the marker themselves."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = dict(callspec.params) if callspec is not None else {}
+        names |= {value for value in params.values() if isinstance(value, str)}
+        wanted = {SERVER_MARKERS[name] for name in names & SERVER_MARKERS.keys()}
+        if params.get("any_db") in ANY_DB_SERVERS:
+            wanted.add(params["any_db"])
+        for marker in sorted(wanted - {mark.name for mark in item.iter_markers()}):
+            item.add_marker(marker)
+
 
 @pytest.fixture(scope="session")
 def pg_server() -> None:

@@ -332,6 +332,7 @@ def private(private_server: Any) -> Iterator[Any]:
     run(f"SET GLOBAL max_allowed_packet = {packet}", **srv)
 
 
+@pytest.mark.mysql  # a private server of its own
 def test_a_server_restarted_mid_load_is_named_and_the_schema_stays_as_it_was(
     private: Any, tmp_path: Path
 ) -> None:
@@ -361,6 +362,7 @@ def test_a_server_restarted_mid_load_is_named_and_the_schema_stays_as_it_was(
         assert derived(name, **srv) == []
 
 
+@pytest.mark.mysql  # a private server of its own
 @pytest.mark.parametrize("name", ["-A", "--help", "-v"])
 def test_a_database_named_like_an_option_is_dumped_and_restored_alone(
     private: Any, tmp_path: Path, name: str
@@ -386,6 +388,7 @@ def test_a_database_named_like_an_option_is_dumped_and_restored_alone(
     assert MySQL().table_counts(db) == {f"only_{name}": 2}
 
 
+@pytest.mark.mysql  # a private server of its own
 def test_a_statement_longer_than_the_servers_packet_is_refused_with_the_fix(
     private: Any, tmp_path: Path
 ) -> None:

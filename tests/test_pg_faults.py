@@ -203,6 +203,7 @@ def private() -> Iterator[PrivatePostgres]:
         cluster.stop()
 
 
+@pytest.mark.postgresql  # a private server of its own
 @pytest.mark.parametrize("in_place", [True, False])
 def test_a_server_restarted_mid_load_is_the_servers_error_not_a_corrupt_archive(
     private: PrivatePostgres, tmp_path: Path, in_place: bool
@@ -233,6 +234,7 @@ def test_a_server_restarted_mid_load_is_the_servers_error_not_a_corrupt_archive(
     assert databases(db, **server) == [db]
 
 
+@pytest.mark.postgresql  # a private server of its own
 def test_a_failed_swap_rename_is_undone_at_once(tmp_path: Path) -> None:
     """A database the rename cannot take (a prepared transaction holds it) is refused with
     the server's reason; the live database accepts connections again, unchanged."""

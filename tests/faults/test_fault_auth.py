@@ -67,6 +67,7 @@ def account(scram: Cluster) -> Account:
     return Account(db, admin, token)
 
 
+@pytest.mark.postgresql  # a private server of its own
 def test_backup_and_restore_authenticate_with_a_passfile_and_never_show_the_password(
     account: Account, tmp_path: Path
 ) -> None:
@@ -109,6 +110,7 @@ def test_backup_and_restore_authenticate_with_a_passfile_and_never_show_the_pass
     assert_nowhere(texts, db.password, token)
 
 
+@pytest.mark.postgresql  # a private server of its own
 @pytest.mark.parametrize(
     ("password", "reason"),
     [

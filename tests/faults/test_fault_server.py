@@ -25,6 +25,7 @@ from support.project import run_opskit, write_project
 from opskit.engines import DbParams
 
 
+@pytest.mark.postgresql  # a private server of its own
 def test_a_stopped_server_fails_backup_and_restore_naming_host_and_port(tmp_path: Path) -> None:
     with cluster() as pg:
         pg.sql("CREATE DATABASE shop")

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pymysql
+from support.services import MY
 
 # STAMP, Backup and content_of are this module's too: the tests import them from here.
 from support.state import STAMP as STAMP
@@ -27,7 +28,7 @@ from support.state import content_of as content_of
 from opskit.engines import DbParams
 from opskit.engines.mysql import MySQL
 
-ROOT = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+ROOT = {**MY, "port": int(MY["port"]), "password": ""}
 
 
 @contextlib.contextmanager

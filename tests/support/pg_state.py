@@ -12,6 +12,8 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
+from support.services import PG
+
 # STAMP, Backup and content_of are this module's too: the tests import them from here.
 from support.state import STAMP as STAMP
 from support.state import Backup as Backup
@@ -21,7 +23,7 @@ from support.state import content_of as content_of
 from opskit.engines import DbParams
 from opskit.engines.postgresql import PostgreSQL
 
-SERVER = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
+SERVER = PG
 
 
 def env(db: str = "postgres", **server: str) -> dict[str, str]:

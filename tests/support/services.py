@@ -13,10 +13,22 @@ import pytest
 REQUIRE = os.environ.get("OPSKIT_REQUIRE_SERVICES") == "1"
 
 
-PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
+def _address(variable: str, default: str) -> tuple[str, str]:
+    """``host:port`` from ``variable`` (a check of the fast lane points it at a closed port)."""
+    host, _, port = os.environ.get(variable, default).rpartition(":")
+    if not host or not port.isdigit():
+        raise RuntimeError(f"{variable} must be host:port, not {os.environ[variable]!r}")
+    return host, port
 
 
-MY = {"host": "127.0.0.1", "port": "3306", "user": "root"}
+# PG_TEST_SERVER / MYSQL_TEST_SERVER: where the shared servers are (host:port). Not OPSKIT_*:
+# opskit warns about an OPSKIT_ variable it does not know, and the tests' children inherit these.
+_PG_HOST, _PG_PORT = _address("PG_TEST_SERVER", "127.0.0.1:5432")
+PG = {"host": _PG_HOST, "port": _PG_PORT, "user": "postgres"}
+
+
+_MY_HOST, _MY_PORT = _address("MYSQL_TEST_SERVER", "127.0.0.1:3306")
+MY = {"host": _MY_HOST, "port": _MY_PORT, "user": "root"}
 
 
 def unavailable(what: str) -> None:

@@ -3,7 +3,7 @@
 An engine says when its swap begins through the restore journal (the phase it records, its
 "loaded" step); these tests drive the restore job with a scripted engine that records what
 a real one records, and look at the maintenance state at each of those instants. The real
-engines, killed and stopped, are in tests/faults/test_fault_maintenance.py.
+engines, killed and stopped, are in tests/test_fault_maintenance.py.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from dbdata import adapter_for
-from faultkit import (
+from support.faultkit import (
     Run,
     assert_archives_verify,
     children,

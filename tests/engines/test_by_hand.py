@@ -16,7 +16,7 @@ from support.services import MY, PG, mysql, psql, random_name
 
 from opskit.engines import DbParams
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"<!-- by-hand: (\S+) -->\n```sh\n(.*?)```", re.S)
 
 

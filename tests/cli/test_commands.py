@@ -18,7 +18,7 @@ from test_sessions import ROWS, migrate_sessions
 from opskit.archive.rotation import slot_for
 from opskit.engines import DbParams
 
-COMMANDS = Path(__file__).resolve().parent.parent / "commands"
+COMMANDS = Path(__file__).resolve().parents[2] / "commands"
 SCRIPTS = sorted(p.name for p in COMMANDS.glob("*.sh") if not p.name.startswith("_"))
 # A stand-in opskit that shows how it was called: which binary, and with what arguments.
 ECHO = '#!/bin/sh\nprintf "%s\\n" "$0" "$@"\n'

@@ -22,7 +22,7 @@ import psycopg
 import pymysql
 import pytest
 from dbdata import adapter_for
-from faultkit import (
+from support.faultkit import (
     ProcInfo,
     Run,
     add_big_sqlite_table,

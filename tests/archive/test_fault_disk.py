@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from dbdata import adapter_for
-from faultkit import (
+from support.faultkit import (
     archive_of,
     assert_archives_verify,
     clean_env,

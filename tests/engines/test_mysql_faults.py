@@ -40,7 +40,7 @@ from opskit.engines import journal as journals
 from opskit.engines.mysql import MySQL
 from opskit.errors import ArchiveError, CommandFailed, RestoreRefused
 
-CHILD = Path(__file__).parent / "support" / "restore_child.py"
+CHILD = Path(__file__).parents[1] / "support" / "restore_child.py"
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def child_env(kill_at: str = "") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSKIT_")}
     if kill_at:
         env["OPSKIT_TEST_KILL_AT"] = f"mysql:{kill_at}"
-    tests = str(Path(__file__).parent)
+    tests = str(Path(__file__).parents[1])
     env["PYTHONPATH"] = tests + os.pathsep + env.get("PYTHONPATH", "")
     return env
 

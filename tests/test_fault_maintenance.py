@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from dbdata import adapter_for
-from faultkit import Run, add_big_sqlite_table, clean_env
+from support.faultkit import Run, add_big_sqlite_table, clean_env
 from support.project import run_opskit, write_project
 from support.waiting import wait_for
 

@@ -19,7 +19,7 @@ from support.cron import throwaway_user as system_user
 from opskit.cron import install as cron
 from opskit.errors import ConfigError, ToolNotFound
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 OPSKIT = "/srv/venv/bin/opskit"
 PREFIX = f"{OPSKIT} --project-dir /srv/site --settings site.settings.prod"
 LOG = ">> /srv/site/logs/cron.log 2>&1"

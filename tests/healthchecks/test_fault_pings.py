@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from dbdata import adapter_for
-from faultkit import (
+from hcserver import HCServer, Reply
+from support.faultkit import (
     Run,
     assert_archives_verify,
     children,
@@ -23,7 +24,6 @@ from faultkit import (
     step_failures,
     temp_files,
 )
-from hcserver import HCServer, Reply
 from support.mysql_lock import table_locked
 from support.project import run_opskit, write_project
 from support.waiting import wait_for

@@ -15,7 +15,14 @@ from pathlib import Path
 import psycopg
 import pytest
 from dbdata import adapter_for
-from faultkit import Cluster, assert_archives_verify, cluster, state, step_failures, temp_files
+from support.faultkit import (
+    Cluster,
+    assert_archives_verify,
+    cluster,
+    state,
+    step_failures,
+    temp_files,
+)
 from support.project import write_project
 from test_secrets import (
     assert_nowhere,

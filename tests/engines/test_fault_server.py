@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from dbdata import adapter_for
-from faultkit import (
+from support.faultkit import (
     assert_archives_verify,
     clean_env,
     cluster,

@@ -40,7 +40,7 @@ from opskit.engines import journal as journals
 from opskit.engines.postgresql import PostgreSQL
 from opskit.errors import CommandFailed
 
-CHILD = Path(__file__).parent / "support" / "restore_child.py"
+CHILD = Path(__file__).parents[1] / "support" / "restore_child.py"
 SWAP_STEPS = ["created", "loaded", "properties-set", "connections-off", "renamed", "previous-open"]
 
 

@@ -13,7 +13,7 @@ from support.project import OPSKIT, run_opskit, write_project
 
 from opskit.engines import DbParams
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FOREIGN = (
     "# my own jobs\nMAILTO=ops@example.com\n*/5 * * * * /usr/bin/sync-photos --to '/mnt/a b'\n"
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from dbdata import adapter_for
-from faultkit import (
+from support.faultkit import (
     archive_of,
     clean_env,
     state,

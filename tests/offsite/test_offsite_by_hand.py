@@ -17,7 +17,7 @@ from opskit.backup import run_backup
 from opskit.config import Config
 from opskit.engines import DbParams
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"<!-- offsite-by-hand: (\S+) -->\n```sh\n(.*?)```", re.S)
 WORDS = (
     "REPOSITORY|PASSWORDFILE|HOSTNAME|PROJECT|ALIAS|HOST|PORT|USER|DBNAME|DBFILE|FOLDERNAME"

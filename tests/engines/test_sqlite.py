@@ -558,7 +558,7 @@ def test_a_journal_left_by_a_killed_writer_is_never_applied_to_the_restored_file
 
 def test_the_restore_benchmark_prints_each_time_its_ratio_and_the_goal(tmp_path: Path) -> None:
     """bench/sqlite_restore.py runs on a small dataset (its times are never asserted)."""
-    script = Path(__file__).resolve().parents[1] / "bench" / "sqlite_restore.py"
+    script = Path(__file__).resolve().parents[2] / "bench" / "sqlite_restore.py"
     done = subprocess.run(
         [sys.executable, script, "--size", "10m", "--runs", "1", "--work", tmp_path], **TEXT
     )

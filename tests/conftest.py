@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.services import MY, PG, mysql, psql, random_name, unavailable
+from support.services import MY, mysql, psql, random_name, unavailable
+from support.shared_pg import drop_pg_databases, shared_pg
 
 from opskit.config import Config, build_config
 from opskit.engines import DbParams
@@ -64,17 +65,8 @@ def pg_db(pg_server: None) -> Iterator[DbParams]:
     """A fresh PostgreSQL database, dropped afterwards with anything derived from it."""
     name = random_name()
     psql(f'CREATE DATABASE "{name}"')
-    yield DbParams(
-        alias="default",
-        django_engine="django.db.backends.postgresql",
-        name=name,
-        user=PG["user"],
-        host=PG["host"],
-        port=PG["port"],
-    )
-    leftovers = psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}%'")
-    for db in leftovers.split():
-        psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    yield shared_pg(name)
+    drop_pg_databases(name)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from hcserver import HCServer
+from support.clock import FakeTime
 from support.project import run_opskit, write_project
 
 from opskit.cron import timezones
@@ -583,21 +584,6 @@ def test_the_api_url_must_be_http_and_the_key_present() -> None:
         hcapi.Api("ftp://example.com/api/v3/", KEY)
     with pytest.raises(ConfigError, match="no Healthchecks API key"):
         hcapi.Api("https://healthchecks.io/api/v3/", "")
-
-
-class FakeTime:
-    """A clock that only moves when someone sleeps, so backoff costs no real time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def closed_port() -> int:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import structlog
 from hcserver import HCServer, Reply
+from support.clock import FakeTime
 
 from opskit import __version__
 from opskit.config import build_config
@@ -37,21 +38,6 @@ SUMMARY = {"job": "backup", "databases": ["default", "analytics"], "errors": 0, 
 def hc() -> Iterator[HCServer]:
     with HCServer() as server:
         yield server
-
-
-class FakeTime:
-    """A clock that only moves when someone sleeps, so backoff costs no real time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def pinger(hc: HCServer, spec: str = UUID, **kwargs: Any) -> Pinger:

@@ -78,10 +78,10 @@ _FALSE = ("0", "false", "no", "off", "")
 # Environment variables opskit reads besides OPSKIT_<key of DEFAULTS> and OPSKIT_HC_<JOB>.
 OTHER_ENV = (
     "OPSKIT_CACHE_DIR",  # where the Healthchecks body limits are cached
-    "OPSKIT_CRON_D_DIR",  # where --cron-d files go (tests)
-    "OPSKIT_PROC_DIR",  # the /proc that tells whether cron runs (tests)
+    "OPSKIT_CRON_D_DIR",  # where --cron-d files go (a system whose cron.d is elsewhere)
     "OPSKIT_REQUIRE_SERVICES",  # the test suite: fail instead of skipping
     "OPSKIT_TEST_KILL_AT",  # fault tests: stop at a named point
+    "OPSKIT_TEST_PROC_DIR",  # cron tests: the /proc that tells whether cron runs
     "OPSKIT_TEST_SCREENSHOTS",  # the browser tests: where screenshots go
     # Read by the commands/*.sh wrappers, so the opskit they start sees them too.
     "OPSKIT_BIN",

@@ -98,7 +98,10 @@ class HCServer:
         self.default = _reply(default)
         self.body_limit = body_limit  # sent as Ping-Body-Limit on every reply when set
         self.api_key, self.read_key, self.ping_key = api_key, read_key, ping_key
-        self.stall = stall  # requests arriving this soon after start wait until then
+        # Requests arriving within ``stall`` s of the first one wait until then: counted from
+        # the first request, not from start, so a slow-starting opskit still meets the stall.
+        self.stall = stall
+        self._stall_from: float | None = None
         self.checks: list[dict[str, Any]] = []
         self.kept: list[bytes] = []  # ping bodies as the server stored them (cut to the limit)
         self._script: list[Reply] = []
@@ -118,8 +121,8 @@ class HCServer:
 
     @property
     def started(self) -> float:
-        """time.monotonic() when the server started (the stall counts from here)."""
-        return self._started
+        """time.monotonic() when the stall began (the first request), or the server started."""
+        return self._stall_from if self._stall_from is not None else self._started
 
     @property
     def api_url(self) -> str:
@@ -202,7 +205,11 @@ class HCServer:
 
     def _held(self) -> bool:
         """Hold a request that came during the stall; False if the server stopped meanwhile."""
-        wait = self._started + self.stall - time.monotonic()
+        with self._lock:
+            if self._stall_from is None:
+                self._stall_from = time.monotonic()
+            until = self._stall_from + self.stall
+        wait = until - time.monotonic()
         return not (wait > 0 and self._stopping.wait(wait))
 
     def _ping(self, recorded: Recorded) -> Reply:

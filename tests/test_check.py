@@ -330,7 +330,7 @@ def test_cron_jobs_not_installed_stale_or_no_daemon_fail(
     assert stale["cron:jobs"][0] == "FAIL"
     assert "stale (not in crontab.txt): opskit:site:clear-sessions" in stale["cron:jobs"][1]
 
-    no_daemon = {**cron_env, "OPSKIT_PROC_DIR": str(fake_proc(tmp_path / "p2", "bash"))}
+    no_daemon = {**cron_env, "OPSKIT_TEST_PROC_DIR": str(fake_proc(tmp_path / "p2", "bash"))}
     done = check(site, *args, env=no_daemon)
     assert done.returncode == 2
     assert lines(done)["cron:daemon"] == (

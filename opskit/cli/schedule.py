@@ -38,7 +38,7 @@ R = TypeVar("R")
 
 # Where --cron-d files go, and the /proc that tells whether a cron daemon runs (for tests).
 ENV_CRON_D_DIR = "OPSKIT_CRON_D_DIR"
-ENV_PROC_DIR = "OPSKIT_PROC_DIR"
+ENV_PROC_DIR = "OPSKIT_TEST_PROC_DIR"
 
 
 @click.command("clear-sessions")

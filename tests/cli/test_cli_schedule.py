@@ -125,7 +125,7 @@ def test_show_lists_each_job_with_its_next_three_runs(
 def test_show_warns_when_no_daemon_runs_and_says_when_nothing_is_installed(
     site: Path, env: dict[str, str], cron_user: str, tmp_path: Path
 ) -> None:
-    env["OPSKIT_PROC_DIR"] = str(fake_proc(tmp_path / "noproc"))
+    env["OPSKIT_TEST_PROC_DIR"] = str(fake_proc(tmp_path / "noproc"))
 
     done = cron(site, env, "show", "--user", cron_user)
 
@@ -151,7 +151,7 @@ def test_dry_run_prints_the_diff_and_writes_nothing(
 def test_no_cron_daemon_refuses_to_install_unless_allowed(
     site: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
-    env["OPSKIT_PROC_DIR"] = str(fake_proc(tmp_path / "noproc", "bash"))
+    env["OPSKIT_TEST_PROC_DIR"] = str(fake_proc(tmp_path / "noproc", "bash"))
     target = Path(env["OPSKIT_CRON_D_DIR"]) / "opskit-site"
 
     refused = cron(site, env, "install", "--cron-d", "opskit-site")

@@ -220,7 +220,7 @@ def test_check_cron_not_as_root_warns_that_it_cannot_check_for_another_user(
     (shared / "proc" / "1").mkdir(parents=True)
     (shared / "proc" / "1" / "comm").write_text("cron\n")
     env = {
-        "OPSKIT_PROC_DIR": str(shared / "proc"),
+        "OPSKIT_TEST_PROC_DIR": str(shared / "proc"),
         "OPSKIT_CRON_D_DIR": str(shared / "cron.d"),
     }
     args = ("--project-dir", project, "cron", "install", "--cron-d", "shop", "--user", "root")

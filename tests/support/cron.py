@@ -27,7 +27,7 @@ def cron_env(folder: Path) -> dict[str, str]:
     cron.d files in ``folder / "cron.d"``."""
     (folder / "cron.d").mkdir()
     return {
-        "OPSKIT_PROC_DIR": str(fake_proc(folder / "proc", "cron")),
+        "OPSKIT_TEST_PROC_DIR": str(fake_proc(folder / "proc", "cron")),
         "OPSKIT_CRON_D_DIR": str(folder / "cron.d"),
     }
 

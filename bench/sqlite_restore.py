@@ -29,9 +29,9 @@ from pathlib import Path
 
 import datasets
 import measure
-from common import BENCH, ROOT, log
+from common import BENCH, log
 
-OPSKIT = ROOT / ".venv" / "bin" / "opskit"
+OPSKIT = Path(sys.executable).with_name("opskit")  # the venv running this script
 GOAL = 4.0
 # A site's worker: a connection that has read once and stays open.
 HOLDER = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,14 +39,14 @@ def test_the_quick_start_leaves_the_shell_where_it_was(tmp_path: Path) -> None:
     demo_part = first[len(INSTALL) :]
     assert demo_part.startswith("(cd examples/demo && ")
     assert demo_part.endswith(")")
-    # The demo part as pasted, in a copy of the checkout whose .venv is this one.
+    # The demo part as pasted, in a copy of the checkout whose .venv is the one running this.
     repo = tmp_path / "checkout"
     shutil.copytree(
         ROOT / "examples" / "demo",
         repo / "examples" / "demo",
         ignore=shutil.ignore_patterns("db.sqlite3", "db_backups", "logs", ".opskit", "__pycache__"),
     )
-    (repo / ".venv").symlink_to(ROOT / ".venv")
+    (repo / ".venv").symlink_to(sys.prefix)
 
     done = subprocess.run(
         ["bash", "-c", f"{demo_part} && pwd"], cwd=repo, capture_output=True, text=True

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-from support.project import run_opskit, write_project
+from support.project import OPSKIT, run_opskit, write_project
 
 from opskit.engines import DbParams
 
@@ -181,7 +180,9 @@ def test_a_missing_driver_names_the_package_and_this_environment(
 
     assert done.returncode == 1
     assert "the PostgreSQL driver is not installed in" in done.stdout + done.stderr
-    assert f"{sys.executable} -m pip install 'psycopg[binary]'" in done.stdout + done.stderr
+    # The interpreter opskit runs on, as its console script names it (python, python3.13...).
+    python = OPSKIT.read_text().splitlines()[0].removeprefix("#!")
+    assert f"{python} -m pip install 'psycopg[binary]'" in done.stdout + done.stderr
     assert "fix the settings module" not in done.stdout + done.stderr
 
 

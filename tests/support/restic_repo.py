@@ -103,24 +103,38 @@ def with_offsite(
 
 
 def plant_stale_lock(repo: Repo) -> None:
-    """Leave an exclusive lock of a dead process: SIGKILL a ``restic prune`` holding it."""
+    """Leave an exclusive lock of a dead process: SIGKILL a ``restic prune`` holding it.
+
+    The kill races restic's writing of the lock, and a torn lock file is no lock to restic:
+    the lock left is read back with ``restic cat lock`` and planted again until it is whole.
+    """
     env = {
         **os.environ,
         "RESTIC_REPOSITORY": repo.repository,
         "RESTIC_PASSWORD_FILE": str(repo.password_file),
     }
+    locks = Path(repo.repository) / "locks"
+    for _ in range(5):
+        _kill_prune_holding_its_lock(env, locks)
+        if any(_is_exclusive_lock(env, lock.name) for lock in locks.iterdir()):
+            return
+        for lock in locks.iterdir():
+            lock.unlink()
+    raise AssertionError("restic prune left no readable exclusive lock in five tries")
+
+
+def _kill_prune_holding_its_lock(env: dict[str, str], locks: Path) -> None:
     child = subprocess.Popen(
         ["restic", "--no-cache", "prune", "--dry-run"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    locks = Path(repo.repository) / "locks"
     sizes: list[int] = []
 
     def lock_whole() -> bool:
-        # restic writes the lock file in place, and a half-written one is no lock: kill only
-        # once its size held still for three looks (or prune ended, which the assert says).
+        # restic writes the lock file in place: kill only once its size held still for three
+        # looks (or prune ended, which the assert says).
         with contextlib.suppress(FileNotFoundError):  # prune may end and remove it meanwhile
             sizes.append(sum(p.stat().st_size for p in locks.iterdir()))
         steady = len(sizes) > 2 and sizes[-1] == sizes[-2] == sizes[-3] > 0
@@ -130,3 +144,14 @@ def plant_stale_lock(repo: Repo) -> None:
     child.kill()
     child.wait()
     assert any(locks.iterdir()), "restic prune took no lock (or finished first)"
+
+
+def _is_exclusive_lock(env: dict[str, str], name: str) -> bool:
+    shown = subprocess.run(
+        ["restic", "--no-cache", "--no-lock", "cat", "lock", name],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return shown.returncode == 0 and '"exclusive": true' in shown.stdout

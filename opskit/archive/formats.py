@@ -203,7 +203,6 @@ class Directory:
 
 STREAM = Stream()
 DIRECTORY = Directory()
-FORMATS: tuple[ArchiveFormat, ...] = (STREAM, DIRECTORY)
 
 
 def of(path: Path) -> ArchiveFormat:
